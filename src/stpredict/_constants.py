@@ -1,0 +1,13 @@
+"""Key names shared across the package (squidpy's layout where one exists)."""
+
+from __future__ import annotations
+
+SPATIAL_KEY = "spatial"  # obsm: (x, y) spot centres in full-resolution pixels; uns: per-library images
+LIBRARY_KEY = "library_id"  # obs: which slide a spot belongs to
+PATIENT_KEY = "patient"  # obs: which individual a slide comes from (splits group by it)
+ARRAY_ROW = "array_row"
+ARRAY_COL = "array_col"
+COUNTS_LAYER = "counts"
+SOURCE_IMAGE_KEY = "source_image_path"  # uns['spatial'][lib]['metadata'][...] as scanpy's read_visium
+MICRONS_PER_PIXEL = "microns_per_pixel"  # uns['spatial'][lib]['scalefactors'][...]
+GRID_KEY = "grid"  # uns['spatial'][lib]['metadata'][...]: 'square' (legacy ST) or 'hex' (Visium)

@@ -1,0 +1,136 @@
+"""Input checks shared by every public function.
+
+Each check raises an error that says what is wrong, where (which key, which slide), and how to fix it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from ._constants import ARRAY_COL, ARRAY_ROW, LIBRARY_KEY, SPATIAL_KEY
+
+
+def check_adata(adata: object, name: str = "adata") -> AnnData:
+    """Fail early when something other than an AnnData is passed."""
+    if not isinstance(adata, AnnData):
+        msg = f"`{name}` must be an AnnData, got {type(adata).__name__}."
+        raise TypeError(msg)
+    return adata
+
+
+def library_ids(adata: AnnData, library_key: str = LIBRARY_KEY) -> list[str]:
+    """Slides of ``adata`` in order of first appearance (one slide if the column is absent)."""
+    if library_key not in adata.obs:
+        msg = (
+            f"adata.obs has no column {library_key!r} telling which slide each spot belongs to. "
+            f"Read slides with `st.io.read_st`/`st.io.read_visium`, or set adata.obs[{library_key!r}] yourself."
+        )
+        raise KeyError(msg)
+    return list(pd.unique(adata.obs[library_key].astype(str)))
+
+
+def slide_masks(adata: AnnData, library_key: str = LIBRARY_KEY) -> dict[str, np.ndarray]:
+    """Boolean mask of the spots of each slide."""
+    values = adata.obs[library_key].astype(str).to_numpy()
+    return {lib: values == lib for lib in library_ids(adata, library_key)}
+
+
+def get_matrix(adata: AnnData, layer: str | None, *, dense: bool = True, dtype=np.float64) -> np.ndarray:
+    """``adata.layers[layer]`` (or ``X`` when ``layer`` is None), checked and as a dense array."""
+    if layer is None:
+        matrix = adata.X
+        where = "adata.X"
+    else:
+        if layer not in adata.layers:
+            available = ", ".join(map(repr, adata.layers.keys())) or "none"
+            msg = (
+                f"Layer {layer!r} not found in adata.layers (available: {available}). "
+                "Create it first, e.g. `st.pp.normalize(adata)` writes 'log1p'."
+            )
+            raise KeyError(msg)
+        matrix = adata.layers[layer]
+        where = f"adata.layers[{layer!r}]"
+    if matrix is None:
+        msg = f"{where} is empty: this AnnData holds no expression values."
+        raise ValueError(msg)
+    if dense:
+        matrix = matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
+        matrix = matrix.astype(dtype, copy=False)
+    return matrix
+
+
+def get_rep(adata: AnnData, use_rep: str) -> np.ndarray:
+    """``adata.obsm[use_rep]`` as a 2-D float array, with a helpful error when missing."""
+    if use_rep not in adata.obsm:
+        available = ", ".join(map(repr, adata.obsm.keys())) or "none"
+        msg = (
+            f"Representation {use_rep!r} not found in adata.obsm (available: {available}). "
+            "Compute it with `st.pp.image_features(adata, method=...)`."
+        )
+        raise KeyError(msg)
+    rep = adata.obsm[use_rep]
+    rep = rep.to_numpy() if isinstance(rep, pd.DataFrame) else np.asarray(rep)
+    rep = rep.reshape(len(rep), -1).astype(np.float64, copy=False)
+    if not np.isfinite(rep).all():
+        msg = f"adata.obsm[{use_rep!r}] contains NaN or infinite values; recompute or impute them first."
+        raise ValueError(msg)
+    return rep
+
+
+def require_spatial(adata: AnnData, spatial_key: str = SPATIAL_KEY) -> np.ndarray:
+    """Spot centres (x, y) in full-resolution pixels."""
+    if spatial_key not in adata.obsm:
+        msg = (
+            f"adata.obsm[{spatial_key!r}] with the spot centres (x, y) in full-resolution pixels is missing. "
+            "Read slides with `st.io.read_st`/`st.io.read_visium` or set it yourself."
+        )
+        raise KeyError(msg)
+    return np.asarray(adata.obsm[spatial_key], dtype=np.float64)
+
+
+def require_grid(adata: AnnData) -> tuple[np.ndarray, np.ndarray]:
+    """Integer array coordinates (row, col) of every spot."""
+    missing = [c for c in (ARRAY_ROW, ARRAY_COL) if c not in adata.obs]
+    if missing:
+        msg = (
+            f"adata.obs lacks the grid coordinate column(s) {missing}: smoothing on the spot array needs "
+            f"integer {ARRAY_ROW!r} and {ARRAY_COL!r} (as written by `st.io.read_st`/`st.io.read_visium`)."
+        )
+        raise KeyError(msg)
+    rows = adata.obs[ARRAY_ROW].to_numpy()
+    cols = adata.obs[ARRAY_COL].to_numpy()
+    if not (np.all(np.isfinite(rows.astype(float))) and np.all(np.isfinite(cols.astype(float)))):
+        msg = f"adata.obs[{ARRAY_ROW!r}] / [{ARRAY_COL!r}] contain missing values."
+        raise ValueError(msg)
+    return rows.astype(np.int64), cols.astype(np.int64)
+
+
+def check_unique(names: Sequence[str] | pd.Index, what: str, where: str) -> None:
+    """Refuse duplicated spot or gene names, naming a few of them."""
+    index = pd.Index(names)
+    if not index.is_unique:
+        dupes = index[index.duplicated()].unique()[:5].tolist()
+        msg = f"Duplicate {what} in {where}: {dupes} (showing up to 5). Names must be unique; rename or aggregate them."
+        raise ValueError(msg)
+
+
+def as_gene_list(genes: Sequence[str] | str | None) -> list[str] | None:
+    """Normalise a gene argument (a single name is accepted)."""
+    if genes is None:
+        return None
+    if isinstance(genes, str):
+        return [genes]
+    return [str(g) for g in genes]
+
+
+def check_genes_present(adata: AnnData, genes: Sequence[str], where: str = "adata") -> None:
+    """Refuse genes that are not in ``adata.var_names``."""
+    missing = [g for g in genes if g not in adata.var_names]
+    if missing:
+        msg = f"{len(missing)} gene(s) not found in {where}.var_names, e.g. {missing[:5]}."
+        raise KeyError(msg)

@@ -1,0 +1,15 @@
+"""Bundled and downloadable data sets (``st.datasets``)."""
+
+from ._bundled import her2st_crop, her2st_crop_files, her2st_crop_provenance
+from ._download import default_cache_dir, fetch, her2st, mob, visium_breast_cancer
+
+__all__ = [
+    "default_cache_dir",
+    "fetch",
+    "her2st",
+    "her2st_crop",
+    "her2st_crop_files",
+    "her2st_crop_provenance",
+    "mob",
+    "visium_breast_cancer",
+]

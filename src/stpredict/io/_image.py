@@ -1,0 +1,105 @@
+"""Access to slide images: a downscaled copy lives in ``uns``, the full-resolution image stays on disk.
+
+Only the path of the full-resolution image is stored (``uns['spatial'][lib]['metadata']['source_image_path']``,
+scanpy's key), so concatenating many slides never holds their full images in memory; patch
+extraction opens one slide's image at a time.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from anndata import AnnData
+from PIL import Image, UnidentifiedImageError
+
+from .._constants import SOURCE_IMAGE_KEY, SPATIAL_KEY
+from .._logging import logger
+
+# H&E scans routinely exceed Pillow's decompression-bomb guard (~89 Mpx); they are trusted local files.
+Image.MAX_IMAGE_PIXELS = None
+
+HIRES_MAX_SIDE = 2000  # Space Ranger's "hires" image has 2000 px on its longer side
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open an image lazily (pixels are not decoded yet), with a clear error if missing or unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        msg = f"Image file {str(path)!r} does not exist. Pass the path of the slide's H&E image."
+        raise FileNotFoundError(msg)
+    try:
+        return Image.open(path)
+    except (UnidentifiedImageError, OSError) as err:
+        msg = f"Could not read image {str(path)!r} ({err}). Supported formats: JPEG, PNG, TIFF (anything Pillow opens)."
+        raise ValueError(msg) from err
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image without decoding its pixels."""
+    with open_image(path) as image:
+        return image.size
+
+
+def downscaled_copy(path: str | Path, max_side: int = HIRES_MAX_SIDE) -> tuple[np.ndarray, float]:
+    """A copy of the image whose longer side is at most ``max_side`` px, and its scale factor.
+
+    JPEG images are decoded directly at a reduced scale (``Image.draft``), which is much faster and
+    lighter than decoding the full image first.
+    """
+    with open_image(path) as image:
+        full_width = image.size[0]
+        scale = min(1.0, max_side / max(image.size))
+        target = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
+        try:
+            image.draft("RGB", target)
+            small = image.convert("RGB").resize(target, Image.Resampling.LANCZOS)
+        except OSError as err:
+            msg = f"Could not decode image {str(path)!r} ({err}); the file may be truncated."
+            raise ValueError(msg) from err
+    return np.asarray(small), target[0] / full_width
+
+
+def source_image_path(adata: AnnData, library_id: str) -> Path | None:
+    """Path of the full-resolution image of one slide, if recorded."""
+    meta = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {}).get("metadata", {})
+    path = meta.get(SOURCE_IMAGE_KEY)
+    return Path(path) if path else None
+
+
+def load_slide_image(adata: AnnData, library_id: str) -> tuple[np.ndarray, float]:
+    """The best available image of a slide as an (H, W, 3) uint8 array, and its scale to full resolution.
+
+    The full-resolution image is read from ``source_image_path``; if that file is not there, the
+    ``hires`` image in ``uns`` is used instead, with a warning, because patches cut from it have fewer pixels.
+    Returns ``(image, scale)`` where pixel coordinates in ``image`` are ``obsm['spatial'] * scale``.
+    """
+    path = source_image_path(adata, library_id)
+    if path is not None and path.is_file():
+        with open_image(path) as image:
+            return np.asarray(image.convert("RGB")), 1.0
+    slide = adata.uns.get(SPATIAL_KEY, {}).get(library_id)
+    if slide is None:
+        msg = (
+            f"No image for slide {library_id!r}: adata.uns['spatial'][{library_id!r}] is missing. "
+            "Read the slide with `st.io.read_st`/`st.io.read_visium` (they record the image)."
+        )
+        raise KeyError(msg)
+    images = slide.get("images", {})
+    if "hires" not in images:
+        msg = f"Slide {library_id!r} has neither a readable full-resolution image ({path}) nor a 'hires' image."
+        raise FileNotFoundError(msg)
+    scale = float(slide["scalefactors"]["tissue_hires_scalef"])
+    warnings.warn(
+        f"Full-resolution image of slide {library_id!r} not found at {path}; using the 'hires' image "
+        f"(scale {scale:.3f}), so patches carry less detail. Set "
+        f"adata.uns['spatial'][{library_id!r}]['metadata']['{SOURCE_IMAGE_KEY}'] to the image path to fix this.",
+        UserWarning,
+        stacklevel=3,
+    )
+    logger.info("slide %s: using hires image", library_id)
+    hires = np.asarray(images["hires"])
+    if hires.dtype != np.uint8:  # scanpy stores float images in [0, 1]
+        hires = np.clip(hires * 255.0 if hires.max() <= 1.0 else hires, 0, 255).astype(np.uint8)
+    return hires[..., :3], scale

@@ -1,0 +1,18 @@
+"""Preprocessing: targets (normalisation, gene selection, smoothing) and image features (``st.pp``)."""
+
+from ._features import handcrafted_feature_names, handcrafted_features, image_features
+from ._genes import select_genes
+from ._normalize import gene_lengths, normalize
+from ._patches import extract_patches
+from ._smooth import smooth
+
+__all__ = [
+    "extract_patches",
+    "gene_lengths",
+    "handcrafted_feature_names",
+    "handcrafted_features",
+    "image_features",
+    "normalize",
+    "select_genes",
+    "smooth",
+]

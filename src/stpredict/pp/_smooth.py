@@ -1,0 +1,158 @@
+"""``st.pp.smooth``: denoise measured expression within each slide before it becomes a target."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+from anndata import AnnData
+from tqdm.auto import tqdm
+
+from .._constants import LIBRARY_KEY
+from .._logging import logger
+from .._validate import check_adata, get_matrix, require_grid, require_spatial, slide_masks
+from ._denoise import adaptive_median, eags, neighbour_mean
+from ._grid import infer_grid
+from ._spcs import spcs
+
+Method = Literal["8n", "spcs", "adaptive_median", "eags"]
+_DEFAULTS: dict[str, dict] = {
+    "8n": {},
+    "spcs": {"tau_p": 16, "tau_s": 2, "alpha": 0.6, "beta": 0.4, "n_pcs": 10, "rescale_to_8n": False},
+    "adaptive_median": {"n_rings": 7},
+    "eags": {"n_neighbors": 10, "n_pcs": 50, "quantile": 90.0, "weight_at_quantile": 0.95},
+}
+
+
+def _rescale_into(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Min-max rescale ``values`` into the value range of ``reference`` (MERGE's ``counts_spcs_to_8n``)."""
+    lo, hi = np.nanmin(values), np.nanmax(values)
+    if hi == lo:
+        return np.full_like(values, np.nanmin(reference))
+    return (values - lo) / (hi - lo) * (np.nanmax(reference) - np.nanmin(reference)) + np.nanmin(reference)
+
+
+def smooth(
+    adata: AnnData,
+    *,
+    method: Method = "spcs",
+    layer: str | None = "log1p",
+    key_added: str | None = None,
+    library_key: str = LIBRARY_KEY,
+    random_state: int | None = 0,
+    show_progress_bar: bool = True,
+    copy: bool = False,
+    **params,
+) -> AnnData | None:
+    """Smooth expression within each slide (never across slides).
+
+    Methods and their defaults (override them as keyword arguments):
+
+    - ``'8n'`` (ST-Net, TRIPLEX): mean of the spot and its first ring of array neighbours. On the square
+      legacy-ST grid that is the 3 x 3 window (8 neighbours); on Visium's hex grid the 6 hex neighbours.
+    - ``'spcs'`` (Liu et al. 2022, used by MERGE): ``(1-α) x_i + α [β Σ spatial + (1-β) Σ pattern]`` with
+      spatial neighbours within grid Manhattan distance ``tau_s=2`` (4 in Visium's doubled columns, weight
+      1/d) and the ``tau_p=16`` spots of the slide with the most correlated 10-PC expression pattern (weight
+      exp(-4.5 (1-r)²), only r ≥ 0); ``alpha=0.6``, ``beta=0.4``. ``rescale_to_8n=True`` min-max rescales
+      the result into the range of the 8n-smoothed values (MERGE's training targets).
+    - ``'adaptive_median'`` (SEPAL): replaces only zeros, by the first non-zero median over growing grid
+      rings (``n_rings=7``); writes a boolean mask of imputed entries to ``layers[f'{key_added}_imputed']``
+      so metrics can skip them (see ``mask_layer`` of :func:`stpredict.tl.evaluate`).
+    - ``'eags'`` (STOmics EAGS): Gaussian-weighted mean over the ``n_neighbors=10`` most similar spots in
+      ``n_pcs=50`` PCA space, weights from their spatial distance (90th percentile gets weight 0.95).
+
+    The grid type comes from ``uns['spatial'][library_id]['metadata']['grid']`` (set by the readers) or is
+    inferred from the array coordinates.
+
+    Parameters
+    ----------
+    adata
+        Slides with ``obs['array_row']``, ``obs['array_col']`` and ``obs['library_id']``.
+    method
+        ``'8n'``, ``'spcs'``, ``'adaptive_median'`` or ``'eags'``.
+    layer
+        Layer to smooth (``None`` for ``X``), normally log-normalised values.
+    key_added
+        Output layer; defaults to ``f'{layer}_{method}'``.
+    library_key
+        ``obs`` column naming the slide of each spot.
+    random_state
+        Seed of the PCA steps (SPCS, EAGS).
+    show_progress_bar
+        Show a progress bar over slides.
+    copy
+        Return a modified copy instead of writing into ``adata``.
+    **params
+        Method parameters (see above).
+
+    Returns
+    -------
+    ``None`` or the modified copy; writes ``adata.layers[key_added]`` and parameters to
+    ``adata.uns['stpredict_smooth'][key_added]``. ``X`` and other layers are never changed.
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> adata = st.datasets.her2st_crop()
+    >>> st.pp.normalize(adata)
+    >>> st.pp.smooth(adata, method="8n", show_progress_bar=False)
+    >>> adata.layers["log1p_8n"].shape == adata.shape
+    True
+    """
+    check_adata(adata)
+    if method not in _DEFAULTS:
+        msg = f"Unknown smoothing method {method!r}; choose from {list(_DEFAULTS)}."
+        raise ValueError(msg)
+    unknown = set(params) - set(_DEFAULTS[method])
+    if unknown:
+        msg = f"Unknown parameter(s) {sorted(unknown)} for method {method!r}; accepted: {sorted(_DEFAULTS[method])}."
+        raise TypeError(msg)
+    settings = {**_DEFAULTS[method], **params}
+    require_grid(adata)
+    if method == "eags":
+        require_spatial(adata)
+    values = get_matrix(adata, layer)
+    if np.isnan(values).any():
+        msg = f"Layer {layer!r} contains NaN; smoothing needs complete values."
+        raise ValueError(msg)
+    adata = adata.copy() if copy else adata
+    key_added = key_added or f"{layer or 'X'}_{method}"
+    rows_all, cols_all = require_grid(adata)
+
+    out = np.empty_like(values)
+    imputed = np.zeros(values.shape, dtype=bool) if method == "adaptive_median" else None
+    grids = {}
+    started = time.perf_counter()
+    masks = slide_masks(adata, library_key)
+    for library_id, mask in tqdm(masks.items(), desc=f"smooth ({method})", disable=not show_progress_bar):
+        x, rows, cols = values[mask], rows_all[mask], cols_all[mask]
+        grid = infer_grid(adata, library_id, rows, cols)
+        grids[library_id] = grid
+        if method == "8n":
+            out[mask] = neighbour_mean(x, rows, cols, grid)
+        elif method == "spcs":
+            spcs_params = {k: v for k, v in settings.items() if k != "rescale_to_8n"}
+            smoothed = spcs(x, rows, cols, grid, random_state=random_state, **spcs_params)
+            if settings["rescale_to_8n"]:
+                smoothed = _rescale_into(smoothed, neighbour_mean(x, rows, cols, grid))
+            out[mask] = smoothed
+        elif method == "adaptive_median":
+            out[mask], imputed[mask] = adaptive_median(x, rows, cols, settings["n_rings"])
+        else:
+            spatial = np.asarray(adata.obsm["spatial"], dtype=float)[mask]
+            out[mask] = eags(x, spatial, random_state=random_state, **settings)
+    adata.layers[key_added] = out.astype(np.float32)
+    if imputed is not None:
+        adata.layers[f"{key_added}_imputed"] = imputed
+    adata.uns.setdefault("stpredict_smooth", {})[key_added] = {
+        "method": method,
+        "layer": layer,
+        "params": settings,
+        "grid": grids,
+        "random_state": random_state,
+    }
+    logger.info(
+        "smooth: added layer %r (%s, %d slide(s), %.1f s)", key_added, method, len(masks), time.perf_counter() - started
+    )
+    return adata if copy else None
