@@ -55,7 +55,7 @@ def _read_counts(counts: Table) -> pd.DataFrame:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rt") as handle:
             header = handle.readline().rstrip("\r\n").split("\t")[1:]
-        table = pd.read_csv(path, sep="\t", index_col=0)
+        table = pd.read_csv(path, sep="\t", index_col=0, keep_default_na=False)  # "NA" is not a count
     table.index = table.index.astype(str)
     check_unique(header, "gene names", where)
     check_unique(table.index, "spot ids", where)

@@ -65,8 +65,7 @@ def read_visium(
     Examples
     --------
     >>> import stpredict as st
-    >>> path = st.datasets.visium_tiny_path()  # doctest: +SKIP
-    >>> adata = st.io.read_visium(path, patient="P1")  # doctest: +SKIP
+    >>> adata = st.io.read_visium("path/to/outs", patient="P1", source_image_path="image.tif")  # doctest: +SKIP
     """
     import squidpy as sq  # slow import: only when reading Visium
 

@@ -1,1 +1,5 @@
-"""placeholder"""
+"""Plots (``st.pl``)."""
+
+from ._spatial import prediction, scores
+
+__all__ = ["prediction", "scores"]

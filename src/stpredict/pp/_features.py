@@ -79,6 +79,36 @@ def handcrafted_features(patches: np.ndarray) -> np.ndarray:
 _METHODS = {"handcrafted": handcrafted_features}
 
 
+def compute_image_features(
+    adata: AnnData,
+    *,
+    method: str = "handcrafted",
+    size: float = 224,
+    unit: str = "px",
+    batch_size: int = 256,
+    library_key: str = LIBRARY_KEY,
+    show_progress_bar: bool = False,
+) -> np.ndarray:
+    """The representation of :func:`image_features` as an array, without writing into ``adata``."""
+    if method not in _METHODS:
+        msg = f"Unknown image feature method {method!r}; available: {sorted(_METHODS)}."
+        raise ValueError(msg)
+    extractor = _METHODS[method]
+    features = None
+    batches = iter_slide_patches(adata, size=size, unit=unit, library_key=library_key, batch_size=batch_size)
+    with tqdm(total=adata.n_obs, desc=f"image features ({method})", disable=not show_progress_bar) as bar:
+        for _, positions, patches in batches:
+            values = extractor(patches)
+            if features is None:
+                features = np.empty((adata.n_obs, values.shape[1]), dtype=np.float32)
+            features[positions] = values
+            bar.update(len(positions))
+    if features is None:
+        msg = "adata has no spots."
+        raise ValueError(msg)
+    return features
+
+
 def image_features(
     adata: AnnData,
     *,
@@ -129,21 +159,17 @@ def image_features(
     (213, 46)
     """
     check_adata(adata)
-    if method not in _METHODS:
-        msg = f"Unknown image feature method {method!r}; available: {sorted(_METHODS)}."
-        raise ValueError(msg)
-    extractor = _METHODS[method]
     key_added = key_added or f"X_{method}"
     started = time.perf_counter()
-    features = None
-    batches = iter_slide_patches(adata, size=size, unit=unit, library_key=library_key, batch_size=batch_size)
-    with tqdm(total=adata.n_obs, desc=f"image features ({method})", disable=not show_progress_bar) as bar:
-        for _, positions, patches in batches:
-            values = extractor(patches)
-            if features is None:
-                features = np.empty((adata.n_obs, values.shape[1]), dtype=np.float32)
-            features[positions] = values
-            bar.update(len(positions))
+    features = compute_image_features(
+        adata,
+        method=method,
+        size=size,
+        unit=unit,
+        batch_size=batch_size,
+        library_key=library_key,
+        show_progress_bar=show_progress_bar,
+    )
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features
     adata.uns.setdefault("stpredict_features", {})[key_added] = {

@@ -1,1 +1,20 @@
-"""placeholder"""
+"""Tools: fitting, predicting and evaluating (``st.tl``)."""
+
+from ._cross_validate import cross_validate
+from ._evaluate import evaluate, summarize
+from ._fit_predict import fit_predict
+from ._models import Model, SpotData, available_models, register_model
+from ._splits import Fold, make_splits
+
+__all__ = [
+    "Fold",
+    "Model",
+    "SpotData",
+    "available_models",
+    "cross_validate",
+    "evaluate",
+    "fit_predict",
+    "make_splits",
+    "register_model",
+    "summarize",
+]

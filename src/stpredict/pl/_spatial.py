@@ -1,0 +1,172 @@
+"""Spatial maps of measured vs predicted expression, and score plots."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from os import PathLike
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from matplotlib.figure import Figure
+
+from .._constants import LIBRARY_KEY, SPATIAL_KEY
+from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix, library_ids
+from ..tl._evaluate import _column_pearson
+
+
+def _save(fig: Figure, save: str | PathLike | None) -> None:
+    if save is not None:
+        fig.savefig(save, dpi=150, bbox_inches="tight")
+
+
+def prediction(
+    adata: AnnData,
+    genes: Sequence[str] | str,
+    *,
+    layer_pred: str,
+    layer_true: str | None = "log1p",
+    library_id: str | None = None,
+    show_image: bool = True,
+    cmap: str = "viridis",
+    shared_scale: bool = False,
+    spot_size: float | None = None,
+    save: str | PathLike | None = None,
+) -> Figure:
+    """Measured and predicted expression side by side on one slide, with the per-gene Pearson.
+
+    Each gene gets a row; columns are the measurement (if ``layer_true`` is given) and the prediction,
+    drawn over the slide's ``hires`` image. Regression to the mean makes predictions span a narrower range
+    than measurements, so by default each panel has its own colour scale (Pearson ignores scale anyway);
+    ``shared_scale=True`` compares magnitudes instead.
+
+    Parameters
+    ----------
+    adata
+        Slides with predictions in ``layers[layer_pred]``.
+    genes
+        Genes to show.
+    layer_pred, layer_true
+        Layers with predicted and measured values (``layer_true=None`` shows predictions only).
+    library_id
+        Slide to show (default: the first).
+    show_image
+        Draw the H&E ``hires`` image underneath.
+    cmap
+        Colour map.
+    shared_scale
+        One colour scale per gene for both panels instead of one per panel.
+    spot_size
+        Marker size in points² (default: from the spot diameter).
+    save
+        File to write the figure to.
+
+    Returns
+    -------
+    The figure.
+
+    Examples
+    --------
+    >>> import numpy as np, stpredict as st
+    >>> adata = st.datasets.her2st_crop()
+    >>> st.pp.normalize(adata)
+    >>> adata.layers["pred"] = adata.layers["log1p"] + 0.1
+    >>> fig = st.pl.prediction(adata, ["ERBB2"], layer_pred="pred", library_id="C3")
+    """
+    check_adata(adata)
+    genes = as_gene_list(genes)
+    check_genes_present(adata, genes)
+    library_id = library_id or library_ids(adata)[0]
+    mask = (adata.obs[LIBRARY_KEY].astype(str) == library_id).to_numpy()
+    if not mask.any():
+        msg = f"Slide {library_id!r} not in adata.obs[{LIBRARY_KEY!r}] (slides: {library_ids(adata)})."
+        raise KeyError(msg)
+    columns = adata.var_names.get_indexer(genes)
+    pred = get_matrix(adata[mask], layer_pred)[:, columns]
+    true = get_matrix(adata[mask], layer_true)[:, columns] if layer_true is not None else None
+    slide = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {})
+    scale = float(slide.get("scalefactors", {}).get("tissue_hires_scalef", 1.0))
+    xy = np.asarray(adata.obsm[SPATIAL_KEY])[mask] * scale
+    image = slide.get("images", {}).get("hires") if show_image else None
+    if spot_size is None:
+        diameter = float(slide.get("scalefactors", {}).get("spot_diameter_fullres", 100.0)) * scale
+        span = max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1.0)
+        spot_size = float(np.clip((diameter / span * 3.0 * 72) ** 2, 4, 400))
+
+    panels = 2 if true is not None else 1
+    fig, axes = plt.subplots(len(genes), panels, figsize=(3.6 * panels, 3.4 * len(genes)), squeeze=False)
+    pearson = _column_pearson(true, pred) if true is not None else [np.nan] * len(genes)
+    for row, gene in enumerate(genes):
+        values = [true[:, row], pred[:, row]] if true is not None else [pred[:, row]]
+        titles = ["measured", f"predicted (r = {pearson[row]:.2f})"] if true is not None else ["predicted"]
+        for col, (vals, title) in enumerate(zip(values, titles, strict=True)):
+            ax = axes[row, col]
+            scale_values = np.concatenate(values) if shared_scale else vals
+            finite = scale_values[np.isfinite(scale_values)]
+            vmin, vmax = (np.percentile(finite, 1), np.percentile(finite, 99)) if len(finite) else (0, 1)
+            if image is not None:
+                ax.imshow(image, alpha=0.6)
+            points = ax.scatter(xy[:, 0], xy[:, 1], c=vals, s=spot_size, cmap=cmap, vmin=vmin, vmax=vmax)
+            if not shared_scale:
+                fig.colorbar(points, ax=ax, shrink=0.8)
+            ax.set_title(f"{gene} {title}", fontsize=9)
+            pad = np.sqrt(spot_size)
+            ax.set_xlim(xy[:, 0].min() - pad, xy[:, 0].max() + pad)
+            ax.set_ylim(xy[:, 1].max() + pad, xy[:, 1].min() - pad)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        if shared_scale:
+            fig.colorbar(points, ax=axes[row, :].tolist(), shrink=0.8, label=layer_pred)
+    fig.suptitle(f"slide {library_id}", fontsize=10)
+    _save(fig, save)
+    return fig
+
+
+def scores(
+    table: pd.DataFrame,
+    *,
+    metrics: Sequence[str] = ("pcc_m", "pcc_h", "pcc_patch"),
+    by: str = "library_id",
+    save: str | PathLike | None = None,
+) -> Figure:
+    """Bar chart of per-slide scores (the table returned by :func:`stpredict.tl.cross_validate`).
+
+    Parameters
+    ----------
+    table
+        One row per slide with a ``by`` column and metric columns.
+    metrics
+        Columns to plot (missing ones are skipped).
+    by
+        Column naming the slide.
+    save
+        File to write the figure to.
+
+    Returns
+    -------
+    The figure.
+
+    Examples
+    --------
+    >>> import pandas as pd, stpredict as st
+    >>> table = pd.DataFrame({"library_id": ["C2", "C3"], "pcc_m": [0.2, 0.3], "pcc_h": [0.3, 0.4]})
+    >>> fig = st.pl.scores(table)
+    """
+    import seaborn as sns
+
+    metrics = [m for m in metrics if m in table]
+    if not metrics:
+        msg = f"None of the metrics {list(metrics)} is a column of the table ({list(table.columns)})."
+        raise KeyError(msg)
+    long = table.melt(id_vars=[by], value_vars=metrics, var_name="metric", value_name="score")
+    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * table[by].nunique() * len(metrics) / 2, 3.2))
+    sns.barplot(long, x=by, y="score", hue="metric", ax=ax)
+    means = table[metrics].mean()
+    ax.set_title("mean: " + ", ".join(f"{m} {v:.3f}" for m, v in means.items()), fontsize=9)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("held-out slide")
+    ax.legend(title=None, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    fig.tight_layout()
+    _save(fig, save)
+    return fig

@@ -1,0 +1,166 @@
+"""Honest cross-validation: per fold, genes, penalties and "highly predictive" genes come from training slides."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from tqdm.auto import tqdm
+
+from .._constants import LIBRARY_KEY
+from .._logging import logger
+from .._validate import as_gene_list, check_adata
+from ..pp._features import compute_image_features
+from ..pp._genes import select_genes
+from ._evaluate import evaluate, summarize
+from ._fit_predict import fit_predict
+from ._models import get_model
+from ._splits import Fold, make_splits
+
+
+def cross_validate(
+    adata: AnnData,
+    *,
+    splits: Sequence[Fold] | str = "leave_one_patient_out",
+    model: str = "ridge",
+    genes: Sequence[str] | None = None,
+    gene_selection: Mapping[str, Any] = MappingProxyType({"method": "top_expressed", "n_genes": 250}),
+    layer: str = "log1p",
+    eval_layer: str | None = None,
+    use_rep: str | None = None,
+    n_highly_predictive: int = 50,
+    key_added: str | None = None,
+    model_params: Mapping[str, Any] = MappingProxyType({}),
+    device: str = "auto",
+    random_state: int | None = 0,
+    show_progress_bar: bool = True,
+) -> pd.DataFrame:
+    """Train and test a model fold by fold and score every held-out slide.
+
+    Within each fold, only the training slides decide the target genes (``gene_selection``, unless
+    ``genes`` is given), the model's hyper-parameters (inner validation on training patients/slides) and
+    the "highly predictive" genes of PCC(H): the ``n_highly_predictive`` genes with the best validation
+    Pearson reported by the model. Test slides only get scored.
+
+    Parameters
+    ----------
+    adata
+        All slides, with targets in ``layers[layer]``.
+    splits
+        Folds from :func:`make_splits`, or a ``make_splits`` method name.
+    model
+        Model name (see :func:`available_models`).
+    genes
+        Fixed genes for every fold; when ``None`` they are selected per fold with ``gene_selection``
+        (arguments of :func:`stpredict.pp.select_genes`).
+    gene_selection
+        How genes are selected on each fold's training slides.
+    layer
+        Training target layer.
+    eval_layer
+        Layer the predictions are scored against (default: ``layer``).
+    use_rep
+        Image representation (see :func:`fit_predict`); computed once up front when missing.
+    n_highly_predictive
+        Number of genes in PCC(H).
+    key_added
+        Predictions of held-out spots go to ``adata.layers[key_added]`` (default ``f'cv_{model}'``); the
+        per-gene and per-slide tables and parameters to ``adata.uns[key_added]``.
+    model_params, device, random_state
+        Passed to :func:`fit_predict`.
+    show_progress_bar
+        Show a progress bar over folds.
+
+    Returns
+    -------
+    Per held-out slide: ``fold``, ``library_id``, PCC(M), PCC(H), PCC-Patch, MSE, MAE, RMSE, R².
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> adata = st.datasets.her2st_crop()
+    >>> st.pp.normalize(adata)
+    >>> folds = st.tl.make_splits(adata, method="leave_one_slide_out", allow_shared_patients=True)
+    >>> table = st.tl.cross_validate(adata, splits=folds, gene_selection={"n_genes": 30},
+    ...                              n_highly_predictive=10, show_progress_bar=False)
+    >>> table.columns[:4].tolist()
+    ['fold', 'library_id', 'pcc_m', 'pcc_h']
+    """
+    check_adata(adata)
+    folds = make_splits(adata, method=splits) if isinstance(splits, str) else list(splits)
+    eval_layer = eval_layer or layer
+    key_added = key_added or f"cv_{model}"
+    fixed_genes = as_gene_list(genes)
+    rep = use_rep or get_model(model).default_rep
+    precomputed = None
+    if rep is not None and rep not in adata.obsm:
+        if use_rep is not None:
+            msg = f"Representation {use_rep!r} not in adata.obsm; compute it with st.pp.image_features."
+            raise KeyError(msg)
+        precomputed = compute_image_features(adata, method=rep.removeprefix("X_"), show_progress_bar=show_progress_bar)
+
+    slides = adata.obs[LIBRARY_KEY].astype(str)
+    predictions = np.full(adata.shape, np.nan, dtype=np.float32)
+    per_gene_tables, per_slide_tables = [], []
+    for fold in tqdm(folds, desc=f"cross-validate ({model})", disable=not show_progress_bar):
+        train_mask, test_mask = slides.isin(fold.train).to_numpy(), slides.isin(fold.test).to_numpy()
+        train, test = adata[train_mask].copy(), adata[test_mask].copy()
+        if precomputed is not None:
+            train.obsm[rep], test.obsm[rep] = precomputed[train_mask], precomputed[test_mask]
+        if fixed_genes is None:
+            select_genes(train, **{"method": "top_expressed", "n_genes": 250, **dict(gene_selection)})
+        fit_predict(
+            train,
+            test,
+            model=model,
+            genes=fixed_genes,
+            layer=layer,
+            use_rep=rep,
+            key_added="prediction",
+            device=device,
+            random_state=random_state,
+            model_params=model_params,
+        )
+        info = test.uns["prediction"]
+        gene_pearson = info["validation"].get("gene_pearson")
+        highly_predictive = None
+        if gene_pearson is not None:
+            highly_predictive = gene_pearson.dropna().sort_values(ascending=False).index[:n_highly_predictive].tolist()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # constant genes are reported in the log below
+            per_gene = evaluate(test, layer_pred="prediction", layer_true=eval_layer, genes=info["genes"], inplace=False)
+        n_nan = int(per_gene["pearson"].isna().sum())
+        if n_nan:
+            logger.info("fold %s: %d (slide, gene) pair(s) with constant values are left out of PCC(M)", fold.name, n_nan)
+        per_slide = summarize(per_gene, highly_predictive).reset_index()
+        per_slide.insert(0, "fold", fold.name)
+        per_gene.insert(0, "fold", fold.name)
+        per_gene_tables.append(per_gene)
+        per_slide_tables.append(per_slide)
+        predictions[test_mask] = test.layers["prediction"]
+
+    per_slide = pd.concat(per_slide_tables, ignore_index=True)
+    per_gene = pd.concat(per_gene_tables, ignore_index=True)
+    per_gene["library_id"] = per_gene["library_id"].astype(str)
+    adata.layers[key_added] = predictions
+    adata.uns[key_added] = {
+        "per_slide": per_slide,
+        "per_gene": per_gene,
+        "summary": per_slide.drop(columns=["fold", "library_id", "n_genes"]).mean(axis=0).to_dict(),
+        "params": {
+            "model": model,
+            "layer": layer,
+            "eval_layer": eval_layer,
+            "use_rep": rep,
+            "folds": [{"name": f.name, "train": f.train, "test": f.test} for f in folds],
+            "gene_selection": dict(gene_selection) if fixed_genes is None else None,
+            "n_highly_predictive": n_highly_predictive,
+            "random_state": random_state,
+        },
+    }
+    return per_slide
