@@ -44,7 +44,7 @@ def _channel_stats(values: np.ndarray) -> np.ndarray:
 
 
 def handcrafted_features(patches: np.ndarray) -> np.ndarray:
-    """Colour and texture statistics of RGB patches ``(n, h, w, 3)`` uint8 -> ``(n, 46)`` float32.
+    """Colour and texture statistics of RGB patches ``(n, h, w, 3)`` uint8 -> ``(n, 44)`` float32.
 
     Colour: mean, std and 10/50/90th percentiles of R, G, B and of the haematoxylin, eosin and DAB
     channels of colour deconvolution (Ruifrok & Johnston, ``skimage.color.rgb2hed``). Texture: grey-level
@@ -123,7 +123,7 @@ def image_features(
 ) -> AnnData | None:
     """Compute an image representation of every spot from the patch around it.
 
-    ``'handcrafted'``: 46 colour and texture statistics in RGB and haematoxylin/eosin space (see
+    ``'handcrafted'``: 44 colour and texture statistics in RGB and haematoxylin/eosin space (see
     :func:`handcrafted_features`). Needs no model weights, so it is the offline default.
 
     Parameters
@@ -156,7 +156,7 @@ def image_features(
     >>> adata = st.datasets.her2st_crop()
     >>> st.pp.image_features(adata, show_progress_bar=False)
     >>> adata.obsm["X_handcrafted"].shape
-    (213, 46)
+    (213, 44)
     """
     check_adata(adata)
     key_added = key_added or f"X_{method}"

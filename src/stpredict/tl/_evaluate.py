@@ -176,7 +176,8 @@ def evaluate(
         n_constant += int(np.isnan(scores["pearson"]).sum())
         frame = pd.DataFrame({"library_id": library_id, "gene": genes, "n_spots": int(mask.sum()), **scores})
         rows.append(frame)
-        patch[library_id] = float(np.nanmean(_column_pearson(true[mask].T, pred[mask].T)))
+        spot_pearson = _column_pearson(true[mask].T, pred[mask].T)
+        patch[library_id] = float(np.nanmean(spot_pearson)) if np.isfinite(spot_pearson).any() else np.nan
     if n_constant:
         warnings.warn(
             f"{n_constant} (slide, gene) pair(s) have constant prediction or truth: their Pearson is NaN "

@@ -69,7 +69,7 @@ class RidgeModel(Model):
             held = groups == group
             for alpha in alphas:
                 pipe = self._pipeline(alpha, x.shape[1]).fit(x[~held], y[~held])
-                oof[alpha][held] = pipe.predict(x[held])
+                oof[alpha][held] = pipe.predict(x[held]).reshape(held.sum(), -1)
         gene_scores = {a: _per_slide_pearson(y, oof[a], groups) for a in alphas}
         mean_scores = {a: float(np.nan_to_num(s, nan=0.0).mean()) for a, s in gene_scores.items()}
         best = max(alphas, key=lambda a: mean_scores[a])
@@ -86,4 +86,4 @@ class RidgeModel(Model):
         return self
 
     def predict(self, test: SpotData) -> np.ndarray:
-        return self.pipeline_.predict(test.features)
+        return self.pipeline_.predict(test.features).reshape(len(test.features), -1)

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+import stpredict as st
+from stpredict.demo import main as demo_main
+
+
+def test_prediction_plot_shows_truth_and_prediction(crop_norm, tmp_path):
+    crop_norm.layers["pred"] = crop_norm.layers["log1p"] * 0.5 + 1
+    fig = st.pl.prediction(crop_norm, ["ERBB2", "GNAS"], layer_pred="pred", library_id="C2", save=tmp_path / "p.png")
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert titles == ["ERBB2 measured", "ERBB2 predicted (r = 1.00)", "GNAS measured", "GNAS predicted (r = 1.00)"]
+    scatter = fig.axes[0].collections[0]
+    assert len(scatter.get_offsets()) == (crop_norm.obs["library_id"] == "C2").sum()
+    assert (tmp_path / "p.png").stat().st_size > 10_000
+
+
+def test_scores_plot(tmp_path):
+    table = pd.DataFrame({"library_id": ["C2", "C3"], "pcc_m": [0.2, 0.3], "pcc_h": [0.3, 0.5]})
+    fig = st.pl.scores(table, save=tmp_path / "s.png")
+    heights = sorted(round(p.get_height(), 3) for p in fig.axes[0].patches if p.get_height() > 0)
+    assert heights == [0.2, 0.3, 0.3, 0.5]
+    assert "pcc_m 0.250" in fig.axes[0].get_title()
+
+
+def test_demo_runs_end_to_end(tmp_path):
+    table = demo_main(["--out", str(tmp_path), "--n-genes", "50"])
+    assert len(table) == 3 and table["pcc_m"].mean() > 0.15
+    assert {"scores.csv", "scores.png", "prediction_C3.png"} <= {p.name for p in tmp_path.iterdir()}
+    assert np.isfinite(pd.read_csv(tmp_path / "scores.csv")["pcc_h"]).all()
