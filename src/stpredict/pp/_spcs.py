@@ -2,8 +2,10 @@
 
 Why hand-written numba: the pattern neighbours are searched over the whole slide, which is an
 all-pairs problem. Holding the n x n similarity matrix is impossible for Visium HD (100k+ spots), and
-kd-trees degrade in the 10-d pattern space. An exact brute-force search that keeps only each spot's
-running top-``tau_p`` list needs O(n * tau_p) memory and parallelises over spots, which numba does well.
+kd-trees degrade in the 10-d pattern space, and a blocked BLAS product is memory-bound here (it writes
+n² correlations only to read them back). The numba kernel fuses both steps: per spot it accumulates the
+correlations with all spots in a cache-resident buffer and keeps only the running top-``tau_p`` list
+(O(n * tau_p) memory, parallel over spots).
 """
 
 from __future__ import annotations
@@ -16,15 +18,29 @@ from ._grid import Grid, manhattan_neighbours
 
 
 def pattern_space(x: np.ndarray, n_pcs: int = 10, random_state: int | None = 0) -> np.ndarray:
-    """Spots' PCA scores (centred, not scaled), as SPCS's pattern space."""
-    from sklearn.decomposition import PCA
+    """Spots' PCA scores (centred, not scaled), as SPCS's pattern space.
+
+    Exact PCA from the eigen-decomposition of the smaller Gram matrix (genes x genes for the usual
+    few hundred genes): much faster than an SVD of the spots x genes matrix for large slides. The sign of
+    each component is fixed as in scikit-learn (largest loading positive), which matters because SPCS
+    correlates spots across components. ``random_state`` is accepted for API symmetry; the result is exact.
+    """
+    from scipy.linalg import eigh
 
     n_components = int(min(n_pcs, x.shape[0] - 1, x.shape[1]))
     if n_components < 2:
         msg = f"SPCS needs at least 3 spots and 2 genes for its pattern space, got {x.shape[0]} x {x.shape[1]}."
         raise ValueError(msg)
-    solver = "full" if x.shape[1] <= 2000 else "randomized"
-    return PCA(n_components=n_components, svd_solver=solver, random_state=random_state).fit_transform(x)
+    centred = x - x.mean(axis=0)
+    if x.shape[1] <= x.shape[0]:
+        _, loadings = eigh(centred.T @ centred, subset_by_index=(x.shape[1] - n_components, x.shape[1] - 1))
+    else:
+        _, left = eigh(centred @ centred.T, subset_by_index=(x.shape[0] - n_components, x.shape[0] - 1))
+        loadings = centred.T @ left
+        loadings /= np.linalg.norm(loadings, axis=0, keepdims=True)
+    loadings = loadings[:, ::-1]  # descending variance
+    signs = np.sign(loadings[np.abs(loadings).argmax(axis=0), np.arange(n_components)])
+    return centred @ (loadings * signs)
 
 
 def unit_centred(scores: np.ndarray) -> np.ndarray:
@@ -38,31 +54,48 @@ def unit_centred(scores: np.ndarray) -> np.ndarray:
 
 
 @njit(parallel=True, cache=True)
-def _top_correlated(z: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
-    """For every valid row, the ``k`` other valid rows with the highest correlation (ties: lower index first)."""
-    n, p = z.shape
+def _top_correlated(
+    zt: np.ndarray, valid: np.ndarray, k: int, rows_per_task: int
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - numba
+    """For every valid spot, the ``k`` most correlated other valid spots (ties: lower index first).
+
+    ``zt`` holds the unit-norm centred pattern vectors as columns (p x n), so one spot's correlations with
+    all spots are accumulated component by component over contiguous memory (SIMD-friendly) into a
+    per-task buffer of n values; only the running top-k list is kept.
+    """
+    p, n = zt.shape
     index = np.full((n, k), -1, dtype=np.int64)
     value = np.full((n, k), -np.inf)
-    for i in prange(n):
-        if not valid[i]:
-            continue
-        worst = -np.inf
-        for j in range(n):
-            if j == i or not valid[j]:
+    n_tasks = (n + rows_per_task - 1) // rows_per_task
+    for task in prange(n_tasks):
+        r = np.empty(n)
+        for i in range(task * rows_per_task, min(n, (task + 1) * rows_per_task)):
+            if not valid[i]:
                 continue
-            r = 0.0
+            r[:] = 0.0
             for c in range(p):
-                r += z[i, c] * z[j, c]
-            if r > worst:
-                pos = k - 1
-                while pos > 0 and value[i, pos - 1] < r:
-                    value[i, pos] = value[i, pos - 1]
-                    index[i, pos] = index[i, pos - 1]
-                    pos -= 1
-                value[i, pos] = r
-                index[i, pos] = j
-                worst = value[i, k - 1]
+                w = zt[c, i]
+                row = zt[c]
+                for j in range(n):
+                    r[j] += w * row[j]
+            worst = -np.inf
+            for j in range(n):
+                rj = r[j]
+                if rj > worst and j != i and valid[j]:
+                    pos = k - 1
+                    while pos > 0 and value[i, pos - 1] < rj:
+                        value[i, pos] = value[i, pos - 1]
+                        index[i, pos] = index[i, pos - 1]
+                        pos -= 1
+                    value[i, pos] = rj
+                    index[i, pos] = j
+                    worst = value[i, k - 1]
     return index, value
+
+
+def top_correlated(z: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each valid row's ``k`` most correlated other valid rows of ``z`` (unit-norm, centred), exactly."""
+    return _top_correlated(np.ascontiguousarray(z.T), valid, k, 64)
 
 
 @njit(parallel=True, cache=True)
@@ -145,7 +178,7 @@ def spcs(
     z = unit_centred(pattern_space(x, n_pcs, random_state))
     k = int(min(tau_p, len(x) - 1))
     valid = np.abs(z).sum(axis=1) > 0
-    p_index, p_corr = _top_correlated(np.ascontiguousarray(z), valid, k)
+    p_index, p_corr = top_correlated(np.ascontiguousarray(z), valid, k)
     p_weights = pattern_weights(p_corr)
     s = spatial_weights(rows, cols, grid, tau_s)
     return _combine(
