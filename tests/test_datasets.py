@@ -101,3 +101,10 @@ def test_registry_covers_downloadable_files():
         assert f"her2st/{section}.tsv.gz" in registry
         assert any(k.startswith(f"her2st/{section}_") and k.endswith(".jpg") for k in registry)
     assert all(len(digest) == 64 for _, digest in registry.values())
+
+
+@pytest.mark.shared_data
+def test_visium_breast_cancer_from_local_outs_folder():
+    adata = st.datasets.visium_breast_cancer(path=shared("formats", "visium_spaceranger_1.0.0_tiny", "1.0.0"))
+    assert adata.obs["library_id"].unique().tolist() == ["V1_Breast_Cancer_Block_A_Section_1"]
+    assert adata.uns["spatial"]["V1_Breast_Cancer_Block_A_Section_1"]["metadata"]["grid"] == "hex"

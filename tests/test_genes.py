@@ -59,3 +59,21 @@ def test_select_genes_errors(crop):
     st.pp.normalize(crop)
     with pytest.raises(ValueError, match="raw counts"):
         st.pp.select_genes(crop, layer="log1p")
+
+
+def test_moran_equals_squidpy_spatial_autocorr(crop):
+    import scipy.sparse as sp
+    import squidpy as sq
+
+    from stpredict.pp._grid import grid_neighbours
+
+    st.pp.normalize(crop)
+    st.pp.select_genes(crop, method="moran", n_genes=50, train=["C3"])
+    slide = crop[crop.obs["library_id"] == "C3"].copy()
+    graph = grid_neighbours(slide.obs["array_row"].to_numpy(), slide.obs["array_col"].to_numpy(), "square",
+                            include_self=False)
+    slide.obsp["spatial_connectivities"] = sp.csr_matrix(graph)
+    genes = crop.uns["selected"]["genes"][:20]
+    result = sq.gr.spatial_autocorr(slide, genes=genes, mode="moran", layer="log1p", copy=True,
+                                    show_progress_bar=False)
+    np.testing.assert_allclose(crop.var.loc[genes, "selected_score"], result.loc[genes, "I"], rtol=1e-6)
