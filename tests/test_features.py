@@ -62,3 +62,44 @@ def test_handcrafted_features_are_meaningful(crop):
 def test_image_features_unknown_method(crop):
     with pytest.raises(ValueError, match="available"):
         st.pp.image_features(crop, method="uni")
+
+
+def _synthetic_nuclei(centres, radius_px, side=224):
+    """Haematoxylin-blue discs on an eosin-pink background."""
+    yy, xx = np.mgrid[:side, :side]
+    image = np.empty((side, side, 3), dtype=np.uint8)
+    image[:] = (235, 180, 210)
+    for cy, cx in centres:
+        image[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius_px**2] = (60, 50, 140)
+    return image
+
+
+def test_nuclei_segmentation_counts_and_measures_synthetic_discs():
+    mpp = 0.5
+    spacing, radius = 28, 8  # px
+    centres = [(y, x) for y in range(20, 210, spacing) for x in range(20, 210, spacing)]
+    patch = _synthetic_nuclei(centres, radius)
+    features = st.pp.nuclei_features(patch[None], mpp)[0]
+    col = {n: i for i, n in enumerate(st.pp.nuclei_feature_names())}
+    assert features[col["nuclei_count"]] == len(centres)
+    assert features[col["nuclei_area"]] == pytest.approx(np.pi * (radius * mpp) ** 2, rel=0.1)
+    assert features[col["nuclei_circularity"]] == pytest.approx(1.0, abs=0.15)
+    assert features[col["nuclei_eccentricity"]] < 0.3
+    assert features[col["nuclei_delaunay_min_distance"]] == pytest.approx(spacing * mpp, rel=0.05)
+    assert features[col["nuclei_delaunay_max_distance"]] == pytest.approx(spacing * mpp * np.sqrt(2), rel=0.2)
+    # touching nuclei are split by the watershed
+    pair = _synthetic_nuclei([(100, 100), (100, 115)], radius)
+    assert st.pp.nuclei_features(pair[None], mpp)[0, col["nuclei_count"]] == 2
+    empty = np.full((1, 224, 224, 3), 240, dtype=np.uint8)
+    assert st.pp.nuclei_features(empty, mpp)[0, col["nuclei_count"]] == 0
+
+
+def test_nuclei_counts_plausible_on_real_her2st(crop):
+    sub = crop[::7].copy()
+    st.pp.image_features(sub, method="nuclei", show_progress_bar=False)
+    names = st.pp.nuclei_feature_names()
+    counts = sub.obsm["X_nuclei"][:, names.index("nuclei_count")]
+    area = sub.obsm["X_nuclei"][:, names.index("nuclei_area")]
+    # a 224 px patch at 0.69 µm/px covers ~154 x 154 µm of breast tumour/stroma: tens to ~200 nuclei
+    assert 20 < np.median(counts) < 250 and counts.min() > 0
+    assert 20 < np.median(area) < 120  # µm², typical epithelial/stromal nuclei

@@ -3,6 +3,7 @@
 from ._features import handcrafted_feature_names, handcrafted_features, image_features
 from ._genes import select_genes
 from ._normalize import gene_lengths, normalize
+from ._nuclei import nuclei_feature_names, nuclei_features, segment_nuclei
 from ._patches import extract_patches
 from ._smooth import smooth
 
@@ -13,6 +14,9 @@ __all__ = [
     "handcrafted_features",
     "image_features",
     "normalize",
+    "nuclei_feature_names",
+    "nuclei_features",
+    "segment_nuclei",
     "select_genes",
     "smooth",
 ]
