@@ -103,3 +103,45 @@ def test_nuclei_counts_plausible_on_real_her2st(crop):
     # a 224 px patch at 0.69 µm/px covers ~154 x 154 µm of breast tumour/stroma: tens to ~200 nuclei
     assert 20 < np.median(counts) < 250 and counts.min() > 0
     assert 20 < np.median(area) < 120  # µm², typical epithelial/stromal nuclei
+
+
+def test_neighbour_view_is_centred_on_the_spot(crop):
+    sub = crop[crop.obs["library_id"] == "C2"].copy()
+    patches = st.pp.extract_patches(sub, size=64)
+    seen = 0
+    for _, positions, tiles, inside in st.pp.iter_neighbour_views(sub, tile_size=64, batch_size=8):
+        np.testing.assert_array_equal(tiles[:, 12], patches[positions])  # middle tile = the spot's patch
+        # the tile right of the centre starts where the centre tile ends
+        image = np.asarray(Image.open(sub.uns["spatial"]["C2"]["metadata"]["source_image_path"]).convert("RGB"))
+        x, y = np.rint(sub.obsm["spatial"][positions[0]]).astype(int)
+        if y + 32 <= image.shape[0] and x + 96 <= image.shape[1]:
+            np.testing.assert_array_equal(tiles[0, 13], image[y - 32 : y + 32, x + 32 : x + 96])
+        assert inside[:, 12].all()
+        seen += len(positions)
+    assert seen == sub.n_obs
+
+
+def test_neighbour_tiles_outside_the_image_are_masked():
+    image = np.zeros((300, 300, 3), dtype=np.uint8)
+    tiles, inside = st.pp.neighbour_tiles(image, np.array([[10.0, 10.0]]), tile=100)
+    grid = inside[0].reshape(5, 5)
+    # centre tile covers [-40, 60): inside; two tiles up/left are entirely outside
+    assert grid[2, 2] and grid[3, 3] and not grid[0, 2] and not grid[2, 0] and not grid[1, 1]
+    assert (tiles[0, 0] == 255).all()
+    assert grid.sum() == 3 * 3  # rows/cols 2..4 overlap the 300 px image
+
+
+def test_spot_patch_dataset_with_dataloader(crop, tmp_path):
+    import torch
+
+    sub = crop[:10].copy()
+    targets = np.arange(20, dtype=np.float32).reshape(10, 2)
+    data = st.pp.SpotPatchDataset(sub, targets, size=32, cache_path=tmp_path / "p.npy")
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    patches, y = next(iter(loader))
+    assert patches.shape == (4, 3, 32, 32) and patches.max() <= 1.0
+    np.testing.assert_array_equal(y.numpy(), targets[:4])
+    raw = st.pp.extract_patches(sub[:1], size=32)[0]
+    np.testing.assert_allclose(patches[0].permute(1, 2, 0).numpy() * 255, raw, atol=1e-3)
+    with pytest.raises(ValueError, match="rows"):
+        st.pp.SpotPatchDataset(sub, targets[:3])

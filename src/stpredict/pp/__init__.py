@@ -6,13 +6,17 @@ from ._normalize import gene_lengths, normalize
 from ._nuclei import nuclei_feature_names, nuclei_features, segment_nuclei
 from ._patches import extract_patches
 from ._smooth import smooth
+from ._views import SpotPatchDataset, iter_neighbour_views, neighbour_tiles
 
 __all__ = [
+    "SpotPatchDataset",
     "extract_patches",
     "gene_lengths",
     "handcrafted_feature_names",
     "handcrafted_features",
     "image_features",
+    "iter_neighbour_views",
+    "neighbour_tiles",
     "normalize",
     "nuclei_feature_names",
     "nuclei_features",

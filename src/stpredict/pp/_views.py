@@ -1,0 +1,144 @@
+"""Multi-resolution views of spots: TRIPLEX's 5 x 5 neighbour view and a torch ``Dataset`` over spot patches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from os import PathLike
+
+import numpy as np
+from anndata import AnnData
+
+from .._constants import LIBRARY_KEY
+from .._validate import library_ids, require_spatial
+from ..io._image import load_slide_image
+from ._patches import cut_patches, extract_patches, patch_size_px
+
+
+def neighbour_tiles(image: np.ndarray, centres: np.ndarray, tile: int, grid: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """The ``grid x grid`` tiles of ``tile`` px around each centre, and which tiles lie inside the image.
+
+    The region (``grid * tile`` px square) is centred on the spot, so the middle tile is the spot's own
+    patch. Tiles are returned row by row (top-left first). A tile is masked (``False``) when it lies
+    entirely outside the image; partly outside tiles are kept and padded white.
+
+    Returns
+    -------
+    ``tiles`` of shape ``(n, grid * grid, tile, tile, 3)`` and ``inside`` of shape ``(n, grid * grid)``.
+    """
+    offsets = (np.arange(grid) - grid // 2) * tile
+    dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
+    shifts = np.column_stack([dx.ravel(), dy.ravel()])  # (x, y) offsets, row-major over the grid
+    tile_centres = (np.rint(centres)[:, None, :] + shifts[None]).reshape(-1, 2)
+    tiles = cut_patches(image, tile_centres, tile).reshape(len(centres), grid * grid, tile, tile, -1)
+    height, width = image.shape[:2]
+    half = tile // 2
+    x0, y0 = tile_centres[:, 0] - half, tile_centres[:, 1] - half
+    inside = ((x0 + tile > 0) & (x0 < width) & (y0 + tile > 0) & (y0 < height)).reshape(len(centres), grid * grid)
+    return tiles, inside
+
+
+def iter_neighbour_views(
+    adata: AnnData,
+    *,
+    tile_size: float = 224,
+    unit: str = "px",
+    grid: int = 5,
+    batch_size: int = 16,
+    library_key: str = LIBRARY_KEY,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """Yield ``(library_id, spot positions, tiles, inside)`` batches of TRIPLEX neighbour views.
+
+    TRIPLEX cuts a 1120 px region (5 x 5 tiles of 224 px) around every spot and encodes each tile with a
+    frozen encoder. One view is 25 patches (3.7 MB at 224 px), so views are produced in small batches,
+    one slide image at a time, for the caller to encode.
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> adata = st.datasets.her2st_crop()
+    >>> lib, positions, tiles, inside = next(st.pp.iter_neighbour_views(adata, batch_size=2))
+    >>> tiles.shape, inside.shape
+    ((2, 25, 224, 224, 3), (2, 25))
+    """
+    centres_all = require_spatial(adata)
+    slides = adata.obs[library_key].astype(str).to_numpy()
+    for library_id in library_ids(adata, library_key):
+        positions = np.flatnonzero(slides == library_id)
+        side = patch_size_px(adata, library_id, tile_size, unit)
+        image, scale = load_slide_image(adata, library_id)
+        if scale != 1.0:
+            msg = f"Neighbour views need the full-resolution image of slide {library_id!r}."
+            raise FileNotFoundError(msg)
+        for start in range(0, len(positions), batch_size):
+            batch = positions[start : start + batch_size]
+            tiles, inside = neighbour_tiles(image, centres_all[batch], side, grid)
+            yield library_id, batch, tiles, inside
+        del image
+
+
+class SpotPatchDataset:
+    """Map-style dataset of spot patches (and optional targets) for ``torch.utils.data.DataLoader``.
+
+    Used to train image encoders; it does not import torch until an item is read.
+
+    Patches are cut once, one slide image at a time, into a uint8 array (or a memory-mapped file when
+    ``cache_path`` is given, for slides too large for memory); items are ``(patch, target)`` with
+    ``patch`` a float tensor ``(3, side, side)`` in [0, 1] after the optional ``transform``.
+
+    Parameters
+    ----------
+    adata
+        Slides with spot centres and images.
+    targets
+        ``(n_obs, n_genes)`` array of training targets, or ``None`` (items are then patches only).
+    size, unit
+        Patch side.
+    transform
+        Callable applied to each patch tensor (e.g. augmentations).
+    cache_path
+        Optional ``.npy`` file to hold the patches on disk.
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> adata = st.datasets.her2st_crop()
+    >>> data = st.pp.SpotPatchDataset(adata[:8], size=64)
+    >>> len(data), tuple(data[0].shape)
+    (8, (3, 64, 64))
+    """
+
+    def __init__(
+        self,
+        adata: AnnData,
+        targets: np.ndarray | None = None,
+        *,
+        size: float = 224,
+        unit: str = "px",
+        transform=None,
+        cache_path: str | PathLike | None = None,
+    ) -> None:
+        if targets is not None and len(targets) != adata.n_obs:
+            msg = f"`targets` has {len(targets)} rows but adata has {adata.n_obs} spots."
+            raise ValueError(msg)
+        patches = extract_patches(adata, size=size, unit=unit)
+        if cache_path is not None:
+            np.save(cache_path, patches)
+            patches = np.load(cache_path, mmap_mode="r")
+        self.patches = patches
+        self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.patches)
+
+    def __getitem__(self, index: int):
+        import torch
+
+        patch = torch.from_numpy(np.array(self.patches[index], dtype=np.float32) / 255.0).permute(2, 0, 1)
+        if self.transform is not None:
+            patch = self.transform(patch)
+        if self.targets is None:
+            return patch
+        return patch, torch.from_numpy(self.targets[index])
+
+
