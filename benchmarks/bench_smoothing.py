@@ -111,18 +111,24 @@ def main() -> None:
                 continue
             out = subprocess.run(
                 [sys.executable, __file__, "--case", impl, str(n), str(profiles_path)],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             result = json.loads(out.stdout.strip().splitlines()[-1])
             results.append(result)
-            print(f"{impl:6s} {n:7d} spots x {result['n_genes']} genes: {result['seconds']:8.2f} s, "
-                  f"{result['extra_memory_mb']:8.0f} MB extra")
+            print(
+                f"{impl:6s} {n:7d} spots x {result['n_genes']} genes: {result['seconds']:8.2f} s, "
+                f"{result['extra_memory_mb']:8.0f} MB extra"
+            )
     by = {(r["impl"], r["n_spots"]): r for r in results}
     for n in args.sizes:
         if ("dense", n) in by:
             same = np.isclose(by[("dense", n)]["checksum"], by[("numba", n)]["checksum"], rtol=1e-9)
-            print(f"{n} spots: numba is {by[('dense', n)]['seconds'] / by[('numba', n)]['seconds']:.1f}x faster "
-                  f"than dense numpy; same result: {same}")
+            print(
+                f"{n} spots: numba is {by[('dense', n)]['seconds'] / by[('numba', n)]['seconds']:.1f}x faster "
+                f"than dense numpy; same result: {same}"
+            )
     Path("benchmarks/results/smoothing.json").write_text(json.dumps(results, indent=2))
 
 

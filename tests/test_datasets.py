@@ -66,10 +66,14 @@ def test_fetch_rejects_corrupted_file(tmp_path):
     def download(url, output_file, pooch):
         shutil.copy(source, output_file)
 
-    path = st.datasets.fetch("x/file.txt", "https://example.org/file.txt", good, cache_dir=tmp_path / "c", downloader=download)
+    path = st.datasets.fetch(
+        "x/file.txt", "https://example.org/file.txt", good, cache_dir=tmp_path / "c", downloader=download
+    )
     assert path.read_text() == "payload"
     with pytest.raises(ValueError, match="Checksum mismatch.*file2.txt"):
-        st.datasets.fetch("x/file2.txt", "https://example.org/file2.txt", "0" * 64, cache_dir=tmp_path / "c", downloader=download)
+        st.datasets.fetch(
+            "x/file2.txt", "https://example.org/file2.txt", "0" * 64, cache_dir=tmp_path / "c", downloader=download
+        )
 
 
 def test_fetch_offline_message(tmp_path):
@@ -86,7 +90,10 @@ def test_her2st_and_mob_from_local_path():
     assert sorted(adata.obs["library_id"].unique()) == ["C2", "C5"]
     mob = st.datasets.mob(path=shared("mob"))
     assert mob.obs.groupby("library_id", observed=True)["patient"].first().to_dict() == {
-        "MOB1": "1", "MOB2": "1", "MOB3": "2", "MOB4": "2"
+        "MOB1": "1",
+        "MOB2": "1",
+        "MOB3": "2",
+        "MOB4": "2",
     }
 
 

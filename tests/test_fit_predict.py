@@ -135,7 +135,11 @@ def test_custom_model_plugs_into_registry(crop_norm):
 def test_cross_validate_is_honest_and_records_everything(crop_norm):
     folds = st.tl.make_splits(crop_norm, method="leave_one_slide_out", allow_shared_patients=True)
     table = st.tl.cross_validate(
-        crop_norm, splits=folds, use_rep="X_handcrafted", gene_selection={"n_genes": 50}, n_highly_predictive=10,
+        crop_norm,
+        splits=folds,
+        use_rep="X_handcrafted",
+        gene_selection={"n_genes": 50},
+        n_highly_predictive=10,
         show_progress_bar=False,
     )
     assert table["library_id"].tolist() == ["C2", "C3", "C4"]

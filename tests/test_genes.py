@@ -70,10 +70,10 @@ def test_moran_equals_squidpy_spatial_autocorr(crop):
     st.pp.normalize(crop)
     st.pp.select_genes(crop, method="moran", n_genes=50, train=["C3"])
     slide = crop[crop.obs["library_id"] == "C3"].copy()
-    graph = grid_neighbours(slide.obs["array_row"].to_numpy(), slide.obs["array_col"].to_numpy(), "square",
-                            include_self=False)
+    graph = grid_neighbours(
+        slide.obs["array_row"].to_numpy(), slide.obs["array_col"].to_numpy(), "square", include_self=False
+    )
     slide.obsp["spatial_connectivities"] = sp.csr_matrix(graph)
     genes = crop.uns["selected"]["genes"][:20]
-    result = sq.gr.spatial_autocorr(slide, genes=genes, mode="moran", layer="log1p", copy=True,
-                                    show_progress_bar=False)
+    result = sq.gr.spatial_autocorr(slide, genes=genes, mode="moran", layer="log1p", copy=True, show_progress_bar=False)
     np.testing.assert_allclose(crop.var.loc[genes, "selected_score"], result.loc[genes, "I"], rtol=1e-6)

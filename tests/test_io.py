@@ -74,7 +74,9 @@ def test_concat_keeps_slides_and_roundtrips_h5ad(crop, tmp_path):
     crop.write_h5ad(path)
     back = ad.read_h5ad(path)
     np.testing.assert_array_equal(back.obsm["spatial"], crop.obsm["spatial"])
-    np.testing.assert_array_equal(back.uns["spatial"]["C3"]["images"]["hires"], crop.uns["spatial"]["C3"]["images"]["hires"])
+    np.testing.assert_array_equal(
+        back.uns["spatial"]["C3"]["images"]["hires"], crop.uns["spatial"]["C3"]["images"]["hires"]
+    )
     assert (back.X != crop.X).nnz == 0
     assert back.obs["patient"].astype(str).unique().tolist() == ["C"]
     # the full-resolution image is referenced, not stored

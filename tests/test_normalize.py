@@ -28,7 +28,7 @@ def test_tpm_uses_gene_lengths(crop):
     np.testing.assert_allclose(np.nansum(tpm, axis=1), 1e6, rtol=1e-3)
     counts = crop.layers["counts"].toarray()
     i, a, b = 0, crop.var_names.get_loc("ERBB2"), crop.var_names.get_loc("GNAS")
-    ratio = (tpm[i, known[: a + 1].sum() - 1] / tpm[i, known[: b + 1].sum() - 1])
+    ratio = tpm[i, known[: a + 1].sum() - 1] / tpm[i, known[: b + 1].sum() - 1]
     expected = (counts[i, a] / lengths["ERBB2"]) / (counts[i, b] / lengths["GNAS"])
     assert ratio == pytest.approx(expected, rel=1e-3)
 

@@ -37,7 +37,7 @@ def default_cache_dir() -> Path:
 
 
 def _registry() -> dict[str, tuple[str, str]]:
-    """local name -> (remote path, sha256)."""
+    """Local name -> (remote path, sha256)."""
     text = files("stpredict.datasets").joinpath("_registry.txt").read_text()
     entries = {}
     for line in text.splitlines():

@@ -224,7 +224,9 @@ def read_st(
     obs[ARRAY_ROW] = spot_table["y"].to_numpy(int)
     obs[ARRAY_COL] = spot_table["x"].to_numpy(int)
     obs[LIBRARY_KEY] = pd.Categorical([library_id] * len(obs))
-    obs[PATIENT_KEY] = pd.Categorical([patient] * len(obs)) if patient is not None else pd.Categorical([None] * len(obs))
+    obs[PATIENT_KEY] = (
+        pd.Categorical([patient] * len(obs)) if patient is not None else pd.Categorical([None] * len(obs))
+    )
 
     adata = AnnData(X=matrix, obs=obs, var=var)
     adata.layers[COUNTS_LAYER] = matrix.copy()

@@ -33,7 +33,12 @@ def median_rings(rows: np.ndarray, cols: np.ndarray, n_rings: int) -> np.ndarray
 
 @njit(parallel=True, cache=True)
 def _adaptive_median(
-    x: np.ndarray, indptr: np.ndarray, indices: np.ndarray, distances: np.ndarray, rings: np.ndarray, fallback: np.ndarray
+    x: np.ndarray,
+    indptr: np.ndarray,
+    indices: np.ndarray,
+    distances: np.ndarray,
+    rings: np.ndarray,
+    fallback: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - numba
     n, g = x.shape
     out = x.copy()
@@ -58,7 +63,9 @@ def _adaptive_median(
     return out, imputed
 
 
-def adaptive_median(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_rings: int = 7) -> tuple[np.ndarray, np.ndarray]:
+def adaptive_median(
+    x: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_rings: int = 7
+) -> tuple[np.ndarray, np.ndarray]:
     """SEPAL's adaptive median filter; only zero entries change.
 
     For a zero entry, take the median of the gene over the spots within the k-th ring distance (self
@@ -77,7 +84,12 @@ def adaptive_median(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, n_rings: 
         nonzero = x[:, c][x[:, c] != 0]
         fallback[c] = np.median(nonzero) if len(nonzero) else 0.0
     return _adaptive_median(
-        x, within.indptr.astype(np.int64), within.indices.astype(np.int64), within.data, rings.astype(np.float64), fallback
+        x,
+        within.indptr.astype(np.int64),
+        within.indices.astype(np.int64),
+        within.data,
+        rings.astype(np.float64),
+        fallback,
     )
 
 

@@ -66,7 +66,9 @@ def handcrafted_features(patches: np.ndarray) -> np.ndarray:
     levels = np.clip(grey / 256.0 * _GLCM_LEVELS, 0, _GLCM_LEVELS - 1).astype(np.uint8)
     texture = np.empty((n, len(_GLCM_PROPS) * len(_GLCM_DISTANCES)), dtype=np.float32)
     for i in range(n):
-        glcm = graycomatrix(levels[i], _GLCM_DISTANCES, (0.0, np.pi / 2), levels=_GLCM_LEVELS, symmetric=True, normed=True)
+        glcm = graycomatrix(
+            levels[i], _GLCM_DISTANCES, (0.0, np.pi / 2), levels=_GLCM_LEVELS, symmetric=True, normed=True
+        )
         texture[i] = np.concatenate([graycoprops(glcm, prop).mean(axis=1) for prop in _GLCM_PROPS])
     texture = np.nan_to_num(texture, nan=0.0)  # GLCM correlation is undefined on flat (e.g. all-white) patches
     gy, gx = np.gradient(grey, axis=(1, 2))
@@ -199,5 +201,7 @@ def image_features(
         "feature_names": _METHODS[method][1](),
     }
     elapsed = time.perf_counter() - started
-    logger.info("image_features: added obsm[%r] (%d spots, %.1f patches/s)", key_added, adata.n_obs, adata.n_obs / elapsed)
+    logger.info(
+        "image_features: added obsm[%r] (%d spots, %.1f patches/s)", key_added, adata.n_obs, adata.n_obs / elapsed
+    )
     return adata if copy else None

@@ -118,8 +118,10 @@ def _topology(centroids: np.ndarray, patch_side_um: float) -> list[float]:
 
 
 def nuclei_features(patches: np.ndarray, microns_per_pixel: float) -> np.ndarray:
-    """Per patch: the 14 morphology features averaged over its nuclei, 3 Delaunay topology features and the
-    number of nuclei -> ``(n, 18)`` float32. A patch without nuclei gets zeros for morphology.
+    """Nuclei features of RGB patches ``(n, h, w, 3)`` -> ``(n, 18)`` float32.
+
+    Per patch: the 14 morphology features averaged over its nuclei, 3 Delaunay topology features and the
+    number of nuclei. A patch without nuclei gets zeros for morphology.
 
     Morphology (µm, µm²): area, perimeter, eccentricity, major and minor axis length, solidity, extent,
     orientation, circularity (4πA/P²), aspect ratio (major/minor), convex area, convexity (convex

@@ -53,6 +53,22 @@ def cut_patches(image: np.ndarray, centres: np.ndarray, side: int) -> np.ndarray
     return out
 
 
+def iter_slide_images(
+    adata: AnnData, library_key: str = LIBRARY_KEY
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray, float]]:
+    """Yield ``(library_id, spot positions, spot centres, image, scale)``, one slide image in memory at a time.
+
+    ``scale`` maps full-resolution pixels to ``image`` pixels (1 unless the ``hires`` fallback is used).
+    """
+    centres_all = require_spatial(adata)
+    slides = adata.obs[library_key].astype(str).to_numpy()
+    for library_id in library_ids(adata, library_key):
+        positions = np.flatnonzero(slides == library_id)
+        image, scale = load_slide_image(adata, library_id)
+        yield library_id, positions, centres_all[positions], image, scale
+        del image
+
+
 def iter_slide_patches(
     adata: AnnData,
     *,
@@ -62,22 +78,17 @@ def iter_slide_patches(
     batch_size: int = 256,
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Yield ``(library_id, spot positions in adata, patches)`` batches, loading one slide image at a time."""
-    centres_all = require_spatial(adata)
-    slides = adata.obs[library_key].astype(str).to_numpy()
-    for library_id in library_ids(adata, library_key):
-        positions = np.flatnonzero(slides == library_id)
+    for library_id, positions, centres, image, scale in iter_slide_images(adata, library_key):
         side = patch_size_px(adata, library_id, size, unit)
-        image, scale = load_slide_image(adata, library_id)
         side_in_image = max(1, int(round(side * scale)))
         for start in range(0, len(positions), batch_size):
-            batch = positions[start : start + batch_size]
-            patches = cut_patches(image, centres_all[batch] * scale, side_in_image)
+            batch = slice(start, start + batch_size)
+            patches = cut_patches(image, centres[batch] * scale, side_in_image)
             if side_in_image != side:  # low-resolution fallback image: bring patches to the requested size
                 patches = np.stack(
                     [np.asarray(Image.fromarray(p).resize((side, side), Image.Resampling.BILINEAR)) for p in patches]
                 )
-            yield library_id, batch, patches
-        del image
+            yield library_id, positions[batch], patches
 
 
 def extract_patches(

@@ -9,9 +9,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._constants import LIBRARY_KEY
-from .._validate import library_ids, require_spatial
-from ..io._image import load_slide_image
-from ._patches import cut_patches, extract_patches, patch_size_px
+from ._patches import cut_patches, extract_patches, iter_slide_images, patch_size_px
 
 
 def neighbour_tiles(image: np.ndarray, centres: np.ndarray, tile: int, grid: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -60,20 +58,15 @@ def iter_neighbour_views(
     >>> tiles.shape, inside.shape
     ((2, 25, 224, 224, 3), (2, 25))
     """
-    centres_all = require_spatial(adata)
-    slides = adata.obs[library_key].astype(str).to_numpy()
-    for library_id in library_ids(adata, library_key):
-        positions = np.flatnonzero(slides == library_id)
-        side = patch_size_px(adata, library_id, tile_size, unit)
-        image, scale = load_slide_image(adata, library_id)
+    for library_id, positions, centres, image, scale in iter_slide_images(adata, library_key):
         if scale != 1.0:
             msg = f"Neighbour views need the full-resolution image of slide {library_id!r}."
             raise FileNotFoundError(msg)
+        side = patch_size_px(adata, library_id, tile_size, unit)
         for start in range(0, len(positions), batch_size):
-            batch = positions[start : start + batch_size]
-            tiles, inside = neighbour_tiles(image, centres_all[batch], side, grid)
-            yield library_id, batch, tiles, inside
-        del image
+            batch = slice(start, start + batch_size)
+            tiles, inside = neighbour_tiles(image, centres[batch], side, grid)
+            yield library_id, positions[batch], tiles, inside
 
 
 class SpotPatchDataset:
@@ -140,5 +133,3 @@ class SpotPatchDataset:
         if self.targets is None:
             return patch
         return patch, torch.from_numpy(self.targets[index])
-
-

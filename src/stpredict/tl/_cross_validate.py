@@ -133,10 +133,14 @@ def cross_validate(
             highly_predictive = gene_pearson.dropna().sort_values(ascending=False).index[:n_highly_predictive].tolist()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # constant genes are reported in the log below
-            per_gene = evaluate(test, layer_pred="prediction", layer_true=eval_layer, genes=info["genes"], inplace=False)
+            per_gene = evaluate(
+                test, layer_pred="prediction", layer_true=eval_layer, genes=info["genes"], inplace=False
+            )
         n_nan = int(per_gene["pearson"].isna().sum())
         if n_nan:
-            logger.info("fold %s: %d (slide, gene) pair(s) with constant values are left out of PCC(M)", fold.name, n_nan)
+            logger.info(
+                "fold %s: %d (slide, gene) pair(s) with constant values are left out of PCC(M)", fold.name, n_nan
+            )
         per_slide = summarize(per_gene, highly_predictive).reset_index()
         per_slide.insert(0, "fold", fold.name)
         per_gene.insert(0, "fold", fold.name)

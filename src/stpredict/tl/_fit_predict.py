@@ -13,7 +13,15 @@ from anndata import AnnData
 
 from .._constants import COUNTS_LAYER, LIBRARY_KEY, PATIENT_KEY
 from .._logging import logger
-from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix, get_rep, library_ids, require_spatial
+from .._validate import (
+    as_gene_list,
+    check_adata,
+    check_genes_present,
+    get_matrix,
+    get_rep,
+    library_ids,
+    require_spatial,
+)
 from ..pp._features import compute_image_features
 from ._models import SpotData, get_model
 
@@ -60,12 +68,16 @@ def _representation(adata: AnnData, use_rep: str | None, default_rep: str | None
         )
         raise KeyError(msg)
     method = key.removeprefix("X_")
-    logger.info("%s: computing the %s representation from the images (store it with st.pp.image_features)", role, method)
+    logger.info(
+        "%s: computing the %s representation from the images (store it with st.pp.image_features)", role, method
+    )
     return compute_image_features(adata, method=method).astype(np.float64), key
 
 
 def _spot_data(adata: AnnData, features: np.ndarray, targets: np.ndarray | None) -> SpotData:
-    patient = adata.obs[PATIENT_KEY].astype(object).to_numpy() if PATIENT_KEY in adata.obs else np.full(adata.n_obs, None)
+    patient = (
+        adata.obs[PATIENT_KEY].astype(object).to_numpy() if PATIENT_KEY in adata.obs else np.full(adata.n_obs, None)
+    )
     return SpotData(
         features=features,
         library=adata.obs[LIBRARY_KEY].astype(str).to_numpy(),
@@ -205,5 +217,7 @@ def fit_predict(
         "time_fit_s": fitted - started,
         "time_predict_s": time.perf_counter() - fitted,
     }
-    logger.info("fit_predict: %s trained on %s, predicted %d gene(s) for %s", model, train_slides, len(genes), test_slides)
+    logger.info(
+        "fit_predict: %s trained on %s, predicted %d gene(s) for %s", model, train_slides, len(genes), test_slides
+    )
     return adata_test if copy else None

@@ -133,7 +133,9 @@ def make_splits(
             load[target] += sizes.get(patient, 0)
         assignments = {"+".join(b): b for b in bins}
     else:
-        msg = f"Unknown split method {method!r}; choose 'leave_one_patient_out', 'group_kfold' or 'leave_one_slide_out'."
+        msg = (
+            f"Unknown split method {method!r}; choose 'leave_one_patient_out', 'group_kfold' or 'leave_one_slide_out'."
+        )
         raise ValueError(msg)
     for name, test_patients in assignments.items():
         test = [s for s in slides if patients[s] in test_patients]

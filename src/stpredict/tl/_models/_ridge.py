@@ -73,6 +73,8 @@ class RidgeModel(Model):
         gene_scores = {a: _per_slide_pearson(y, oof[a], groups) for a in alphas}
         mean_scores = {a: float(np.nan_to_num(s, nan=0.0).mean()) for a, s in gene_scores.items()}
         best = max(alphas, key=lambda a: mean_scores[a])
+        if best in (min(alphas), max(alphas)) and len(alphas) > 1:
+            logger.info("ridge: the chosen alpha %g is at the edge of the grid; consider widening `alphas`", best)
         self.pipeline_ = self._pipeline(best, x.shape[1]).fit(x, y)
         self.validation_ = {
             "alpha": best,
@@ -81,8 +83,13 @@ class RidgeModel(Model):
             "score_by_alpha": mean_scores,
             "gene_pearson": gene_scores[best],
         }
-        logger.info("ridge: alpha=%g chosen on %d held-out %s(s), validation PCC %.3f", best,
-                    len(np.unique(groups)), kind, mean_scores[best])
+        logger.info(
+            "ridge: alpha=%g chosen on %d held-out %s(s), validation PCC %.3f",
+            best,
+            len(np.unique(groups)),
+            kind,
+            mean_scores[best],
+        )
         return self
 
     def predict(self, test: SpotData) -> np.ndarray:
