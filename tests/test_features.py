@@ -145,3 +145,8 @@ def test_spot_patch_dataset_with_dataloader(crop, tmp_path):
     np.testing.assert_allclose(patches[0].permute(1, 2, 0).numpy() * 255, raw, atol=1e-3)
     with pytest.raises(ValueError, match="rows"):
         st.pp.SpotPatchDataset(sub, targets[:3])
+
+
+def test_nuclei_features_parallel_equal_serial(crop):
+    patches = st.pp.extract_patches(crop[:10], size=128)
+    np.testing.assert_array_equal(st.pp.nuclei_features(patches, 0.69, n_jobs=2), st.pp.nuclei_features(patches, 0.69))

@@ -81,8 +81,8 @@ def handcrafted_features(patches: np.ndarray) -> np.ndarray:
 
 
 _METHODS = {
-    # name: (extractor(patches, microns_per_pixel) -> (n, d), feature names)
-    "handcrafted": (lambda patches, mpp: handcrafted_features(patches), handcrafted_feature_names),
+    # name: (extractor(patches, microns_per_pixel, n_jobs) -> (n, d), feature names)
+    "handcrafted": (lambda patches, mpp, n_jobs: handcrafted_features(patches), handcrafted_feature_names),
     "nuclei": (nuclei_features, nuclei_feature_names),
 }
 
@@ -106,6 +106,7 @@ def compute_image_features(
     unit: str = "px",
     batch_size: int = 256,
     library_key: str = LIBRARY_KEY,
+    n_jobs: int | None = None,
     show_progress_bar: bool = False,
 ) -> np.ndarray:
     """The representation of :func:`image_features` as an array, without writing into ``adata``."""
@@ -117,7 +118,7 @@ def compute_image_features(
     batches = iter_slide_patches(adata, size=size, unit=unit, library_key=library_key, batch_size=batch_size)
     with tqdm(total=adata.n_obs, desc=f"image features ({method})", disable=not show_progress_bar) as bar:
         for library_id, positions, patches in batches:
-            values = extractor(patches, _microns_per_pixel(adata, library_id, method))
+            values = extractor(patches, _microns_per_pixel(adata, library_id, method), n_jobs)
             if features is None:
                 features = np.empty((adata.n_obs, values.shape[1]), dtype=np.float32)
             features[positions] = values
@@ -137,6 +138,7 @@ def image_features(
     key_added: str | None = None,
     batch_size: int = 256,
     library_key: str = LIBRARY_KEY,
+    n_jobs: int | None = None,
     show_progress_bar: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -162,6 +164,8 @@ def image_features(
         Patches processed at once (bounds memory).
     library_key
         ``obs`` column naming the slide of each spot.
+    n_jobs
+        Parallel processes for ``'nuclei'`` (``None``/1: serial, -1: all cores), as in squidpy.
     show_progress_bar
         Show a progress bar over batches.
     copy
@@ -190,12 +194,14 @@ def image_features(
         unit=unit,
         batch_size=batch_size,
         library_key=library_key,
+        n_jobs=n_jobs,
         show_progress_bar=show_progress_bar,
     )
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features
     adata.uns.setdefault("stpredict_features", {})[key_added] = {
         "method": method,
+        "n_jobs": n_jobs,
         "size": size,
         "unit": unit,
         "feature_names": _METHODS[method][1](),

@@ -117,16 +117,23 @@ def _topology(centroids: np.ndarray, patch_side_um: float) -> list[float]:
     return np.mean(stats, axis=0).tolist()
 
 
-def nuclei_features(patches: np.ndarray, microns_per_pixel: float) -> np.ndarray:
+def nuclei_features(patches: np.ndarray, microns_per_pixel: float, n_jobs: int | None = None) -> np.ndarray:
     """Nuclei features of RGB patches ``(n, h, w, 3)`` -> ``(n, 18)`` float32.
 
     Per patch: the 14 morphology features averaged over its nuclei, 3 Delaunay topology features and the
-    number of nuclei. A patch without nuclei gets zeros for morphology.
+    number of nuclei. A patch without nuclei gets zeros for morphology. ``n_jobs`` processes (joblib;
+    ``None`` or 1: serial, -1: all cores) share the patches.
 
     Morphology (µm, µm²): area, perimeter, eccentricity, major and minor axis length, solidity, extent,
     orientation, circularity (4πA/P²), aspect ratio (major/minor), convex area, convexity (convex
     perimeter / perimeter), skeleton length, convex perimeter.
     """
+    if n_jobs not in (None, 1) and len(patches) >= 8:
+        from joblib import Parallel, delayed, effective_n_jobs
+
+        chunks = np.array_split(patches, 4 * effective_n_jobs(n_jobs))
+        parts = Parallel(n_jobs=n_jobs)(delayed(nuclei_features)(c, microns_per_pixel) for c in chunks if len(c))
+        return np.concatenate(parts, axis=0)
     out = np.zeros((len(patches), len(MORPHOLOGY) + len(TOPOLOGY) + 1), dtype=np.float32)
     side_um = patches.shape[1] * microns_per_pixel
     for i, patch in enumerate(patches):
