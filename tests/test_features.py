@@ -61,7 +61,7 @@ def test_handcrafted_features_are_meaningful(crop):
 
 def test_image_features_unknown_method(crop):
     with pytest.raises(ValueError, match="available"):
-        st.pp.image_features(crop, method="uni")
+        st.pp.image_features(crop, method="uni2")
 
 
 def _synthetic_nuclei(centres, radius_px, side=224):

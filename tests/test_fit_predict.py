@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import stpredict as st
-from stpredict.tl._fit_predict import resolve_device
+from stpredict._device import resolve_device
 
 
 def _split(adata, test="C4"):

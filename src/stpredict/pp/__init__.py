@@ -1,5 +1,6 @@
 """Preprocessing: targets (normalisation, gene selection, smoothing) and image features (``st.pp``)."""
 
+from ._encoders import ENCODERS, load_encoder
 from ._features import handcrafted_feature_names, handcrafted_features, image_features
 from ._genes import select_genes
 from ._normalize import gene_lengths, normalize
@@ -9,6 +10,8 @@ from ._smooth import smooth
 from ._views import SpotPatchDataset, iter_neighbour_views, neighbour_tiles
 
 __all__ = [
+    "ENCODERS",
+    "load_encoder",
     "SpotPatchDataset",
     "extract_patches",
     "gene_lengths",

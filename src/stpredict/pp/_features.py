@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from os import PathLike
 from typing import Literal
 
 import numpy as np
@@ -12,8 +13,10 @@ from skimage.feature import graycomatrix, graycoprops
 from tqdm.auto import tqdm
 
 from .._constants import LIBRARY_KEY
+from .._device import resolve_device
 from .._logging import logger
 from .._validate import check_adata
+from ._encoders import ENCODERS, embed_patches, encoder_spec, load_encoder
 from ._nuclei import nuclei_feature_names, nuclei_features
 from ._patches import iter_slide_patches
 
@@ -98,6 +101,23 @@ def _microns_per_pixel(adata: AnnData, library_id: str, method: str) -> float:
     return float(mpp) if mpp else float("nan")
 
 
+def _extractor(method: str, checkpoint, pretrained: bool, device: str):
+    """``(extract(patches, microns_per_pixel, n_jobs) -> features, feature names)`` for a method."""
+    if method in _METHODS:
+        extract, names = _METHODS[method]
+        return extract, names()
+    try:
+        spec = encoder_spec(method)
+    except ValueError:
+        msg = f"Unknown image feature method {method!r}; available: {sorted(_METHODS)}, {sorted(ENCODERS)} or 'timm:<model>'."
+        raise ValueError(msg) from None
+    model, spec = load_encoder(spec.name, checkpoint=checkpoint, pretrained=pretrained)
+    resolved = resolve_device(device, needed=True)
+    return (lambda patches, mpp, n_jobs: embed_patches(model, spec, patches, resolved)), [
+        f"{method}_{i}" for i in range(spec.dim)
+    ]
+
+
 def compute_image_features(
     adata: AnnData,
     *,
@@ -107,16 +127,22 @@ def compute_image_features(
     batch_size: int = 256,
     library_key: str = LIBRARY_KEY,
     n_jobs: int | None = None,
+    checkpoint: str | PathLike | None = None,
+    pretrained: bool = False,
+    device: str = "auto",
     show_progress_bar: bool = False,
 ) -> np.ndarray:
     """The representation of :func:`image_features` as an array, without writing into ``adata``."""
-    if method not in _METHODS:
-        msg = f"Unknown image feature method {method!r}; available: {sorted(_METHODS)}."
-        raise ValueError(msg)
-    extractor = _METHODS[method][0]
+    return _compute(
+        adata, method, size, unit, batch_size, library_key, n_jobs, checkpoint, pretrained, device, show_progress_bar
+    )[0]
+
+
+def _compute(adata, method, size, unit, batch_size, library_key, n_jobs, checkpoint, pretrained, device, progress):
+    extractor, names = _extractor(method, checkpoint, pretrained, device)
     features = None
     batches = iter_slide_patches(adata, size=size, unit=unit, library_key=library_key, batch_size=batch_size)
-    with tqdm(total=adata.n_obs, desc=f"image features ({method})", disable=not show_progress_bar) as bar:
+    with tqdm(total=adata.n_obs, desc=f"image features ({method})", disable=not progress) as bar:
         for library_id, positions, patches in batches:
             values = extractor(patches, _microns_per_pixel(adata, library_id, method), n_jobs)
             if features is None:
@@ -126,19 +152,22 @@ def compute_image_features(
     if features is None:
         msg = "adata has no spots."
         raise ValueError(msg)
-    return features
+    return features, names
 
 
 def image_features(
     adata: AnnData,
     *,
-    method: Literal["handcrafted", "nuclei"] = "handcrafted",
+    method: str = "handcrafted",
     size: float = 224,
     unit: Literal["px", "um"] = "px",
     key_added: str | None = None,
     batch_size: int = 256,
     library_key: str = LIBRARY_KEY,
     n_jobs: int | None = None,
+    checkpoint: str | PathLike | None = None,
+    pretrained: bool = False,
+    device: str = "auto",
     show_progress_bar: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -149,6 +178,10 @@ def image_features(
     - ``'nuclei'``: M2TGLGO's 14 nuclei morphology and 3 Delaunay topology features averaged over the
       patch's nuclei, plus the nuclei count (see :func:`nuclei_features`; nuclei segmented by colour
       deconvolution, threshold and watershed, no weights). Needs ``microns_per_pixel``.
+    - an encoder name: ``'resnet18'``, ``'resnet50'``, ``'densenet121'``, ``'vit_b_16'`` (torchvision), ``'uni'``
+      (timm, gated Hugging Face weights) or ``'timm:<model>'``, with weights from ``checkpoint`` (a local
+      file, e.g. saved by :func:`stpredict.tl.train_encoder`) or ``pretrained=True`` (download). Batched
+      inference with each model's input size and normalisation, bfloat16 autocast on GPU.
 
     Parameters
     ----------
@@ -166,6 +199,10 @@ def image_features(
         ``obs`` column naming the slide of each spot.
     n_jobs
         Parallel processes for ``'nuclei'`` (``None``/1: serial, -1: all cores), as in squidpy.
+    checkpoint, pretrained
+        Encoder weights (see above).
+    device
+        ``'auto'``, ``'cpu'`` or ``'cuda[:i]'`` for encoders.
     show_progress_bar
         Show a progress bar over batches.
     copy
@@ -187,15 +224,8 @@ def image_features(
     check_adata(adata)
     key_added = key_added or f"X_{method}"
     started = time.perf_counter()
-    features = compute_image_features(
-        adata,
-        method=method,
-        size=size,
-        unit=unit,
-        batch_size=batch_size,
-        library_key=library_key,
-        n_jobs=n_jobs,
-        show_progress_bar=show_progress_bar,
+    features, names = _compute(
+        adata, method, size, unit, batch_size, library_key, n_jobs, checkpoint, pretrained, device, show_progress_bar
     )
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features
@@ -204,7 +234,9 @@ def image_features(
         "n_jobs": n_jobs,
         "size": size,
         "unit": unit,
-        "feature_names": _METHODS[method][1](),
+        "feature_names": names,
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "pretrained": pretrained,
     }
     elapsed = time.perf_counter() - started
     logger.info(

@@ -12,6 +12,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import COUNTS_LAYER, LIBRARY_KEY, PATIENT_KEY
+from .._device import resolve_device
 from .._logging import logger
 from .._validate import (
     as_gene_list,
@@ -24,22 +25,6 @@ from .._validate import (
 )
 from ..pp._features import compute_image_features
 from ._models import SpotData, get_model
-
-
-def resolve_device(device: str, needed: bool) -> str:
-    """``'auto'`` -> ``'cuda'`` when a GPU is visible, else ``'cpu'``; an unavailable GPU is an error."""
-    if not needed:
-        if device not in ("auto", "cpu"):
-            logger.info("this model runs on the CPU; device=%r is ignored", device)
-        return "cpu"
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        msg = f"device={device!r} was requested but torch sees no GPU; use device='auto' or 'cpu'."
-        raise RuntimeError(msg)
-    return device
 
 
 def _default_genes(adata_train: AnnData, n_genes: int = 250) -> list[str]:
