@@ -150,3 +150,19 @@ def test_spot_patch_dataset_with_dataloader(crop, tmp_path):
 def test_nuclei_features_parallel_equal_serial(crop):
     patches = st.pp.extract_patches(crop[:10], size=128)
     np.testing.assert_array_equal(st.pp.nuclei_features(patches, 0.69, n_jobs=2), st.pp.nuclei_features(patches, 0.69))
+
+
+def test_neighbour_features_centre_equals_spot_features_and_masks(crop):
+    sub = crop[crop.obs["library_id"] == "C2"][:6].copy()
+    st.pp.neighbour_features(sub, tile_size=64, show_progress_bar=False)
+    views = sub.obsm["X_handcrafted_neighbours"]
+    mask = sub.obsm["X_handcrafted_neighbours_mask"]
+    assert views.shape == (6, 25, len(st.pp.handcrafted_feature_names()))
+    own = st.pp.image_features(sub, size=64, copy=True, show_progress_bar=False).obsm["X_handcrafted"]
+    np.testing.assert_allclose(views[:, 12], own, rtol=1e-5)
+    assert mask[:, 12].all()
+    # the crop is only ~2,700 px wide: 5 x 700 px regions reach past it, and those tiles are masked and zero
+    st.pp.neighbour_features(sub, tile_size=700, key_added="wide", show_progress_bar=False)
+    wide, wide_mask = sub.obsm["wide"], sub.obsm["wide_mask"]
+    assert (~wide_mask).any() and wide_mask[:, 12].all()
+    assert (wide[~wide_mask] == 0).all() and (np.abs(wide[wide_mask]).sum(axis=1) > 0).all()

@@ -7,7 +7,7 @@ from ._normalize import gene_lengths, normalize
 from ._nuclei import nuclei_feature_names, nuclei_features, segment_nuclei
 from ._patches import extract_patches
 from ._smooth import smooth
-from ._views import SpotPatchDataset, iter_neighbour_views, neighbour_tiles
+from ._views import SpotPatchDataset, iter_neighbour_views, neighbour_features, neighbour_tiles
 
 __all__ = [
     "ENCODERS",
@@ -19,6 +19,7 @@ __all__ = [
     "handcrafted_features",
     "image_features",
     "iter_neighbour_views",
+    "neighbour_features",
     "neighbour_tiles",
     "normalize",
     "nuclei_feature_names",

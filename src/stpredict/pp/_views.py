@@ -133,3 +133,86 @@ class SpotPatchDataset:
         if self.targets is None:
             return patch
         return patch, torch.from_numpy(self.targets[index])
+
+
+def neighbour_features(
+    adata: AnnData,
+    *,
+    method: str = "handcrafted",
+    tile_size: float = 224,
+    unit: str = "px",
+    grid: int = 5,
+    key_added: str | None = None,
+    checkpoint: str | PathLike | None = None,
+    pretrained: bool = False,
+    device: str = "auto",
+    batch_size: int = 8,
+    library_key: str = LIBRARY_KEY,
+    show_progress_bar: bool = True,
+    copy: bool = False,
+) -> AnnData | None:
+    """Encode TRIPLEX's neighbour view: every tile of the ``grid x grid`` region around each spot.
+
+    Tiles are encoded by any :func:`stpredict.pp.image_features` method (a frozen encoder in TRIPLEX).
+    Writes ``obsm[key_added]`` with shape ``(n_obs, grid * grid, n_features)`` (tiles row by row, the spot's
+    own tile in the middle) and ``obsm[f'{key_added}_mask']`` (``True`` where the tile overlaps the image;
+    tiles wholly outside the image are zeros and must be masked by the model).
+
+    Parameters
+    ----------
+    adata
+        Slides with full-resolution images.
+    method, checkpoint, pretrained, device
+        Tile encoder, as in :func:`stpredict.pp.image_features`.
+    tile_size, unit, grid
+        Tile side and grid (TRIPLEX: 224 px, 5 x 5, i.e. a 1120 px region).
+    key_added
+        Defaults to ``f'X_{method}_neighbours'``.
+    batch_size
+        Spots per batch (each brings ``grid * grid`` tiles).
+    library_key, show_progress_bar, copy
+        As elsewhere.
+
+    Returns
+    -------
+    ``None`` or the modified copy.
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> adata = st.datasets.her2st_crop()[:4].copy()
+    >>> st.pp.neighbour_features(adata, tile_size=64, show_progress_bar=False)
+    >>> adata.obsm["X_handcrafted_neighbours"].shape
+    (4, 25, 44)
+    """
+    from tqdm.auto import tqdm
+
+    from ._features import _extractor, _microns_per_pixel
+
+    extract, _ = _extractor(method, checkpoint, pretrained, device)
+    key_added = key_added or f"X_{method}_neighbours"
+    features = mask = None
+    views = iter_neighbour_views(
+        adata, tile_size=tile_size, unit=unit, grid=grid, batch_size=batch_size, library_key=library_key
+    )
+    with tqdm(total=adata.n_obs, desc=f"neighbour views ({method})", disable=not show_progress_bar) as bar:
+        for library_id, positions, tiles, inside in views:
+            flat = tiles.reshape(-1, *tiles.shape[2:])
+            values = extract(flat, _microns_per_pixel(adata, library_id, method), None)
+            values = values.reshape(len(positions), grid * grid, -1) * inside[..., None]
+            if features is None:
+                features = np.zeros((adata.n_obs, grid * grid, values.shape[2]), dtype=np.float32)
+                mask = np.zeros((adata.n_obs, grid * grid), dtype=bool)
+            features[positions], mask[positions] = values, inside
+            bar.update(len(positions))
+    adata = adata.copy() if copy else adata
+    adata.obsm[key_added] = features
+    adata.obsm[f"{key_added}_mask"] = mask
+    adata.uns.setdefault("stpredict_features", {})[key_added] = {
+        "method": method,
+        "tile_size": tile_size,
+        "unit": unit,
+        "grid": grid,
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+    }
+    return adata if copy else None
