@@ -7,9 +7,18 @@ from ._normalize import gene_lengths, normalize
 from ._nuclei import nuclei_feature_names, nuclei_features, segment_nuclei
 from ._patches import extract_patches
 from ._smooth import smooth
-from ._views import SpotPatchDataset, iter_neighbour_views, neighbour_features, neighbour_tiles
+from ._views import (
+    SlideRaster,
+    SpotPatchDataset,
+    iter_neighbour_views,
+    neighbour_features,
+    neighbour_tiles,
+    slide_raster,
+)
 
 __all__ = [
+    "SlideRaster",
+    "slide_raster",
     "ENCODERS",
     "load_encoder",
     "SpotPatchDataset",
