@@ -30,3 +30,14 @@ def test_demo_runs_end_to_end(tmp_path):
     assert len(table) == 3 and table["pcc_m"].mean() > 0.15
     assert {"scores.csv", "scores.png", "prediction_C3.png"} <= {p.name for p in tmp_path.iterdir()}
     assert np.isfinite(pd.read_csv(tmp_path / "scores.csv")["pcc_h"]).all()
+
+
+def test_prediction_plot_for_image_only_slide(crop_norm):
+    train = crop_norm[crop_norm.obs["library_id"] != "C4"].copy()
+    files = st.datasets.her2st_crop_files()["C4"]
+    image_only = st.io.read_st(None, files["spots"], files["image"], library_id="C4")
+    st.tl.fit_predict(train, image_only, genes=["ERBB2", "GNAS"])
+    fig = st.pl.prediction(image_only, ["ERBB2"], layer_pred="pred_ridge", library_id="C4")
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["ERBB2 predicted"]
+    colours = fig.axes[0].collections[0].get_array()
+    np.testing.assert_allclose(colours, image_only.obsm["pred_ridge"]["ERBB2"].to_numpy())

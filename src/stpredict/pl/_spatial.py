@@ -49,6 +49,8 @@ def prediction(
         Genes to show.
     layer_pred, layer_true
         Layers with predicted and measured values (``layer_true=None`` shows predictions only).
+        ``layer_pred`` may also be the ``obsm`` DataFrame written by :func:`stpredict.tl.fit_predict`, which is
+        how predictions of image-only slides (no genes) are plotted.
     library_id
         Slide to show (default: the first).
     show_image
@@ -76,14 +78,26 @@ def prediction(
     """
     check_adata(adata)
     genes = as_gene_list(genes)
-    check_genes_present(adata, genes)
+    from_obsm = layer_pred not in adata.layers and isinstance(adata.obsm.get(layer_pred), pd.DataFrame)
+    if from_obsm:
+        missing = [g for g in genes if g not in adata.obsm[layer_pred].columns]
+        if missing:
+            msg = f"Gene(s) {missing[:5]} not predicted in adata.obsm[{layer_pred!r}]."
+            raise KeyError(msg)
+        if layer_true is not None and not set(genes) <= set(adata.var_names):
+            layer_true = None  # an image-only slide: nothing measured to compare with
+    else:
+        check_genes_present(adata, genes)
     library_id = library_id or library_ids(adata)[0]
     mask = (adata.obs[LIBRARY_KEY].astype(str) == library_id).to_numpy()
     if not mask.any():
         msg = f"Slide {library_id!r} not in adata.obs[{LIBRARY_KEY!r}] (slides: {library_ids(adata)})."
         raise KeyError(msg)
     columns = adata.var_names.get_indexer(genes)
-    pred = get_matrix(adata[mask], layer_pred)[:, columns]
+    if from_obsm:
+        pred = adata.obsm[layer_pred].loc[adata.obs_names[mask], genes].to_numpy(dtype=float)
+    else:
+        pred = get_matrix(adata[mask], layer_pred)[:, columns]
     true = get_matrix(adata[mask], layer_true)[:, columns] if layer_true is not None else None
     slide = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {})
     scale = float(slide.get("scalefactors", {}).get("tissue_hires_scalef", 1.0))
