@@ -18,7 +18,14 @@ def _crop_dir() -> Path:
 
 
 def her2st_crop_provenance() -> dict:
-    """Where the bundled crop comes from: source files, checksums, crop boxes (see ``tools/make_her2st_crop.py``)."""
+    """Where the bundled crop comes from: source files, checksums, crop boxes (see ``tools/make_her2st_crop.py``).
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> st.datasets.her2st_crop_provenance()["sections"]["C2"]["crop_box_px"]
+    [4723, 4777, 7391, 7162]
+    """
     return json.loads((_crop_dir() / "provenance.json").read_text())
 
 

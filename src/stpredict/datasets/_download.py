@@ -30,7 +30,14 @@ MOB_INDIVIDUAL = {"MOB1": "1", "MOB2": "1", "MOB3": "2", "MOB4": "2"}  # STUtili
 
 
 def default_cache_dir() -> Path:
-    """Where downloads are cached: ``$STPREDICT_DATA`` or the OS cache folder (pooch's choice)."""
+    """Where downloads are cached: ``$STPREDICT_DATA`` or the OS cache folder (pooch's choice).
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> st.datasets.default_cache_dir().name  # doctest: +SKIP
+    'stpredict'
+    """
     import pooch
 
     return Path(os.environ.get("STPREDICT_DATA") or pooch.os_cache("stpredict"))
@@ -73,6 +80,12 @@ def fetch(
     Returns
     -------
     Path of the cached file.
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> path = st.datasets.fetch("her2st/C2.tsv.gz", st.datasets._download.HER2ST_URL + "data/ST-cnts/C2.tsv.gz",
+    ...                          "c1c59ea6cffae36b9ecb561b8e2a97e3aa5f4085f748e991a0e330ed9d09773d")  # doctest: +SKIP
     """
     import pooch
 

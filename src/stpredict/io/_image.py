@@ -62,7 +62,14 @@ def downscaled_copy(path: str | Path, max_side: int = HIRES_MAX_SIDE) -> tuple[n
 
 
 def source_image_path(adata: AnnData, library_id: str) -> Path | None:
-    """Path of the full-resolution image of one slide, if recorded."""
+    """Path of the full-resolution image of one slide, if recorded.
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> st.io.source_image_path(st.datasets.her2st_crop(), "C2").name
+    'C2.jpg'
+    """
     meta = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {}).get("metadata", {})
     path = meta.get(SOURCE_IMAGE_KEY)
     return Path(path) if path else None
@@ -74,6 +81,13 @@ def load_slide_image(adata: AnnData, library_id: str) -> tuple[np.ndarray, float
     The full-resolution image is read from ``source_image_path``; if that file is not there, the
     ``hires`` image in ``uns`` is used instead, with a warning, because patches cut from it have fewer pixels.
     Returns ``(image, scale)`` where pixel coordinates in ``image`` are ``obsm['spatial'] * scale``.
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> image, scale = st.io.load_slide_image(st.datasets.her2st_crop(), "C3")
+    >>> image.dtype.name, image.shape[2], scale
+    ('uint8', 3, 1.0)
     """
     path = source_image_path(adata, library_id)
     if path is not None and path.is_file():

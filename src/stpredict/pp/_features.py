@@ -30,7 +30,15 @@ _SAMPLED_SIDE = 112
 
 
 def handcrafted_feature_names() -> list[str]:
-    """Names of the columns produced by :func:`handcrafted_features`."""
+    """Names of the columns produced by :func:`handcrafted_features`.
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> names = st.pp.handcrafted_feature_names()
+    >>> len(names), names[0], names[-1]
+    (44, 'rgb_R_mean', 'haematoxylin_fraction')
+    """
     names = []
     for space, channels in (("rgb", "RGB"), ("hed", "HED")):
         for ch in channels:
@@ -57,6 +65,14 @@ def handcrafted_features(patches: np.ndarray) -> np.ndarray:
     co-occurrence contrast, dissimilarity, homogeneity, energy and correlation at distances 1 and 3 (32
     grey levels, averaged over 0° and 90°), mean and std of the gradient magnitude; plus the fraction of
     tissue (non-white) pixels and of haematoxylin-dominated pixels.
+
+    Examples
+    --------
+    >>> import numpy as np, stpredict as st
+    >>> white = np.full((1, 224, 224, 3), 255, dtype=np.uint8)
+    >>> features = st.pp.handcrafted_features(white)
+    >>> features.shape, float(features[0, st.pp.handcrafted_feature_names().index("tissue_fraction")])
+    ((1, 44), 0.0)
     """
     n = len(patches)
     step = max(1, patches.shape[1] // _SAMPLED_SIDE)

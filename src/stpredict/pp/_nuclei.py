@@ -41,7 +41,14 @@ NUCLEUS_SEPARATION_UM = 3.0  # closest centres the watershed splits
 
 
 def nuclei_feature_names() -> list[str]:
-    """Column names of :func:`nuclei_features`: 14 morphology, 3 topology, and the nuclei count."""
+    """Column names of :func:`nuclei_features`: 14 morphology, 3 topology, and the nuclei count.
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> len(st.pp.nuclei_feature_names()), st.pp.nuclei_feature_names()[-1]
+    (18, 'nuclei_count')
+    """
     return [f"nuclei_{m}" for m in MORPHOLOGY] + [f"nuclei_{t}" for t in TOPOLOGY] + ["nuclei_count"]
 
 
@@ -56,7 +63,16 @@ def _drop_small(labels: np.ndarray, min_area: int) -> np.ndarray:
 
 
 def segment_nuclei(patch: np.ndarray, microns_per_pixel: float) -> np.ndarray:
-    """Label image of the nuclei of one RGB patch (0 = background)."""
+    """Label image of the nuclei of one RGB patch (0 = background).
+
+    Examples
+    --------
+    >>> import numpy as np, stpredict as st
+    >>> patch = np.full((64, 64, 3), (235, 180, 210), dtype=np.uint8)
+    >>> patch[20:30, 20:30] = (60, 50, 140)  # one haematoxylin-dark blob
+    >>> int(st.pp.segment_nuclei(patch, microns_per_pixel=0.5).max())
+    1
+    """
     haematoxylin = gaussian(rgb2hed(patch[..., :3])[..., 0], sigma=1.0)
     try:
         threshold = max(threshold_otsu(haematoxylin), MIN_HAEMATOXYLIN)
@@ -127,6 +143,14 @@ def nuclei_features(patches: np.ndarray, microns_per_pixel: float, n_jobs: int |
     Morphology (µm, µm²): area, perimeter, eccentricity, major and minor axis length, solidity, extent,
     orientation, circularity (4πA/P²), aspect ratio (major/minor), convex area, convexity (convex
     perimeter / perimeter), skeleton length, convex perimeter.
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> adata = st.datasets.her2st_crop()
+    >>> patches = st.pp.extract_patches(adata[:2])
+    >>> st.pp.nuclei_features(patches, microns_per_pixel=0.69).shape
+    (2, 18)
     """
     if n_jobs not in (None, 1) and len(patches) >= 8:
         from joblib import Parallel, delayed, effective_n_jobs

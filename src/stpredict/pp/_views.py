@@ -23,6 +23,13 @@ def neighbour_tiles(image: np.ndarray, centres: np.ndarray, tile: int, grid: int
     Returns
     -------
     ``tiles`` of shape ``(n, grid * grid, tile, tile, 3)`` and ``inside`` of shape ``(n, grid * grid)``.
+
+    Examples
+    --------
+    >>> import numpy as np, stpredict as st
+    >>> tiles, inside = st.pp.neighbour_tiles(np.zeros((500, 500, 3), np.uint8), np.array([[250.0, 250.0]]), 100)
+    >>> tiles.shape, bool(inside.all())
+    ((1, 25, 100, 100, 3), True)
     """
     offsets = (np.arange(grid) - grid // 2) * tile
     dy, dx = np.meshgrid(offsets, offsets, indexing="ij")

@@ -60,7 +60,23 @@ _REGISTRY: dict[str, type[Model]] = {}
 
 
 def register_model(name: str) -> Callable[[type[Model]], type[Model]]:
-    """Class decorator adding a model under ``name`` to ``st.tl.fit_predict(model=name)``."""
+    """Class decorator adding a model under ``name`` to ``st.tl.fit_predict(model=name)``.
+
+    Examples
+    --------
+    >>> import numpy as np, stpredict as st
+    >>> @st.tl.register_model("training_mean")
+    ... class TrainingMean(st.tl.Model):
+    ...     default_rep = "X_handcrafted"
+    ...     def fit(self, train):
+    ...         self.mean_ = train.targets.mean(axis=0)
+    ...         return self
+    ...     def predict(self, test):
+    ...         return np.tile(self.mean_, (len(test.features), 1))
+    >>> "training_mean" in st.tl.available_models()
+    True
+    >>> from stpredict.tl._models._base import _REGISTRY; _ = _REGISTRY.pop("training_mean")
+    """
 
     def decorate(cls: type[Model]) -> type[Model]:
         if name in _REGISTRY:
