@@ -147,18 +147,13 @@ def compute_image_features(
     pretrained: bool = False,
     device: str = "auto",
     show_progress_bar: bool = False,
-) -> np.ndarray:
-    """The representation of :func:`image_features` as an array, without writing into ``adata``."""
-    return _compute(
-        adata, method, size, unit, batch_size, library_key, n_jobs, checkpoint, pretrained, device, show_progress_bar
-    )[0]
-
-
-def _compute(adata, method, size, unit, batch_size, library_key, n_jobs, checkpoint, pretrained, device, progress):
+    return_names: bool = False,
+) -> np.ndarray | tuple[np.ndarray, list[str]]:
+    """The representation of :func:`image_features` as an array (and its feature names), without writing."""
     extractor, names = _extractor(method, checkpoint, pretrained, device)
     features = None
     batches = iter_slide_patches(adata, size=size, unit=unit, library_key=library_key, batch_size=batch_size)
-    with tqdm(total=adata.n_obs, desc=f"image features ({method})", disable=not progress) as bar:
+    with tqdm(total=adata.n_obs, desc=f"image features ({method})", disable=not show_progress_bar) as bar:
         for library_id, positions, patches in batches:
             values = extractor(patches, _microns_per_pixel(adata, library_id, method), n_jobs)
             if features is None:
@@ -168,7 +163,7 @@ def _compute(adata, method, size, unit, batch_size, library_key, n_jobs, checkpo
     if features is None:
         msg = "adata has no spots."
         raise ValueError(msg)
-    return features, names
+    return (features, names) if return_names else features
 
 
 def image_features(
@@ -240,8 +235,19 @@ def image_features(
     check_adata(adata)
     key_added = key_added or f"X_{method}"
     started = time.perf_counter()
-    features, names = _compute(
-        adata, method, size, unit, batch_size, library_key, n_jobs, checkpoint, pretrained, device, show_progress_bar
+    features, names = compute_image_features(
+        adata,
+        method=method,
+        size=size,
+        unit=unit,
+        batch_size=batch_size,
+        library_key=library_key,
+        n_jobs=n_jobs,
+        checkpoint=checkpoint,
+        pretrained=pretrained,
+        device=device,
+        show_progress_bar=show_progress_bar,
+        return_names=True,
     )
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features
