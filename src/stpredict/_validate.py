@@ -40,8 +40,14 @@ def slide_masks(adata: AnnData, library_key: str = LIBRARY_KEY) -> dict[str, np.
     return {lib: values == lib for lib in library_ids(adata, library_key)}
 
 
-def get_matrix(adata: AnnData, layer: str | None, *, dense: bool = True, dtype=np.float64) -> np.ndarray:
-    """``adata.layers[layer]`` (or ``X`` when ``layer`` is None), checked and as a dense array."""
+def get_matrix(
+    adata: AnnData, layer: str | None, *, columns: np.ndarray | None = None, dense: bool = True, dtype=np.float64
+) -> np.ndarray:
+    """``adata.layers[layer]`` (or ``X`` when ``layer`` is None), checked and as a dense array.
+
+    ``columns`` (integer positions of genes) are selected before densifying, so a sparse layer of tens of
+    thousands of genes never becomes a dense matrix when only a few genes are needed.
+    """
     if layer is None:
         matrix = adata.X
         where = "adata.X"
@@ -58,6 +64,8 @@ def get_matrix(adata: AnnData, layer: str | None, *, dense: bool = True, dtype=n
     if matrix is None:
         msg = f"{where} is empty: this AnnData holds no expression values."
         raise ValueError(msg)
+    if columns is not None:
+        matrix = matrix[:, np.asarray(columns)]
     if dense:
         matrix = matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
         matrix = matrix.astype(dtype, copy=False)

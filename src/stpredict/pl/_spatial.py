@@ -97,8 +97,8 @@ def prediction(
     if from_obsm:
         pred = adata.obsm[layer_pred].loc[adata.obs_names[mask], genes].to_numpy(dtype=float)
     else:
-        pred = get_matrix(adata[mask], layer_pred)[:, columns]
-    true = get_matrix(adata[mask], layer_true)[:, columns] if layer_true is not None else None
+        pred = get_matrix(adata[mask], layer_pred, columns=columns)
+    true = get_matrix(adata[mask], layer_true, columns=columns) if layer_true is not None else None
     slide = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {})
     scale = float(slide.get("scalefactors", {}).get("tissue_hires_scalef", 1.0))
     xy = np.asarray(adata.obsm[SPATIAL_KEY])[mask] * scale

@@ -150,20 +150,19 @@ def evaluate(
     1.0
     """
     check_adata(adata)
-    pred = get_matrix(adata, layer_pred)
-    true = get_matrix(adata, layer_true)
     genes = as_gene_list(genes)
     if genes is None:
-        predicted = ~np.isnan(pred).all(axis=0)
+        predicted = ~np.isnan(get_matrix(adata, layer_pred)).all(axis=0)
         genes = adata.var_names[predicted].tolist()
         if not genes:
             msg = f"Layer {layer_pred!r} holds no prediction (all NaN)."
             raise ValueError(msg)
     check_genes_present(adata, genes)
     columns = adata.var_names.get_indexer(genes)
-    pred, true = pred[:, columns], true[:, columns]
+    pred = get_matrix(adata, layer_pred, columns=columns)
+    true = get_matrix(adata, layer_true, columns=columns)
     if mask_layer is not None:
-        skip = get_matrix(adata, mask_layer, dtype=bool)[:, columns]
+        skip = get_matrix(adata, mask_layer, columns=columns, dtype=bool)
         true = np.where(skip, np.nan, true)
     if np.isnan(pred[~np.isnan(true)]).any():
         msg = f"Layer {layer_pred!r} has NaN predictions for some of the scored genes; pass `genes=` to restrict."

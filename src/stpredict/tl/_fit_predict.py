@@ -158,7 +158,7 @@ def fit_predict(
         )
         raise ValueError(msg)
     columns = adata_train.var_names.get_indexer(genes)
-    targets = get_matrix(adata_train, layer)[:, columns]
+    targets = get_matrix(adata_train, layer, columns=columns)
     if not np.isfinite(targets).all():
         msg = f"Targets adata_train.layers[{layer!r}] contain NaN/inf for the chosen genes."
         raise ValueError(msg)

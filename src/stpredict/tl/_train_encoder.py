@@ -194,7 +194,7 @@ def train_encoder(
     if mode == "supervised":
         genes = as_gene_list(genes) or _default_genes(adata)
         check_genes_present(adata, genes)
-        values = get_matrix(adata, layer)[:, adata.var_names.get_indexer(genes)]
+        values = get_matrix(adata, layer, columns=adata.var_names.get_indexer(genes))
         std = values.std(axis=0)
         targets = torch.from_numpy(((values - values.mean(axis=0)) / np.where(std > 0, std, 1.0)).astype(np.float32))
     resolved = resolve_device(device, needed=True)
