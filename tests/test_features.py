@@ -35,6 +35,20 @@ def test_edge_spots_are_padded_white():
     assert (far == 255).all()
 
 
+
+def test_patches_at_every_edge_equal_a_padded_image_window():
+    # reference: pad the whole image white, then slice; covers windows clipped on each side and corner
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, size=(23, 37, 3), dtype=np.uint8)
+    side = 11
+    pad = 2 * side
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), constant_values=255)
+    centres = np.column_stack([rng.uniform(-12, 49, 300), rng.uniform(-12, 35, 300)])
+    patches = cut_patches(image, centres, side)
+    for (x, y), patch in zip(centres, patches, strict=True):
+        x0, y0 = int(np.rint(x)) - side // 2 + pad, int(np.rint(y)) - side // 2 + pad
+        np.testing.assert_array_equal(patch, padded[y0 : y0 + side, x0 : x0 + side])
+
 def test_patch_size_in_microns(crop):
     mpp = crop.uns["spatial"]["C2"]["scalefactors"]["microns_per_pixel"]
     patches = st.pp.extract_patches(crop[:2], size=112, unit="um")

@@ -39,17 +39,16 @@ def cut_patches(image: np.ndarray, centres: np.ndarray, side: int) -> np.ndarray
     same for rows, so the spot centre sits at pixel ``(side//2, side//2)`` of the patch.
     """
     height, width = image.shape[:2]
-    half = side // 2
-    pad = side
-    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="constant", constant_values=BACKGROUND)
-    out = np.empty((len(centres), side, side, image.shape[2]), dtype=image.dtype)
-    cx = np.rint(centres[:, 0]).astype(int) - half + pad
-    cy = np.rint(centres[:, 1]).astype(int) - half + pad
-    for i, (x0, y0) in enumerate(zip(cx, cy, strict=True)):
-        if not (-side < x0 - pad < width and -side < y0 - pad < height):
-            out[i] = BACKGROUND
-            continue
-        out[i] = padded[y0 : y0 + side, x0 : x0 + side]
+    # Copy only the in-image part of each window into a white patch: padding the whole slide instead
+    # would copy a ~300 MB image for every batch.
+    out = np.full((len(centres), side, side, image.shape[2]), BACKGROUND, dtype=image.dtype)
+    left = np.rint(centres[:, 0]).astype(int) - side // 2
+    top = np.rint(centres[:, 1]).astype(int) - side // 2
+    for i, (x0, y0) in enumerate(zip(left, top, strict=True)):
+        x_lo, x_hi = max(x0, 0), min(x0 + side, width)
+        y_lo, y_hi = max(y0, 0), min(y0 + side, height)
+        if x_lo < x_hi and y_lo < y_hi:
+            out[i, y_lo - y0 : y_hi - y0, x_lo - x0 : x_hi - x0] = image[y_lo:y_hi, x_lo:x_hi]
     return out
 
 

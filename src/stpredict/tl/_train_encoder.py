@@ -26,7 +26,7 @@ from .._device import resolve_device
 from .._logging import logger
 from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix
 from ..pp._encoders import CHECKPOINT_FORMAT, EncoderSpec, build_backbone, embed_patches, encoder_spec
-from ..pp._patches import extract_patches
+from ..pp._patches import iter_slide_patches
 from ._fit_predict import _default_genes
 
 
@@ -62,13 +62,28 @@ class TrainedEncoder:
 
     def embed(self, adata: AnnData, *, batch_size: int = 128, device: str = "auto") -> np.ndarray:
         """Embeddings ``(n_obs, dim)`` of every spot of ``adata`` (slides read one at a time)."""
-        from ..pp._patches import iter_slide_patches
-
         resolved = resolve_device(device, needed=True)
         out = np.empty((adata.n_obs, self.spec.dim), dtype=np.float32)
         for _, positions, patches in iter_slide_patches(adata, size=self.size, unit=self.unit, batch_size=batch_size):
             out[positions] = embed_patches(self.model, self.spec, patches, resolved)
         return out
+
+
+def _training_images(adata: AnnData, *, size: float, unit: str, input_size: int):
+    """Every spot's patch resized to the network input, ``(n_obs, 3, input_size, input_size)`` float in [0, 1].
+
+    Resized batch by batch, so full-size patches of only one batch are in memory at a time.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    images = torch.empty((adata.n_obs, 3, input_size, input_size), dtype=torch.float32)
+    for _, positions, patches in iter_slide_patches(adata, size=size, unit=unit):
+        batch = torch.from_numpy(patches[..., :3]).permute(0, 3, 1, 2).float() / 255.0
+        images[torch.from_numpy(positions)] = F.interpolate(
+            batch, size=(input_size, input_size), mode="bilinear", antialias=True
+        )
+    return images
 
 
 def _augment(x, generator, *, crop: bool):
@@ -201,9 +216,7 @@ def train_encoder(
     torch.manual_seed(random_state)
     generator = torch.Generator().manual_seed(random_state)
 
-    patches = extract_patches(adata, size=size, unit=unit)
-    images = torch.from_numpy(patches).permute(0, 3, 1, 2).float() / 255.0
-    images = F.interpolate(images, size=(input_size, input_size), mode="bilinear", antialias=True)
+    images = _training_images(adata, size=size, unit=unit, input_size=input_size)
     mean, std = images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3))
     images = (images - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
     spec = replace(spec, input_size=input_size, mean=tuple(mean.tolist()), std=tuple(std.tolist()))
