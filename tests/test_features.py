@@ -35,7 +35,6 @@ def test_edge_spots_are_padded_white():
     assert (far == 255).all()
 
 
-
 def test_patches_at_every_edge_equal_a_padded_image_window():
     # reference: pad the whole image white, then slice; covers windows clipped on each side and corner
     rng = np.random.default_rng(0)
@@ -48,6 +47,7 @@ def test_patches_at_every_edge_equal_a_padded_image_window():
     for (x, y), patch in zip(centres, patches, strict=True):
         x0, y0 = int(np.rint(x)) - side // 2 + pad, int(np.rint(y)) - side // 2 + pad
         np.testing.assert_array_equal(patch, padded[y0 : y0 + side, x0 : x0 + side])
+
 
 def test_patch_size_in_microns(crop):
     mpp = crop.uns["spatial"]["C2"]["scalefactors"]["microns_per_pixel"]
