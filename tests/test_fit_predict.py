@@ -152,3 +152,22 @@ def test_cross_validate_is_honest_and_records_everything(crop_norm):
         train = crop_norm[crop_norm.obs["library_id"].isin(fold.train)].copy()
         assert genes == st.pp.select_genes(train, n_genes=50, copy=True).uns["selected"]["genes"]
     assert np.isfinite(crop_norm.layers["cv_ridge"]).any(axis=1).all()
+
+
+def test_ridge_validation_scores_each_slide_not_pooled_patients():
+    # Feature and target share only a per-slide offset: within every slide they are independent, so the
+    # validation Pearson (scored per slide, like PCC(M) on test slides) must be near 0, while pooling a
+    # patient's two slides would report a strong correlation.
+    from stpredict.tl._models._base import SpotData
+    from stpredict.tl._models._ridge import RidgeModel
+
+    rng = np.random.default_rng(0)
+    slides = np.repeat(["s1", "s2", "s3", "s4"], 60)
+    patients = np.repeat(["P1", "P1", "P2", "P2"], 60)
+    offset = np.repeat([0.0, 5.0, 0.0, 5.0], 60)
+    features = (offset + rng.normal(size=240))[:, None]
+    targets = (offset + rng.normal(size=240))[:, None]
+    data = SpotData(features, slides, patients, rng.uniform(size=(240, 2)), adata=None, targets=targets)
+    model = RidgeModel(alphas=[1.0]).fit(data)
+    assert model.validation_["groups"] == "patient"
+    assert abs(model.validation_["gene_pearson"][0]) < 0.3

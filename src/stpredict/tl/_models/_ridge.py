@@ -70,7 +70,10 @@ class RidgeModel(Model):
             for alpha in alphas:
                 pipe = self._pipeline(alpha, x.shape[1]).fit(x[~held], y[~held])
                 oof[alpha][held] = pipe.predict(x[held]).reshape(held.sum(), -1)
-        gene_scores = {a: _per_slide_pearson(y, oof[a], groups) for a in alphas}
+        # score out-of-group predictions slide by slide, as PCC(M) is scored on test slides (a patient's
+        # slides are not pooled); a lone slide's spatial blocks are scored block by block
+        scored_by = groups if kind == "spatial block" else np.asarray(train.library, dtype=str)
+        gene_scores = {a: _per_slide_pearson(y, oof[a], scored_by) for a in alphas}
         mean_scores = {a: float(np.nan_to_num(s, nan=0.0).mean()) for a, s in gene_scores.items()}
         best = max(alphas, key=lambda a: mean_scores[a])
         if best in (min(alphas), max(alphas)) and len(alphas) > 1:
