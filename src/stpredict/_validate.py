@@ -23,21 +23,43 @@ def check_adata(adata: object, name: str = "adata") -> AnnData:
     return adata
 
 
+def spot_libraries(adata: AnnData, library_key: str = LIBRARY_KEY) -> np.ndarray:
+    """The slide of every spot as strings, from ``obs[library_key]``.
+
+    As in squidpy, a single-slide AnnData without that column (e.g. from ``sc.read_visium``) belongs to
+    the one library of ``uns['spatial']``.
+    """
+    if library_key in adata.obs:
+        column = adata.obs[library_key]
+        if column.isna().any():
+            msg = (
+                f"adata.obs[{library_key!r}] has {int(column.isna().sum())} missing value(s); every spot must "
+                "name its slide."
+            )
+            raise ValueError(msg)
+        return column.astype(str).to_numpy()
+    libraries = list(adata.uns.get(SPATIAL_KEY, {}))
+    if len(libraries) == 1:
+        return np.full(adata.n_obs, str(libraries[0]), dtype=object)
+    found = (
+        f"uns[{SPATIAL_KEY!r}] holds {len(libraries)} libraries {libraries[:5]}" if libraries else "no uns['spatial']"
+    )
+    msg = (
+        f"adata.obs has no column {library_key!r} telling which slide each spot belongs to ({found}). "
+        f"Read slides with `st.io.read_st`/`st.io.read_visium`, or set adata.obs[{library_key!r}] yourself."
+    )
+    raise KeyError(msg)
+
+
 def library_ids(adata: AnnData, library_key: str = LIBRARY_KEY) -> list[str]:
-    """Slides of ``adata`` in order of first appearance (one slide if the column is absent)."""
-    if library_key not in adata.obs:
-        msg = (
-            f"adata.obs has no column {library_key!r} telling which slide each spot belongs to. "
-            f"Read slides with `st.io.read_st`/`st.io.read_visium`, or set adata.obs[{library_key!r}] yourself."
-        )
-        raise KeyError(msg)
-    return list(pd.unique(adata.obs[library_key].astype(str)))
+    """Slides of ``adata`` in order of first appearance (see :func:`spot_libraries`)."""
+    return list(pd.unique(spot_libraries(adata, library_key)))
 
 
 def slide_masks(adata: AnnData, library_key: str = LIBRARY_KEY) -> dict[str, np.ndarray]:
     """Boolean mask of the spots of each slide."""
-    values = adata.obs[library_key].astype(str).to_numpy()
-    return {lib: values == lib for lib in library_ids(adata, library_key)}
+    values = spot_libraries(adata, library_key)
+    return {lib: values == lib for lib in pd.unique(values)}
 
 
 def get_matrix(

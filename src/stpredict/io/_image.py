@@ -102,11 +102,15 @@ def load_slide_image(adata: AnnData, library_id: str) -> tuple[np.ndarray, float
         raise KeyError(msg)
     images = slide.get("images", {})
     if "hires" not in images:
-        msg = f"Slide {library_id!r} has neither a readable full-resolution image ({path}) nor a 'hires' image."
+        msg = (
+            f"Slide {library_id!r} has neither a readable full-resolution image ({path}) nor a 'hires' image. Set "
+            f"adata.uns['spatial'][{library_id!r}]['metadata']['{SOURCE_IMAGE_KEY}'] to the image path."
+        )
         raise FileNotFoundError(msg)
     scale = float(slide["scalefactors"]["tissue_hires_scalef"])
+    where = f"not found at {str(path)!r}" if path is not None else "not recorded"
     warnings.warn(
-        f"Full-resolution image of slide {library_id!r} not found at {path}; using the 'hires' image "
+        f"Full-resolution image of slide {library_id!r} {where}; using the 'hires' image "
         f"(scale {scale:.3f}), so patches carry less detail. Set "
         f"adata.uns['spatial'][{library_id!r}]['metadata']['{SOURCE_IMAGE_KEY}'] to the image path to fix this.",
         UserWarning,

@@ -12,7 +12,7 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._constants import LIBRARY_KEY, SPATIAL_KEY
-from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix, library_ids
+from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix, library_ids, spot_libraries
 from ..tl._evaluate import _column_pearson
 
 
@@ -89,7 +89,7 @@ def prediction(
     else:
         check_genes_present(adata, genes)
     library_id = library_id or library_ids(adata)[0]
-    mask = (adata.obs[LIBRARY_KEY].astype(str) == library_id).to_numpy()
+    mask = spot_libraries(adata) == library_id
     if not mask.any():
         msg = f"Slide {library_id!r} not in adata.obs[{LIBRARY_KEY!r}] (slides: {library_ids(adata)})."
         raise KeyError(msg)

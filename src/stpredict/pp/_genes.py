@@ -12,7 +12,7 @@ from anndata import AnnData
 
 from .._constants import COUNTS_LAYER, LIBRARY_KEY
 from .._logging import logger
-from .._validate import check_adata, get_matrix, library_ids, require_grid
+from .._validate import check_adata, get_matrix, library_ids, require_grid, spot_libraries
 from ._grid import grid_neighbours, infer_grid
 
 
@@ -25,7 +25,7 @@ def _training_mask(adata: AnnData, train: Sequence[str] | None, library_key: str
     if unknown:
         msg = f"Training slide(s) {unknown} not in adata.obs[{library_key!r}] (slides: {libraries})."
         raise KeyError(msg)
-    return adata.obs[library_key].astype(str).isin(train).to_numpy(), train
+    return np.isin(spot_libraries(adata, library_key), train), train
 
 
 def _top_expressed(counts: np.ndarray, slide: np.ndarray, min_fraction: float) -> pd.DataFrame:
@@ -60,7 +60,7 @@ def _moran(
     from scanpy.metrics import morans_i
 
     rows_all, cols_all = require_grid(adata)
-    slide = adata.obs[library_key].astype(str).to_numpy()
+    slide = spot_libraries(adata, library_key)
     scores = []
     for lib in libraries:
         in_slide = mask & (slide == lib)
@@ -147,7 +147,7 @@ def select_genes(
     if method in ("top_expressed", "hvg") and ((values < 0).any() or not np.allclose(values, np.round(values))):
         msg = f"Method {method!r} needs raw counts, but layer {layer!r} holds non-integer or negative values."
         raise ValueError(msg)
-    slide = adata.obs[library_key].astype(str).to_numpy()[mask]
+    slide = spot_libraries(adata, library_key)[mask]
     if method == "top_expressed":
         table = _top_expressed(values[mask], slide, min_fraction)
     elif method == "hvg":

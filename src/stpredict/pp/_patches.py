@@ -9,7 +9,7 @@ from anndata import AnnData
 from PIL import Image
 
 from .._constants import LIBRARY_KEY, MICRONS_PER_PIXEL, SPATIAL_KEY
-from .._validate import library_ids, require_spatial
+from .._validate import library_ids, require_spatial, spot_libraries
 from ..io._image import load_slide_image
 
 BACKGROUND = 255  # outside the scan is empty glass: pad with white
@@ -60,7 +60,7 @@ def iter_slide_images(
     ``scale`` maps full-resolution pixels to ``image`` pixels (1 unless the ``hires`` fallback is used).
     """
     centres_all = require_spatial(adata)
-    slides = adata.obs[library_key].astype(str).to_numpy()
+    slides = spot_libraries(adata, library_key)
     for library_id in library_ids(adata, library_key):
         positions = np.flatnonzero(slides == library_id)
         image, scale = load_slide_image(adata, library_id)

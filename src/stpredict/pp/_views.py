@@ -252,10 +252,10 @@ def slide_raster(adata: AnnData, library_id: str, *, use_rep: str, library_key: 
     >>> raster.grid.shape, int(raster.occupied.sum())
     ((8, 9, 44), 72)
     """
-    from .._validate import get_rep, require_grid
+    from .._validate import get_rep, require_grid, spot_libraries
     from ._grid import infer_grid
 
-    mask = (adata.obs[library_key].astype(str) == library_id).to_numpy()
+    mask = spot_libraries(adata, library_key) == library_id
     if not mask.any():
         msg = f"Slide {library_id!r} not found in adata.obs[{library_key!r}]."
         raise KeyError(msg)

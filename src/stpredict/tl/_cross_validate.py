@@ -12,9 +12,8 @@ import pandas as pd
 from anndata import AnnData
 from tqdm.auto import tqdm
 
-from .._constants import LIBRARY_KEY
 from .._logging import logger
-from .._validate import as_gene_list, check_adata
+from .._validate import as_gene_list, check_adata, spot_libraries
 from ..pp._features import compute_image_features
 from ..pp._genes import select_genes
 from ._evaluate import evaluate, summarize
@@ -104,7 +103,7 @@ def cross_validate(
             raise KeyError(msg)
         precomputed = compute_image_features(adata, method=rep.removeprefix("X_"), show_progress_bar=show_progress_bar)
 
-    slides = adata.obs[LIBRARY_KEY].astype(str)
+    slides = pd.Series(spot_libraries(adata))
     predictions = np.full(adata.shape, np.nan, dtype=np.float32)
     per_gene_tables, per_slide_tables = [], []
     for fold in tqdm(folds, desc=f"cross-validate ({model})", disable=not show_progress_bar):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._constants import COUNTS_LAYER, LIBRARY_KEY, PATIENT_KEY
+from .._constants import COUNTS_LAYER, PATIENT_KEY
 from .._device import resolve_device
 from .._logging import logger
 from .._validate import (
@@ -22,6 +22,7 @@ from .._validate import (
     get_rep,
     library_ids,
     require_spatial,
+    spot_libraries,
 )
 from ..pp._features import compute_image_features
 from ._models import SpotData, get_model
@@ -65,7 +66,7 @@ def _spot_data(adata: AnnData, features: np.ndarray, targets: np.ndarray | None)
     )
     return SpotData(
         features=features,
-        library=adata.obs[LIBRARY_KEY].astype(str).to_numpy(),
+        library=spot_libraries(adata),
         patient=patient,
         spatial=require_spatial(adata),
         adata=adata,
