@@ -11,3 +11,5 @@ COUNTS_LAYER = "counts"
 SOURCE_IMAGE_KEY = "source_image_path"  # uns['spatial'][lib]['metadata'][...] as scanpy's read_visium
 MICRONS_PER_PIXEL = "microns_per_pixel"  # uns['spatial'][lib]['scalefactors'][...]
 GRID_KEY = "grid"  # uns['spatial'][lib]['metadata'][...]: 'square' (legacy ST) or 'hex' (Visium)
+SPATIALDATA_STORE_KEY = "spatialdata_store"  # uns['spatial'][lib]['metadata'][...]: Zarr store of the image
+SPATIALDATA_IMAGE_KEY = "spatialdata_image"  # ... and the name of the image element in it

@@ -14,7 +14,7 @@ import numpy as np
 from anndata import AnnData
 from PIL import Image, UnidentifiedImageError
 
-from .._constants import SOURCE_IMAGE_KEY, SPATIAL_KEY
+from .._constants import SOURCE_IMAGE_KEY, SPATIAL_KEY, SPATIALDATA_IMAGE_KEY, SPATIALDATA_STORE_KEY
 from .._logging import logger
 
 # H&E scans routinely exceed Pillow's decompression-bomb guard (~89 Mpx); they are trusted local files.
@@ -93,6 +93,12 @@ def load_slide_image(adata: AnnData, library_id: str) -> tuple[np.ndarray, float
     if path is not None and path.is_file():
         with open_image(path) as image:
             return np.asarray(image.convert("RGB")), 1.0
+    meta = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {}).get("metadata", {})
+    store, element = meta.get(SPATIALDATA_STORE_KEY), meta.get(SPATIALDATA_IMAGE_KEY)
+    if path is None and store and element and Path(store).exists():
+        from ._spatialdata import read_spatialdata_image  # needs spatialdata: imported only for such slides
+
+        return read_spatialdata_image(store, element), 1.0
     slide = adata.uns.get(SPATIAL_KEY, {}).get(library_id)
     if slide is None:
         msg = (
@@ -108,7 +114,12 @@ def load_slide_image(adata: AnnData, library_id: str) -> tuple[np.ndarray, float
         )
         raise FileNotFoundError(msg)
     scale = float(slide["scalefactors"]["tissue_hires_scalef"])
-    where = f"not found at {str(path)!r}" if path is not None else "not recorded"
+    if path is not None:
+        where = f"not found at {str(path)!r}"
+    elif store:
+        where = f"not found (SpatialData store {store!r} is gone)"
+    else:
+        where = "not recorded"
     warnings.warn(
         f"Full-resolution image of slide {library_id!r} {where}; using the 'hires' image "
         f"(scale {scale:.3f}), so patches carry less detail. Set "

@@ -26,6 +26,20 @@ from ._image import image_size
 VISIUM_SPOT_DIAMETER_UM = 55.0
 
 
+def make_genes_unique(adata: AnnData, library_id: str) -> None:
+    """Make repeated gene names unique in place (common in 10x references), with a warning naming them."""
+    if adata.var_names.is_unique:
+        return
+    dupes = adata.var_names[adata.var_names.duplicated()].unique()[:5].tolist()
+    warnings.warn(
+        f"Slide {library_id!r}: gene symbols {dupes} occur more than once; they were made unique "
+        "by appending '-1', '-2', ... (scanpy's var_names_make_unique).",
+        UserWarning,
+        stacklevel=3,
+    )
+    adata.var_names_make_unique()
+
+
 def read_visium(
     path: str | PathLike,
     *,
@@ -82,15 +96,7 @@ def read_visium(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*not unique.*")
         adata = sq.read.visium(path, counts_file=counts_file, library_id=library_id, load_images=True)
-    if not adata.var_names.is_unique:
-        dupes = adata.var_names[adata.var_names.duplicated()].unique()[:5].tolist()
-        warnings.warn(
-            f"Slide {library_id!r}: gene symbols {dupes} occur more than once; they were made unique "
-            "by appending '-1', '-2', ... (scanpy's var_names_make_unique).",
-            UserWarning,
-            stacklevel=2,
-        )
-        adata.var_names_make_unique()
+    make_genes_unique(adata, library_id)
     if in_tissue_only and "in_tissue" in adata.obs:
         adata = adata[adata.obs["in_tissue"].astype(int) == 1].copy()
 
