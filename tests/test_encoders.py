@@ -86,3 +86,35 @@ def test_train_encoder_errors(crop):
         st.tl.train_encoder(crop, mode="byol")
     with pytest.raises(KeyError, match="log1p"):
         st.tl.train_encoder(crop, genes=["ERBB2"])
+
+
+def test_dihedral_augmentation_moves_pixels_exactly():
+    import torch
+
+    from stpredict.tl._train_encoder import _dihedral
+
+    x = torch.arange(6 * 3 * 5 * 5, dtype=torch.float32).reshape(6, 3, 5, 5)
+    turns = torch.tensor([0, 1, 2, 3, 1, 3])
+    mirror = torch.tensor([False, False, True, True, True, False])
+    out = _dihedral(x, turns, mirror)
+    for i in range(6):
+        expected = torch.rot90(x[i], int(turns[i]), dims=(1, 2))
+        expected = torch.flip(expected, dims=(2,)) if mirror[i] else expected
+        assert torch.equal(out[i], expected)
+
+
+def test_resized_crop_zooms_into_the_patch():
+    import torch
+
+    from stpredict.tl._train_encoder import _resized_crop
+
+    ramp = torch.linspace(0, 1, 32).expand(8, 3, 32, 32).contiguous()  # brightness grows left to right
+    out = _resized_crop(ramp, torch.Generator().manual_seed(0))
+    assert out.shape == ramp.shape
+    assert out.min() >= 0 and out.max() <= 1  # only pixels of the patch
+    assert torch.allclose(out[:, :, 0], out[:, :, -1])  # still a horizontal ramp ...
+    slope = (out[:, 0, 0, -1] - out[:, 0, 0, 0]) / (ramp[0, 0, 0, -1] - ramp[0, 0, 0, 0])
+    assert ((slope > 0.69) & (slope < 1.0)).all()  # ... zoomed by 1/side, side in [sqrt(.5), 1]
+    assert not torch.allclose(out, ramp)
+    constant = torch.full((4, 3, 16, 16), 0.3)
+    assert torch.allclose(_resized_crop(constant, torch.Generator().manual_seed(0)), constant)

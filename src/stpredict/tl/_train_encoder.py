@@ -86,29 +86,59 @@ def _training_images(adata: AnnData, *, size: float, unit: str, input_size: int)
     return images
 
 
-def _augment(x, generator, *, crop: bool):
-    """Random dihedral transform, colour shift and (optionally) resized crop of a batch ``(n, 3, s, s)``."""
+def _dihedral(x, turns, mirror):
+    """Rotate image ``i`` by ``turns[i]`` quarter turns, then mirror it where ``mirror[i]``.
+
+    Exact pixel moves, batched over the (at most 8) groups of images sharing an orientation.
+    """
+    import torch
+
+    out = torch.empty_like(x)
+    for k in range(4):
+        for flip in (False, True):
+            chosen = (turns == k) & (mirror == flip)
+            if chosen.any():
+                rotated = torch.rot90(x[chosen], k, dims=(2, 3))
+                out[chosen] = torch.flip(rotated, dims=(3,)) if flip else rotated
+    return out
+
+
+def _resized_crop(x, generator):
+    """SimCLR's random resized crop: a random square covering 50-100 % of each patch, resized to full size.
+
+    One batched bilinear resampling (``affine_grid`` + ``grid_sample``) on ``x``'s device.
+    """
     import torch
     import torch.nn.functional as F
 
-    n, _, s, _ = x.shape
-    out = torch.empty_like(x)
-    for i in range(n):
-        img = x[i]
-        if crop:
-            scale = float(torch.empty(1).uniform_(0.5, 1.0, generator=generator))
-            side = max(8, int(round(s * np.sqrt(scale))))
-            top, left = (int(torch.randint(0, s - side + 1, (1,), generator=generator)) for _ in range(2))
-            img = F.interpolate(img[None, :, top : top + side, left : left + side], size=(s, s), mode="bilinear")[0]
-        k = int(torch.randint(0, 4, (1,), generator=generator))
-        img = torch.rot90(img, k, dims=(1, 2))
-        if torch.rand(1, generator=generator) < 0.5:
-            img = torch.flip(img, dims=(2,))
-        out[i] = img
+    n = x.shape[0]
+    side = torch.empty(n).uniform_(0.5, 1.0, generator=generator).sqrt()  # crop side / patch side
+    corner = torch.rand(n, 2, generator=generator) * (1 - side[:, None])  # top-left corner, in patch sides
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = side
+    theta[:, :, 2] = side[:, None] + 2 * corner - 1  # normalised coordinates, align_corners=False
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _augment(x, generator, *, crop: bool):
+    """Random dihedral transform, colour shift and (optionally) resized crop of a batch ``(n, 3, s, s)``.
+
+    Batched on ``x``'s device (the GPU when training there) rather than looping over images; random draws
+    come from the CPU ``generator`` so that runs repeat on any device.
+    """
+    import torch
+
+    n = x.shape[0]
+    if crop:
+        x = _resized_crop(x, generator)
+    turns = torch.randint(0, 4, (n,), generator=generator).to(x.device)
+    mirror = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    x = _dihedral(x, turns, mirror)
     # per-image, per-channel stain variation (on normalised values)
     gain = 1 + 0.1 * torch.randn(n, 3, 1, 1, generator=generator)
     shift = 0.1 * torch.randn(n, 3, 1, 1, generator=generator)
-    return out * gain + shift
+    return x * gain.to(x.device, x.dtype) + shift.to(x.device, x.dtype)
 
 
 def _nt_xent(z1, z2, temperature: float):
@@ -242,11 +272,12 @@ def train_encoder(
             if len(idx) < 2:
                 continue
             if mode == "supervised":
-                x = _augment(images[idx], generator, crop=False).to(resolved)
+                x = _augment(images[idx].to(resolved), generator, crop=False)
                 loss = F.mse_loss(network(x), targets[idx].to(resolved))
             else:
-                v1 = _augment(images[idx], generator, crop=True).to(resolved)
-                v2 = _augment(images[idx], generator, crop=True).to(resolved)
+                batch = images[idx].to(resolved)
+                v1 = _augment(batch, generator, crop=True)
+                v2 = _augment(batch, generator, crop=True)
                 loss = _nt_xent(network(v1), network(v2), temperature)
             optimiser.zero_grad()
             loss.backward()
