@@ -42,6 +42,25 @@ def image_size(path: str | Path) -> tuple[int, int]:
         return image.size
 
 
+def hires_size(width: int, height: int, max_side: int = HIRES_MAX_SIDE) -> tuple[int, int]:
+    """(width, height) of the downscaled ``hires`` copy: longer side at most ``max_side``, never upscaled."""
+    scale = min(1.0, max_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def require_spots_inside(
+    centres: np.ndarray, width: int, height: int, library_id: str, spot_names, what: str, hint: str, image_name=""
+) -> None:
+    """Fail when spot centres ``(x, y)`` fall outside a ``width`` x ``height`` image, naming a few of them."""
+    outside = (centres[:, 0] < 0) | (centres[:, 0] >= width) | (centres[:, 1] < 0) | (centres[:, 1] >= height)
+    if outside.any():
+        msg = (
+            f"Slide {library_id!r}: {int(outside.sum())} spot centre(s) {what} the {width}x{height} px image"
+            f"{image_name} (e.g. {list(spot_names[outside][:5])}). {hint}"
+        )
+        raise ValueError(msg)
+
+
 def downscaled_copy(path: str | Path, max_side: int = HIRES_MAX_SIDE) -> tuple[np.ndarray, float]:
     """A copy of the image whose longer side is at most ``max_side`` px, and its scale factor.
 
@@ -50,8 +69,7 @@ def downscaled_copy(path: str | Path, max_side: int = HIRES_MAX_SIDE) -> tuple[n
     """
     with open_image(path) as image:
         full_width = image.size[0]
-        scale = min(1.0, max_side / max(image.size))
-        target = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
+        target = hires_size(*image.size, max_side)
         try:
             image.draft("RGB", target)
             small = image.convert("RGB").resize(target, Image.Resampling.LANCZOS)
@@ -93,13 +111,13 @@ def load_slide_image(adata: AnnData, library_id: str) -> tuple[np.ndarray, float
     if path is not None and path.is_file():
         with open_image(path) as image:
             return np.asarray(image.convert("RGB")), 1.0
-    meta = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {}).get("metadata", {})
+    slide = adata.uns.get(SPATIAL_KEY, {}).get(library_id)
+    meta = (slide or {}).get("metadata", {})
     store, element = meta.get(SPATIALDATA_STORE_KEY), meta.get(SPATIALDATA_IMAGE_KEY)
     if path is None and store and element and Path(store).exists():
         from ._spatialdata import read_spatialdata_image  # needs spatialdata: imported only for such slides
 
         return read_spatialdata_image(store, element), 1.0
-    slide = adata.uns.get(SPATIAL_KEY, {}).get(library_id)
     if slide is None:
         msg = (
             f"No image for slide {library_id!r}: adata.uns['spatial'][{library_id!r}] is missing. "

@@ -31,7 +31,7 @@ from .._constants import (
     SPATIALDATA_STORE_KEY,
 )
 from .._logging import logger
-from ._image import HIRES_MAX_SIDE, image_size
+from ._image import HIRES_MAX_SIDE, hires_size, image_size, require_spots_inside
 from ._visium import make_genes_unique
 
 if TYPE_CHECKING:
@@ -79,10 +79,7 @@ def read_spatialdata_image(store: str | PathLike, image_key: str) -> np.ndarray:
     """The full-resolution image ``image_key`` of a SpatialData Zarr store as ``(y, x, 3)`` uint8."""
     import spatialdata as sd
 
-    store = Path(store)
-    if not store.exists():
-        msg = f"SpatialData store {str(store)!r} does not exist (moved or deleted since it was read?)."
-        raise FileNotFoundError(msg)
+    store = Path(store)  # load_slide_image checked that it exists
     sdata = sd.read_zarr(store, selection=("images",))
     if image_key not in sdata.images:
         msg = f"SpatialData store {str(store)!r} has no image {image_key!r}; it has {list(sdata.images)}."
@@ -130,8 +127,7 @@ def _spot_centres(
 def _downscaled(scales: list, image_key: str, max_side: int) -> tuple[np.ndarray, float]:
     """An RGB copy of at most ``max_side`` px on its longer side, read from the coarsest sufficient level."""
     full_height, full_width = scales[0].shape[-2:]
-    scale = min(1.0, max_side / max(full_height, full_width))
-    target = (max(1, round(full_width * scale)), max(1, round(full_height * scale)))
+    target = hires_size(full_width, full_height, max_side)
     level = scales[0]
     for candidate in scales:  # finest first: keep the coarsest level still at least the target size
         if candidate.shape[-1] >= target[0] and candidate.shape[-2] >= target[1]:
@@ -232,14 +228,16 @@ def read_spatialdata(
     height, width = scales[0].shape[-2:]
     if source_image_path is not None:
         width, height = image_size(source_image_path)
-    outside = (centres[:, 0] < 0) | (centres[:, 0] >= width) | (centres[:, 1] < 0) | (centres[:, 1] >= height)
-    if outside.any():
-        msg = (
-            f"Slide {library_id!r}: {int(outside.sum())} spot centre(s) fall outside the {width}x{height} px image "
-            f"{image_key!r} (e.g. {table.obs_names[outside][:3].tolist()}). Is {image_key!r} the image the spots "
-            "were registered to?"
-        )
-        raise ValueError(msg)
+    require_spots_inside(
+        centres,
+        width,
+        height,
+        library_id,
+        table.obs_names,
+        "fall outside",
+        f"Is {image_key!r} the image the spots were registered to?",
+        image_name=f" {image_key!r}",
+    )
 
     matrix = sp.csr_matrix(table.X, dtype=np.float32)
     is_counts = matrix.nnz == 0 or (matrix.data.min() >= 0 and np.all(matrix.data == np.round(matrix.data)))

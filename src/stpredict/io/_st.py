@@ -24,7 +24,7 @@ from .._constants import (
 )
 from .._logging import logger
 from .._validate import check_unique
-from ._image import HIRES_MAX_SIDE, downscaled_copy, image_size
+from ._image import HIRES_MAX_SIDE, downscaled_copy, image_size, require_spots_inside
 
 # Legacy ST arrays: spots of 100 µm diameter on a 200 µm centre-to-centre square grid.
 ST_SPOT_PITCH_UM = 200.0
@@ -206,14 +206,15 @@ def read_st(
 
     width, height = image_size(image)
     px, py = spot_table["pixel_x"].to_numpy(float), spot_table["pixel_y"].to_numpy(float)
-    outside = (px < 0) | (px >= width) | (py < 0) | (py >= height)
-    if outside.any():
-        examples = spot_table.index[outside][:5].tolist()
-        msg = (
-            f"Slide {library_id!r}: {int(outside.sum())} spot centre(s) lie outside the {width}x{height} px image "
-            f"(e.g. {examples}). Check that the spot table's pixel_x/pixel_y refer to this image and its resolution."
-        )
-        raise ValueError(msg)
+    require_spots_inside(
+        np.column_stack([px, py]),
+        width,
+        height,
+        library_id,
+        spot_table.index,
+        "lie outside",
+        "Check that the spot table's pixel_x/pixel_y refer to this image and its resolution.",
+    )
 
     step_px = _pixel_per_array_step(spot_table)
     microns_per_pixel = spot_pitch_um / step_px if np.isfinite(step_px) else float("nan")

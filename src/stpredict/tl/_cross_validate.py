@@ -103,11 +103,11 @@ def cross_validate(
             raise KeyError(msg)
         precomputed = compute_image_features(adata, method=rep.removeprefix("X_"), show_progress_bar=show_progress_bar)
 
-    slides = pd.Series(spot_libraries(adata))
+    slides = spot_libraries(adata)
     predictions = np.full(adata.shape, np.nan, dtype=np.float32)
     per_gene_tables, per_slide_tables = [], []
     for fold in tqdm(folds, desc=f"cross-validate ({model})", disable=not show_progress_bar):
-        train_mask, test_mask = slides.isin(fold.train).to_numpy(), slides.isin(fold.test).to_numpy()
+        train_mask, test_mask = np.isin(slides, fold.train), np.isin(slides, fold.test)
         train, test = adata[train_mask].copy(), adata[test_mask].copy()
         if precomputed is not None:
             train.obsm[rep], test.obsm[rep] = precomputed[train_mask], precomputed[test_mask]
