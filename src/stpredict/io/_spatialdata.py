@@ -192,7 +192,27 @@ def read_spatialdata(
 
     Examples
     --------
-    >>> import stpredict as st
+    A SpatialData object made from a bundled section (``spatialdata_io.visium`` gives one like it):
+
+    >>> import numpy as np, spatialdata as sd, stpredict as st
+    >>> from spatialdata.models import Image2DModel, ShapesModel, TableModel
+    >>> crop = st.datasets.her2st_crop()
+    >>> c3 = crop[crop.obs["library_id"] == "C3"].copy()
+    >>> image, _ = st.io.load_slide_image(c3, "C3")
+    >>> table = c3.copy()
+    >>> table.obs = table.obs[[]].assign(region="spots", spot=np.arange(c3.n_obs))
+    >>> table.obs["region"] = table.obs["region"].astype("category")
+    >>> sdata = sd.SpatialData(
+    ...     images={"he": Image2DModel.parse(image.transpose(2, 0, 1), dims=("c", "y", "x"))},
+    ...     shapes={"spots": ShapesModel.parse(c3.obsm["spatial"], geometry=0, radius=np.full(c3.n_obs, 73.0))},
+    ...     tables={"table": TableModel.parse(table, region="spots", region_key="region", instance_key="spot")},
+    ... )
+    >>> adata = st.io.read_spatialdata(sdata, spot_diameter_um=100, patient="C", library_id="C3")
+    >>> adata.n_obs, round(adata.uns["spatial"]["C3"]["scalefactors"]["microns_per_pixel"], 2)
+    (71, 0.68)
+
+    From a Zarr store, whose full-resolution image is then read when patches are cut:
+
     >>> adata = st.io.read_spatialdata("visium.zarr", image_key="he_full_image", spot_diameter_um=55,
     ...                               patient="P1")  # doctest: +SKIP
     """
