@@ -46,7 +46,8 @@ def test_outputs_and_recorded_parameters(crop_norm):
     assert np.isnan(np.delete(layer, idx, axis=1)).all()
     info = test.uns["p"]
     assert info["train_slides"] == ["C2", "C3"] and info["genes"] == genes and info["model"] == "ridge"
-    assert info["validation"]["groups"] == "slide" and info["validation"]["alpha"] in info["params"]["alphas"]
+    assert info["validation"]["groups"] == "slide"
+    assert info["validation"]["selected"]["alpha"] in info["params"]["alphas"]
     assert info["use_rep"] == "X_handcrafted" and info["device"] == "cpu"
 
 
@@ -101,6 +102,10 @@ def test_bad_input_errors(crop_norm):
         st.tl.fit_predict(train, test, genes=["ERBB2"], layer="smoothed")
     with pytest.raises(KeyError, match="not found in adata_train"):
         st.tl.fit_predict(train, test, genes=["NOTAGENE"])
+    with pytest.raises(TypeError, match=r"\['alpha'\].*accepted model_params: alphas, n_pcs"):
+        st.tl.fit_predict(train, test, genes=["ERBB2"], model_params={"alpha": 1.0})
+    with pytest.raises(ValueError, match="more than once"):
+        st.tl.fit_predict(train, test, genes=["ERBB2", "ERBB2"])
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="machine has a GPU")
@@ -112,14 +117,21 @@ def test_requesting_missing_gpu_is_an_error():
 
 def test_custom_model_plugs_into_registry(crop_norm):
     class MeanModel(st.tl.Model):
-        def fit(self, train):
-            self.mean_ = train.targets.mean(axis=0)
+        def fit(self, inputs, targets):
+            self.mean_ = targets.mean(axis=0)
+            self.validation_ = st.tl.Validation("slide", [], 0.0, np.zeros(targets.shape[1]))
             return self
 
-        def predict(self, test):
-            return np.tile(self.mean_, (len(test.features), 1))
+        def predict(self, inputs):
+            return np.tile(self.mean_, (inputs.n_spots, 1))
 
-    from stpredict.tl._models._base import _REGISTRY
+        def state_dict(self):
+            return {"mean": self.mean_}
+
+        def load_state_dict(self, state):
+            self.mean_ = state["mean"]
+
+    from stpredict.models._base import _REGISTRY
 
     st.tl.register_model("test_mean")(MeanModel)
     try:
@@ -158,8 +170,8 @@ def test_ridge_validation_scores_each_slide_not_pooled_patients():
     # Feature and target share only a per-slide offset: within every slide they are independent, so the
     # validation Pearson (scored per slide, like PCC(M) on test slides) must be near 0, while pooling a
     # patient's two slides would report a strong correlation.
-    from stpredict.tl._models._base import SpotData
-    from stpredict.tl._models._ridge import RidgeModel
+    from stpredict.models import ModelInputs
+    from stpredict.models.ridge import RidgeModel
 
     rng = np.random.default_rng(0)
     slides = np.repeat(["s1", "s2", "s3", "s4"], 60)
@@ -167,7 +179,7 @@ def test_ridge_validation_scores_each_slide_not_pooled_patients():
     offset = np.repeat([0.0, 5.0, 0.0, 5.0], 60)
     features = (offset + rng.normal(size=240))[:, None]
     targets = (offset + rng.normal(size=240))[:, None]
-    data = SpotData(features, slides, patients, rng.uniform(size=(240, 2)), adata=None, targets=targets)
-    model = RidgeModel(alphas=[1.0]).fit(data)
-    assert model.validation_["groups"] == "patient"
-    assert abs(model.validation_["gene_pearson"][0]) < 0.3
+    inputs = ModelInputs(features, rng.uniform(size=(240, 2)), slides.astype(object), patients.astype(object))
+    model = RidgeModel(alphas=[1.0]).fit(inputs, targets)
+    assert model.validation_.groups == "patient"
+    assert abs(model.validation_.gene_pearson[0]) < 0.3

@@ -12,8 +12,8 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._constants import LIBRARY_KEY, SPATIAL_KEY
+from .._metrics import column_pearson
 from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix, library_ids, spot_libraries
-from ..tl._evaluate import _column_pearson
 
 
 def _save(fig: Figure, save: str | PathLike | None) -> None:
@@ -110,7 +110,7 @@ def prediction(
 
     panels = 2 if true is not None else 1
     fig, axes = plt.subplots(len(genes), panels, figsize=(3.6 * panels, 3.4 * len(genes)), squeeze=False)
-    pearson = _column_pearson(true, pred) if true is not None else [np.nan] * len(genes)
+    pearson = column_pearson(true, pred) if true is not None else [np.nan] * len(genes)
     for row, gene in enumerate(genes):
         values = [true[:, row], pred[:, row]] if true is not None else [pred[:, row]]
         titles = ["measured", f"predicted (r = {pearson[row]:.2f})"] if true is not None else ["predicted"]

@@ -3,6 +3,7 @@
 from ._encoders import ENCODERS, load_encoder
 from ._features import handcrafted_feature_names, handcrafted_features, image_features
 from ._genes import select_genes
+from ._graph import spatial_graph
 from ._normalize import gene_lengths, normalize
 from ._nuclei import nuclei_feature_names, nuclei_features, segment_nuclei
 from ._patches import extract_patches
@@ -36,4 +37,5 @@ __all__ = [
     "segment_nuclei",
     "select_genes",
     "smooth",
+    "spatial_graph",
 ]

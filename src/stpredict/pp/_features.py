@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from os import PathLike
 from typing import Literal
@@ -134,6 +135,15 @@ def _extractor(method: str, checkpoint, pretrained: bool, device: str):
     ]
 
 
+def file_sha256(path: str | PathLike) -> str:
+    """SHA-256 of a file (identifies encoder weights independently of where the file lives)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def compute_image_features(
     adata: AnnData,
     *,
@@ -258,6 +268,7 @@ def image_features(
         "unit": unit,
         "feature_names": names,
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "checkpoint_sha256": file_sha256(checkpoint) if checkpoint is not None else None,
         "pretrained": pretrained,
     }
     elapsed = time.perf_counter() - started

@@ -175,3 +175,13 @@ def select_genes(
     }
     logger.info("select_genes: %d gene(s) by %s on slides %s", len(genes), method, train_libraries)
     return adata if copy else None
+
+
+def default_genes(adata_train: AnnData, n_genes: int = 250) -> list[str]:
+    """Genes chosen on the training slides: ``uns['selected']`` if present, else the ``n_genes`` most expressed."""
+    if "selected" in adata_train.uns and "genes" in adata_train.uns["selected"]:
+        return list(adata_train.uns["selected"]["genes"])
+    layer = COUNTS_LAYER if COUNTS_LAYER in adata_train.layers else None
+    chosen = select_genes(adata_train, method="top_expressed", n_genes=n_genes, layer=layer, copy=True)
+    logger.info("no genes given; using the %d most expressed genes of the training slides", n_genes)
+    return list(chosen.uns["selected"]["genes"])

@@ -1,22 +1,28 @@
 """Tools: fitting, predicting and evaluating (``st.tl``)."""
 
+from ..models import Model, ModelInputs, Predictor, Validation, available_models, register_model
 from ._cross_validate import cross_validate
 from ._evaluate import evaluate, summarize
+from ._fit import fit, load_model, predict
 from ._fit_predict import fit_predict
-from ._models import Model, SpotData, available_models, register_model
 from ._splits import Fold, make_splits
 from ._train_encoder import TrainedEncoder, train_encoder
 
 __all__ = [
     "Fold",
     "Model",
-    "SpotData",
+    "ModelInputs",
+    "Predictor",
     "TrainedEncoder",
+    "Validation",
     "available_models",
     "cross_validate",
     "evaluate",
+    "fit",
     "fit_predict",
+    "load_model",
     "make_splits",
+    "predict",
     "register_model",
     "summarize",
     "train_encoder",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
@@ -14,11 +15,11 @@ from tqdm.auto import tqdm
 
 from .._logging import logger
 from .._validate import as_gene_list, check_adata, spot_libraries
+from ..models._base import get_model
 from ..pp._features import compute_image_features
 from ..pp._genes import select_genes
 from ._evaluate import evaluate, summarize
-from ._fit_predict import fit_predict
-from ._models import get_model
+from ._fit import fit
 from ._splits import Fold, make_splits
 
 
@@ -35,6 +36,7 @@ def cross_validate(
     n_highly_predictive: int = 50,
     key_added: str | None = None,
     model_params: Mapping[str, Any] = MappingProxyType({}),
+    trainer_params: Mapping[str, Any] | None = None,
     device: str = "auto",
     random_state: int | None = 0,
     show_progress_bar: bool = True,
@@ -70,14 +72,15 @@ def cross_validate(
     key_added
         Predictions of held-out spots go to ``adata.layers[key_added]`` (default ``f'cv_{model}'``); the
         per-gene and per-slide tables and parameters to ``adata.uns[key_added]``.
-    model_params, device, random_state
-        Passed to :func:`fit_predict`.
+    model_params, trainer_params, device, random_state
+        Passed to :func:`fit`.
     show_progress_bar
         Show a progress bar over folds.
 
     Returns
     -------
-    Per held-out slide: ``fold``, ``library_id``, PCC(M), PCC(H), PCC-Patch, MSE, MAE, RMSE, R².
+    Per held-out slide: ``fold``, ``library_id``, PCC(M), PCC(H), PCC-Patch, MSE, MAE, RMSE, R², and the
+    fold's ``fit_s``/``predict_s`` wall time.
 
     Examples
     --------
@@ -96,12 +99,21 @@ def cross_validate(
     key_added = key_added or f"cv_{model}"
     fixed_genes = as_gene_list(genes)
     rep = use_rep or get_model(model).default_rep
+    get_model(model).check_params(model_params)  # a misspelled parameter fails before any fold runs
     precomputed = None
     if rep is not None and rep not in adata.obsm:
         if use_rep is not None:
             msg = f"Representation {use_rep!r} not in adata.obsm; compute it with st.pp.image_features."
             raise KeyError(msg)
         precomputed = compute_image_features(adata, method=rep.removeprefix("X_"), show_progress_bar=show_progress_bar)
+        recipe = {
+            "method": rep.removeprefix("X_"),
+            "size": 224,
+            "unit": "px",
+            "checkpoint": None,
+            "checkpoint_sha256": None,
+            "pretrained": False,
+        }
 
     slides = spot_libraries(adata)
     predictions = np.full(adata.shape, np.nan, dtype=np.float32)
@@ -111,25 +123,27 @@ def cross_validate(
         train, test = adata[train_mask].copy(), adata[test_mask].copy()
         if precomputed is not None:
             train.obsm[rep], test.obsm[rep] = precomputed[train_mask], precomputed[test_mask]
+            train.uns.setdefault("stpredict_features", {})[rep] = recipe
         if fixed_genes is None:
             select_genes(train, **{"method": "top_expressed", "n_genes": 250, **dict(gene_selection)})
-        fit_predict(
+        started = time.perf_counter()
+        predictor = fit(
             train,
-            test,
             model=model,
             genes=fixed_genes,
             layer=layer,
             use_rep=rep,
-            key_added="prediction",
             device=device,
             random_state=random_state,
             model_params=model_params,
+            trainer_params=trainer_params,
         )
+        fitted = time.perf_counter()
+        predictor.predict(test, key_added="prediction")
+        predicted = time.perf_counter()
         info = test.uns["prediction"]
-        gene_pearson = info["validation"].get("gene_pearson")
-        highly_predictive = None
-        if gene_pearson is not None:
-            highly_predictive = gene_pearson.dropna().sort_values(ascending=False).index[:n_highly_predictive].tolist()
+        ranked = predictor.gene_pearson.dropna().sort_values(ascending=False)
+        highly_predictive = ranked.index[:n_highly_predictive].tolist()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # constant genes are reported in the log below
             per_gene = evaluate(
@@ -142,6 +156,7 @@ def cross_validate(
             )
         per_slide = summarize(per_gene, highly_predictive).reset_index()
         per_slide.insert(0, "fold", fold.name)
+        per_slide["fit_s"], per_slide["predict_s"] = fitted - started, predicted - fitted
         per_gene.insert(0, "fold", fold.name)
         per_gene_tables.append(per_gene)
         per_slide_tables.append(per_slide)
@@ -154,7 +169,9 @@ def cross_validate(
     adata.uns[key_added] = {
         "per_slide": per_slide,
         "per_gene": per_gene,
-        "summary": per_slide.drop(columns=["fold", "library_id", "n_genes"]).mean(axis=0).to_dict(),
+        "summary": per_slide.drop(columns=["fold", "library_id", "n_genes", "fit_s", "predict_s"])
+        .mean(axis=0)
+        .to_dict(),
         "params": {
             "model": model,
             "layer": layer,

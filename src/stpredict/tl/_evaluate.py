@@ -11,32 +11,10 @@ from anndata import AnnData
 
 from .._constants import LIBRARY_KEY
 from .._logging import logger
+from .._metrics import column_pearson
 from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix, slide_masks
 
 GENE_METRICS = ("pearson", "mse", "mae", "rmse", "r2")
-
-
-def _column_pearson(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Pearson per column over rows, ignoring NaN entries (masked); NaN where either side is constant."""
-    valid = np.isfinite(y) & np.isfinite(p)
-    n = valid.sum(axis=0)
-    y0 = np.where(valid, y, 0.0)
-    p0 = np.where(valid, p, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        my = y0.sum(axis=0) / n
-        mp = p0.sum(axis=0) / n
-        dy = np.where(valid, y0 - my, 0.0)
-        dp = np.where(valid, p0 - mp, 0.0)
-        cov = (dy * dp).sum(axis=0)
-        sy = np.sqrt((dy**2).sum(axis=0))
-        sp_ = np.sqrt((dp**2).sum(axis=0))
-        r = cov / (sy * sp_)
-    # relative threshold: a column is constant when its spread is at round-off level
-    scale_y = np.sqrt((np.where(valid, y0, 0.0) ** 2).sum(axis=0)) + 1e-300
-    scale_p = np.sqrt((np.where(valid, p0, 0.0) ** 2).sum(axis=0)) + 1e-300
-    constant = (sy <= 1e-10 * scale_y) | (sp_ <= 1e-10 * scale_p) | (n < 2)
-    r[constant] = np.nan
-    return r
 
 
 def _gene_scores(y: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
@@ -49,7 +27,7 @@ def _gene_scores(y: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
         ymean = np.where(valid, y, 0.0).sum(axis=0) / n
         tss = (np.where(valid, y - ymean, 0.0) ** 2).sum(axis=0)
         r2 = np.where(tss > 0, 1.0 - (err**2).sum(axis=0) / np.where(tss > 0, tss, 1.0), np.nan)
-    return {"pearson": _column_pearson(y, p), "mse": mse, "mae": mae, "rmse": np.sqrt(mse), "r2": r2}
+    return {"pearson": column_pearson(y, p), "mse": mse, "mae": mae, "rmse": np.sqrt(mse), "r2": r2}
 
 
 def summarize(per_gene: pd.DataFrame, highly_predictive: Sequence[str] | None = None) -> pd.DataFrame:
@@ -175,7 +153,7 @@ def evaluate(
         n_constant += int(np.isnan(scores["pearson"]).sum())
         frame = pd.DataFrame({"library_id": library_id, "gene": genes, "n_spots": int(mask.sum()), **scores})
         rows.append(frame)
-        spot_pearson = _column_pearson(true[mask].T, pred[mask].T)
+        spot_pearson = column_pearson(true[mask].T, pred[mask].T)
         patch[library_id] = float(np.nanmean(spot_pearson)) if np.isfinite(spot_pearson).any() else np.nan
     if n_constant:
         warnings.warn(

@@ -1,77 +1,15 @@
-"""``st.tl.fit_predict``: the single entry point shared by every model."""
+"""``st.tl.fit_predict``: fit on training slides and predict test slides in one call."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from anndata import AnnData
 
-from .._constants import COUNTS_LAYER, PATIENT_KEY
-from .._device import resolve_device
-from .._logging import logger
-from .._validate import (
-    as_gene_list,
-    check_adata,
-    check_genes_present,
-    get_matrix,
-    get_rep,
-    library_ids,
-    require_spatial,
-    spot_libraries,
-)
-from ..pp._features import compute_image_features
-from ._models import SpotData, get_model
-
-
-def _default_genes(adata_train: AnnData, n_genes: int = 250) -> list[str]:
-    """Genes chosen on the training slides: ``uns['selected']`` if present, else the 250 most expressed."""
-    if "selected" in adata_train.uns and "genes" in adata_train.uns["selected"]:
-        return list(adata_train.uns["selected"]["genes"])
-    from ..pp._genes import select_genes
-
-    layer = COUNTS_LAYER if COUNTS_LAYER in adata_train.layers else None
-    chosen = select_genes(adata_train, method="top_expressed", n_genes=n_genes, layer=layer, copy=True)
-    logger.info("fit_predict: no genes given; using the %d most expressed genes of the training slides", n_genes)
-    return list(chosen.uns["selected"]["genes"])
-
-
-def _representation(adata: AnnData, use_rep: str | None, default_rep: str | None, role: str) -> tuple[np.ndarray, str]:
-    key = use_rep or default_rep
-    if key is None:
-        msg = "This model needs `use_rep=` (an .obsm key)."
-        raise ValueError(msg)
-    if key in adata.obsm:
-        return get_rep(adata, key), key
-    if use_rep is not None:
-        msg = (
-            f"{role}: representation {use_rep!r} not found in .obsm (available: {list(adata.obsm.keys())}). "
-            "Compute it on both training and test slides, e.g. `st.pp.image_features(adata)`."
-        )
-        raise KeyError(msg)
-    method = key.removeprefix("X_")
-    logger.info(
-        "%s: computing the %s representation from the images (store it with st.pp.image_features)", role, method
-    )
-    return compute_image_features(adata, method=method).astype(np.float64), key
-
-
-def _spot_data(adata: AnnData, features: np.ndarray, targets: np.ndarray | None) -> SpotData:
-    patient = (
-        adata.obs[PATIENT_KEY].astype(object).to_numpy() if PATIENT_KEY in adata.obs else np.full(adata.n_obs, None)
-    )
-    return SpotData(
-        features=features,
-        library=spot_libraries(adata),
-        patient=patient,
-        spatial=require_spatial(adata),
-        adata=adata,
-        targets=targets,
-    )
+from .._validate import check_adata, library_ids
+from ._fit import fit
 
 
 def fit_predict(
@@ -86,9 +24,12 @@ def fit_predict(
     device: str = "auto",
     random_state: int | None = 0,
     model_params: Mapping[str, Any] = MappingProxyType({}),
+    trainer_params: Mapping[str, Any] | None = None,
     copy: bool = False,
 ) -> AnnData | None:
     """Train a model on slides with expression and predict expression of other slides from their images.
+
+    The same as ``st.tl.fit(adata_train, ...).predict(adata_test, ...)``, refusing slides present in both.
 
     Parameters
     ----------
@@ -115,7 +56,9 @@ def fit_predict(
     random_state
         Seed of every random step.
     model_params
-        Extra parameters of the model (e.g. ``{'alphas': [1, 10]}`` for ridge).
+        Parameters of the model (e.g. ``{'alphas': [1, 10]}`` for ridge); unknown keys are an error.
+    trainer_params
+        Passed to ``lightning.Trainer`` for neural models.
     copy
         Return a modified copy of ``adata_test`` instead of writing into it.
 
@@ -141,69 +84,22 @@ def fit_predict(
     """
     check_adata(adata_train, "adata_train")
     check_adata(adata_test, "adata_test")
-    model_cls = get_model(model)
-    train_slides, test_slides = library_ids(adata_train), library_ids(adata_test)
-    overlap = sorted(set(train_slides) & set(test_slides))
+    overlap = sorted(set(library_ids(adata_train)) & set(library_ids(adata_test)))
     if overlap:
         msg = (
             f"Slide(s) {overlap} are in both adata_train and adata_test. Test slides must never be trained on: "
             "split by slide (or better, by patient: see `st.tl.make_splits`)."
         )
         raise ValueError(msg)
-    genes = as_gene_list(genes) or _default_genes(adata_train)
-    check_genes_present(adata_train, genes, "adata_train")
-    if adata_test.n_vars > 0 and not adata_test.var_names.isin(genes).any():
-        msg = (
-            f"adata_test shares none of the {len(genes)} predicted genes (e.g. {genes[:3]} vs "
-            f"{adata_test.var_names[:3].tolist()}). Check gene naming (symbols vs Ensembl ids)."
-        )
-        raise ValueError(msg)
-    columns = adata_train.var_names.get_indexer(genes)
-    targets = get_matrix(adata_train, layer, columns=columns)
-    if not np.isfinite(targets).all():
-        msg = f"Targets adata_train.layers[{layer!r}] contain NaN/inf for the chosen genes."
-        raise ValueError(msg)
-
-    resolved_device = resolve_device(device, model_cls.uses_device)
-    started = time.perf_counter()
-    x_train, rep = _representation(adata_train, use_rep, model_cls.default_rep, "adata_train")
-    x_test, _ = _representation(adata_test, use_rep, model_cls.default_rep, "adata_test")
-    if x_train.shape[1] != x_test.shape[1]:
-        msg = f"Representation {rep!r} has {x_train.shape[1]} features in training but {x_test.shape[1]} in test."
-        raise ValueError(msg)
-    estimator = model_cls(random_state=random_state, device=resolved_device, **dict(model_params))
-    estimator.fit(_spot_data(adata_train, x_train, targets))
-    fitted = time.perf_counter()
-    prediction = np.asarray(estimator.predict(_spot_data(adata_test, x_test, None)), dtype=np.float32)
-    if prediction.shape != (adata_test.n_obs, len(genes)):
-        msg = f"Model {model!r} returned shape {prediction.shape}, expected {(adata_test.n_obs, len(genes))}."
-        raise RuntimeError(msg)
-
-    key_added = key_added or f"pred_{model}"
-    adata_test = adata_test.copy() if copy else adata_test
-    adata_test.obsm[key_added] = pd.DataFrame(prediction, index=adata_test.obs_names, columns=genes)
-    if adata_test.n_vars > 0:
-        layer_values = np.full(adata_test.shape, np.nan, dtype=np.float32)
-        present = adata_test.var_names.get_indexer(genes)
-        layer_values[:, present[present >= 0]] = prediction[:, present >= 0]
-        adata_test.layers[key_added] = layer_values
-    validation = dict(estimator.validation_)
-    if "gene_pearson" in validation:
-        validation["gene_pearson"] = pd.Series(validation["gene_pearson"], index=genes)
-    adata_test.uns[key_added] = {
-        "model": model,
-        "genes": genes,
-        "layer": layer,
-        "use_rep": rep,
-        "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in estimator.get_params().items()},
-        "train_slides": train_slides,
-        "validation": validation,
-        "device": resolved_device,
-        "random_state": random_state,
-        "time_fit_s": fitted - started,
-        "time_predict_s": time.perf_counter() - fitted,
-    }
-    logger.info(
-        "fit_predict: %s trained on %s, predicted %d gene(s) for %s", model, train_slides, len(genes), test_slides
+    predictor = fit(
+        adata_train,
+        model=model,
+        genes=genes,
+        layer=layer,
+        use_rep=use_rep,
+        device=device,
+        random_state=random_state,
+        model_params=model_params,
+        trainer_params=trainer_params,
     )
-    return adata_test if copy else None
+    return predictor.predict(adata_test, key_added=key_added, copy=copy)

@@ -26,8 +26,8 @@ from .._device import resolve_device
 from .._logging import logger
 from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix
 from ..pp._encoders import CHECKPOINT_FORMAT, EncoderSpec, build_backbone, embed_patches, encoder_spec
+from ..pp._genes import default_genes
 from ..pp._patches import iter_slide_patches
-from ._fit_predict import _default_genes
 
 
 @dataclass
@@ -237,7 +237,7 @@ def train_encoder(
     spec = encoder_spec(arch)
     targets = None
     if mode == "supervised":
-        genes = as_gene_list(genes) or _default_genes(adata)
+        genes = as_gene_list(genes) or default_genes(adata)
         check_genes_present(adata, genes)
         values = get_matrix(adata, layer, columns=adata.var_names.get_indexer(genes))
         std = values.std(axis=0)

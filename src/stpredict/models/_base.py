@@ -1,0 +1,223 @@
+"""The model contract: what a model receives, what it must return, how it is stored, and the registry.
+
+A model knows arrays only (see :class:`~stpredict.models.ModelInputs`); AnnData handling, save/load and
+provenance live in :class:`~stpredict.models.Predictor`, as in scvi-tools' model/module split.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from ._inputs import ModelInputs
+
+
+@dataclass
+class Validation:
+    """What a model learned about itself on held-out **training** groups (never on test slides).
+
+    Attributes
+    ----------
+    groups
+        What the held-out groups are: ``'patient'``, ``'slide'`` or ``'spatial block'``.
+    held_out
+        The held-out group names (all groups in turn for cross-validated models such as ridge).
+    score
+        Mean over genes of the validation Pearson (per slide, then averaged).
+    gene_pearson
+        Validation Pearson of every predicted gene (aligned with the predictor's genes): PCC(H) picks its
+        "highly predictive" genes from it.
+    selected
+        Hyper-parameters chosen on this validation (e.g. ridge's ``alpha``, a network's ``best_epoch``).
+    history
+        Per-epoch training curve of neural models (``epoch``, ``train_loss``, ``val_loss``, ``val_pcc``).
+    """
+
+    groups: str
+    held_out: list[str]
+    score: float
+    gene_pearson: np.ndarray
+    selected: dict[str, Any] = field(default_factory=dict)
+    history: pd.DataFrame | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (for ``uns`` and for the JSON part of a saved model)."""
+        out = {
+            "groups": self.groups,
+            "held_out": list(map(str, self.held_out)),
+            "score": float(self.score),
+            "gene_pearson": np.asarray(self.gene_pearson, dtype=np.float64),
+            "selected": dict(self.selected),
+        }
+        if self.history is not None:
+            out["history"] = self.history
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-safe values (NaN becomes ``None``)."""
+        values = self.to_dict()
+        values["gene_pearson"] = [None if not np.isfinite(v) else float(v) for v in values["gene_pearson"]]
+        if self.history is not None:
+            values["history"] = self.history.astype(object).where(self.history.notna(), None).to_dict(orient="list")
+        return values
+
+    @classmethod
+    def from_json(cls, values: Mapping[str, Any]) -> Validation:
+        """Inverse of :meth:`to_json`."""
+        history = values.get("history")
+        return cls(
+            groups=values["groups"],
+            held_out=list(values["held_out"]),
+            score=float(values["score"]),
+            gene_pearson=np.array([np.nan if v is None else v for v in values["gene_pearson"]], dtype=np.float64),
+            selected=dict(values.get("selected", {})),
+            history=None if history is None else pd.DataFrame(history).astype(float),
+        )
+
+
+class Model(ABC):
+    """A spatial expression predictor on arrays. Subclass it and register it with :func:`register_model`.
+
+    Class attributes declare what the model needs, so that inputs are built and checked once:
+
+    - ``defaults``: every accepted ``model_params`` key with its default (unknown keys are an error);
+    - ``default_rep``: ``obsm`` representation used when ``use_rep=None``;
+    - ``uses_device``: whether it runs on torch and honours ``device``;
+    - ``graphs``: spatial graphs it reads, ``{name: st.pp.spatial_graph kwargs}``, built per slide into
+      ``inputs.graphs[name]`` and stored with the predictions;
+    - ``needs_grid`` / ``needs_images``: array coordinates / a patch accessor in the inputs.
+
+    Subclasses implement :meth:`fit`, :meth:`predict`, :meth:`state_dict` and :meth:`load_state_dict`
+    (arrays only: saved models never contain code).
+    """
+
+    name: ClassVar[str]
+    defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    default_rep: ClassVar[str | None] = "X_handcrafted"
+    uses_device: ClassVar[bool] = False
+    graphs: ClassVar[Mapping[str, Mapping[str, Any]]] = MappingProxyType({})
+    needs_grid: ClassVar[bool] = False
+    needs_images: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        random_state: int | None = 0,
+        device: str = "cpu",
+        trainer_params: Mapping[str, Any] | None = None,
+        show_progress_bar: bool = False,
+        **params: Any,
+    ) -> None:
+        self.params = self.check_params(params)
+        self.random_state = random_state
+        self.device = device
+        self.trainer_params = dict(trainer_params or {})
+        self.show_progress_bar = show_progress_bar
+        self.validation_: Validation | None = None
+        self.n_features_: int | None = None
+        self.n_genes_: int | None = None
+
+    @classmethod
+    def check_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
+        """Defaults updated with ``params``; a key the model does not know is an error naming the accepted ones."""
+        unknown = sorted(set(params) - set(cls.defaults))
+        if unknown:
+            accepted = ", ".join(sorted(cls.defaults)) or "none"
+            msg = f"Model {cls.name!r} does not accept parameter(s) {unknown}; accepted model_params: {accepted}."
+            raise TypeError(msg)
+        values = {**cls.defaults, **params}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+    def _record_shapes(self, inputs: ModelInputs, targets: np.ndarray) -> None:
+        self.n_features_ = int(inputs.features.shape[1])
+        self.n_genes_ = int(targets.shape[1])
+
+    @abstractmethod
+    def fit(self, inputs: ModelInputs, targets: np.ndarray) -> Model:
+        """Learn from training spots; ``targets`` is ``(n_spots, n_genes)``. Must set ``validation_``."""
+
+    @abstractmethod
+    def predict(self, inputs: ModelInputs) -> np.ndarray:
+        """Predict ``(n_spots, n_genes)`` for spots of unseen slides (inputs carry no expression)."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Everything learned, as named arrays."""
+
+    @abstractmethod
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restore from :meth:`state_dict` (``n_features_`` and ``n_genes_`` are set before the call)."""
+
+
+_REGISTRY: dict[str, type[Model] | str] = {
+    # built-in models are imported on first use, so `import stpredict` stays light
+    "ridge": "stpredict.models.ridge:RidgeModel",
+    "ridge_spatial": "stpredict.models.ridge:SpatialRidgeModel",
+    "mlp": "stpredict.models.mlp:MLPModel",
+}
+
+
+def register_model(name: str) -> Callable[[type[Model]], type[Model]]:
+    """Class decorator adding a model under ``name`` to ``st.tl.fit(model=name)``.
+
+    Examples
+    --------
+    >>> import numpy as np, stpredict as st
+    >>> @st.tl.register_model("training_mean")
+    ... class TrainingMean(st.tl.Model):
+    ...     def fit(self, inputs, targets):
+    ...         self.mean_ = targets.mean(axis=0)
+    ...         return self
+    ...     def predict(self, inputs):
+    ...         return np.tile(self.mean_, (inputs.n_spots, 1))
+    ...     def state_dict(self):
+    ...         return {"mean": self.mean_}
+    ...     def load_state_dict(self, state):
+    ...         self.mean_ = state["mean"]
+    >>> "training_mean" in st.tl.available_models()
+    True
+    >>> from stpredict.models._base import _REGISTRY; _ = _REGISTRY.pop("training_mean")
+    """
+
+    def decorate(cls: type[Model]) -> type[Model]:
+        if name in _REGISTRY:
+            msg = f"A model named {name!r} is already registered."
+            raise ValueError(msg)
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def get_model(name: str) -> type[Model]:
+    """The model class registered under ``name`` (importing its module on first use)."""
+    if name not in _REGISTRY:
+        msg = f"Unknown model {name!r}; available: {available_models()}."
+        raise ValueError(msg)
+    entry = _REGISTRY[name]
+    if isinstance(entry, str):
+        module, _, attribute = entry.partition(":")
+        entry = getattr(importlib.import_module(module), attribute)
+        entry.name = name
+        _REGISTRY[name] = entry
+    return entry
+
+
+def available_models() -> list[str]:
+    """Names accepted by ``st.tl.fit(model=...)``.
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> {"ridge", "ridge_spatial", "mlp"} <= set(st.tl.available_models())
+    True
+    """
+    return sorted(_REGISTRY)

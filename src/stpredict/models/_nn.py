@@ -1,0 +1,66 @@
+"""Layers and losses shared by the neural models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def pcc_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """``1 - mean per-gene Pearson`` over the spots of a batch (scale-free; genes with no spread count as 0)."""
+    pc = pred - pred.mean(dim=0, keepdim=True)
+    tc = target - target.mean(dim=0, keepdim=True)
+    r = (pc * tc).sum(dim=0) / (pc.norm(dim=0) * tc.norm(dim=0) + eps)
+    return 1.0 - r.mean()
+
+
+def mse_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.mse_loss(pred, target)
+
+
+LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "mse": mse_loss,
+    "pcc": pcc_loss,
+    "mse+pcc": lambda pred, target: mse_loss(pred, target) + pcc_loss(pred, target),
+}
+
+
+def check_loss(name: str) -> str:
+    if name not in LOSSES:
+        msg = f"Unknown loss {name!r}; choose from {sorted(LOSSES)}."
+        raise ValueError(msg)
+    return name
+
+
+def mlp(n_in: int, n_out: int, hidden: Sequence[int] = (256,), dropout: float = 0.0) -> nn.Sequential:
+    """``Linear -> ReLU -> Dropout`` per hidden width, then a linear output layer."""
+    layers: list[nn.Module] = []
+    width = n_in
+    for h in hidden:
+        layers += [nn.Linear(width, int(h)), nn.ReLU(), nn.Dropout(dropout)]
+        width = int(h)
+    layers.append(nn.Linear(width, n_out))
+    return nn.Sequential(*layers)
+
+
+class Standardize(nn.Module):
+    """``(x - mean) / std`` with statistics of the training spots kept as buffers (saved with the weights)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n))
+        self.register_buffer("std", torch.ones(n))
+
+    def set(self, values: np.ndarray) -> None:
+        std = values.std(axis=0)
+        self.mean.copy_(torch.as_tensor(values.mean(axis=0), dtype=torch.float32))
+        self.std.copy_(torch.as_tensor(np.where(std > 1e-8, std, 1.0), dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.std + self.mean

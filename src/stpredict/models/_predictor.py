@@ -1,0 +1,443 @@
+"""A fitted model you can keep and apply to new slides: predict, save, load.
+
+Saved models are one safetensors file: arrays plus JSON metadata. Nothing in it can run code when
+loaded (no pickle), it carries a format version, and a reloaded model predicts bit-identically on CPU.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+import warnings
+from collections.abc import Mapping
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._logging import logger
+from .._validate import check_adata, get_rep, library_ids
+from ._base import Model, Validation, get_model
+from ._inputs import build_inputs
+
+FORMAT = "stpredict-model"
+FORMAT_VERSION = 1
+#: what must match between the representation a model was trained on and the one of a new slide
+RECIPE_KEYS = ("method", "size", "unit", "checkpoint_sha256", "pretrained")
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON values of nested parameters (numpy scalars and arrays, tuples); others become strings."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray | pd.Index):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+def representation_recipe(adata: AnnData, key: str) -> dict[str, Any] | None:
+    """How ``obsm[key]`` was computed (from ``uns['stpredict_features']``), or ``None`` if not recorded."""
+    record = adata.uns.get("stpredict_features", {}).get(key)
+    if record is None:
+        return None
+    return jsonable({k: record.get(k) for k in (*RECIPE_KEYS, "checkpoint")})
+
+
+def _short(params: Mapping[str, Any]) -> str:
+    """Parameters for a repr: long lists shown by their ends."""
+    shown = {}
+    for k, v in params.items():
+        shown[k] = f"[{v[0]:g} .. {v[-1]:g}] ({len(v)})" if isinstance(v, list) and len(v) > 4 else v
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in ("stpredict", "numpy", "scikit-learn", "torch", "anndata"):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:  # pragma: no cover
+            continue
+    return found
+
+
+class Predictor:
+    """A model fitted by :func:`stpredict.tl.fit`: apply it to new slides, save it, inspect it.
+
+    Attributes
+    ----------
+    model_name, model
+        Registered name and the fitted :class:`~stpredict.models.Model`.
+    genes, layer, target
+        Predicted genes, the training target layer and its recorded provenance (normalisation/smoothing).
+    use_rep, rep_recipe, n_features
+        ``obsm`` representation the model reads, how it was computed (``st.pp.image_features`` method,
+        patch size, encoder checkpoint digest) and its width.
+    train_slides, train_patients, n_train_spots
+        What it was trained on.
+    validation
+        :class:`~stpredict.models.Validation` on held-out training groups.
+    random_state, device, versions, timings, created
+        Provenance.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: Model,
+        genes: list[str],
+        layer: str | None,
+        target: dict[str, Any],
+        use_rep: str,
+        rep_recipe: dict[str, Any] | None,
+        train_slides: list[str],
+        train_patients: list[str],
+        n_train_spots: int,
+        random_state: int | None,
+        timings: dict[str, float],
+        versions: dict[str, str] | None = None,
+        created: str | None = None,
+    ) -> None:
+        self.model = model
+        self.genes = list(genes)
+        self.layer = layer
+        self.target = target
+        self.use_rep = use_rep
+        self.rep_recipe = rep_recipe
+        self.train_slides = list(train_slides)
+        self.train_patients = list(train_patients)
+        self.n_train_spots = int(n_train_spots)
+        self.random_state = random_state
+        self.timings = dict(timings)
+        self.versions = versions or _versions()
+        self.created = created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name
+
+    @property
+    def n_features(self) -> int:
+        return int(self.model.n_features_)
+
+    @property
+    def validation(self) -> Validation:
+        return self.model.validation_
+
+    @property
+    def device(self) -> str:
+        return self.model.device
+
+    @property
+    def gene_pearson(self) -> pd.Series:
+        """Validation Pearson per gene (training groups only), for choosing "highly predictive" genes."""
+        return pd.Series(self.validation.gene_pearson, index=self.genes, name="validation_pearson")
+
+    def __repr__(self) -> str:
+        recipe = f" ({self.rep_recipe['method']})" if self.rep_recipe else ""
+        lines = [
+            f"Predictor({self.model_name!r}): {len(self.genes)} genes from obsm[{self.use_rep!r}]{recipe}, "
+            f"{self.n_features} features",
+            f"    trained on {len(self.train_slides)} slide(s) {self.train_slides[:6]}"
+            f"{' ...' if len(self.train_slides) > 6 else ''}, {self.n_train_spots} spots, target layer {self.layer!r}",
+            f"    validation: PCC {self.validation.score:.3f} on held-out {self.validation.groups}(s) "
+            f"{self.validation.held_out[:4]}{' ...' if len(self.validation.held_out) > 4 else ''}"
+            + (f", {self._selected_text()}" if self.validation.selected else ""),
+            f"    params: {_short(self.model.params)}",
+        ]
+        return "\n".join(lines)
+
+    def _selected_text(self) -> str:
+        shown = {k: v for k, v in self.validation.selected.items() if not isinstance(v, Mapping)}
+        return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+
+    # --- applying ---------------------------------------------------------------------------------------------
+
+    def representation(self, adata: AnnData, *, show_progress_bar: bool = False) -> np.ndarray:
+        """The representation the model reads, for the spots of ``adata``: stored, checked, or computed."""
+        if self.use_rep in adata.obsm:
+            stored = representation_recipe(adata, self.use_rep)
+            if stored is not None and self.rep_recipe is not None:
+                differs = {k: (stored.get(k), self.rep_recipe.get(k)) for k in RECIPE_KEYS}
+                differs = {k: v for k, v in differs.items() if v[0] != v[1]}
+                if differs:
+                    detail = ", ".join(f"{k}: slide {a!r} vs model {b!r}" for k, (a, b) in differs.items())
+                    msg = (
+                        f"adata.obsm[{self.use_rep!r}] was computed differently from the representation this model "
+                        f"was trained on ({detail}). Recompute it with st.pp.image_features(adata, "
+                        f"**{ {k: self.rep_recipe[k] for k in ('method', 'size', 'unit')} }, key_added={self.use_rep!r}"
+                        + (", checkpoint=<the same encoder file>" if self.rep_recipe.get("checkpoint_sha256") else "")
+                        + "), or delete it and let predict compute it."
+                    )
+                    raise ValueError(msg)
+            features = get_rep(adata, self.use_rep)
+        else:
+            features = self._compute_representation(adata, show_progress_bar)
+        if features.shape[1] != self.n_features:
+            msg = (
+                f"adata.obsm[{self.use_rep!r}] has {features.shape[1]} features but the model was trained on "
+                f"{self.n_features}. Compute the same representation as for training ({self.rep_recipe or 'not recorded'})."
+            )
+            raise ValueError(msg)
+        return features
+
+    def _compute_representation(self, adata: AnnData, show_progress_bar: bool) -> np.ndarray:
+        from ..pp._features import compute_image_features, file_sha256
+
+        recipe = self.rep_recipe
+        if recipe is None:
+            msg = (
+                f"adata.obsm has no {self.use_rep!r} and the model does not record how it was computed: compute it "
+                "as for the training slides, e.g. st.pp.image_features(adata, ...)."
+            )
+            raise KeyError(msg)
+        checkpoint = recipe.get("checkpoint")
+        if recipe.get("checkpoint_sha256"):
+            if not (checkpoint and Path(checkpoint).is_file()):
+                msg = (
+                    f"adata.obsm has no {self.use_rep!r}; computing it needs the encoder checkpoint the model was "
+                    f"trained with ({checkpoint!r}, sha256 {recipe['checkpoint_sha256'][:12]}...), which is not found. "
+                    f"Compute it yourself: st.pp.image_features(adata, method={recipe['method']!r}, "
+                    f"checkpoint=<that file>, key_added={self.use_rep!r})."
+                )
+                raise FileNotFoundError(msg)
+            if file_sha256(checkpoint) != recipe["checkpoint_sha256"]:
+                msg = f"The encoder checkpoint {checkpoint!r} changed since the model was trained (different sha256)."
+                raise ValueError(msg)
+        logger.info("predict: computing obsm[%r] (%s) from the images", self.use_rep, recipe["method"])
+        return compute_image_features(
+            adata,
+            method=recipe["method"],
+            size=recipe["size"],
+            unit=recipe["unit"],
+            checkpoint=checkpoint,
+            pretrained=bool(recipe.get("pretrained")),
+            device=self.device,
+            show_progress_bar=show_progress_bar,
+        ).astype(np.float64)
+
+    def predict(
+        self,
+        adata: AnnData,
+        *,
+        key_added: str | None = None,
+        device: str | None = None,
+        show_progress_bar: bool = False,
+        copy: bool = False,
+    ) -> AnnData | None:
+        """Predict expression of every spot of ``adata`` from its image (expression in ``adata`` is never read).
+
+        Parameters
+        ----------
+        adata
+            Slides with spot positions and images; measured genes are optional.
+        key_added
+            Output key, default ``f'pred_{model}'``.
+        device
+            Override the device the model runs on (``'cpu'``, ``'cuda'`` ...).
+        show_progress_bar
+            Progress bar while computing a missing representation.
+        copy
+            Return a modified copy instead of writing into ``adata``.
+
+        Returns
+        -------
+        ``None`` or the modified copy, with
+
+        - ``obsm[key_added]``: DataFrame spots x predicted genes (also for image-only slides);
+        - ``layers[key_added]``: predictions aligned with ``var_names``, NaN for genes not predicted (when
+          ``adata`` has genes);
+        - ``obsp[f'{key_added}_{graph}_connectivities']``: spatial graphs the model used, if any;
+        - ``uns[key_added]``: model, genes, parameters, training slides, validation, timings.
+        """
+        from .._device import resolve_device
+
+        check_adata(adata)
+        slides = library_ids(adata)
+        reused = sorted(set(slides) & set(self.train_slides))
+        if reused:
+            warnings.warn(
+                f"Slide(s) {reused} were used to train this model: their predictions are in-sample, not a test.",
+                UserWarning,
+                stacklevel=2,
+            )
+        if adata.n_vars > 0 and not adata.var_names.isin(self.genes).any():
+            msg = (
+                f"adata shares none of the {len(self.genes)} predicted genes (e.g. {self.genes[:3]} vs "
+                f"{adata.var_names[:3].tolist()}). Check gene naming (symbols vs Ensembl ids), or predict on an "
+                "image-only AnnData."
+            )
+            raise ValueError(msg)
+        if device is not None:
+            self.model.device = resolve_device(device, type(self.model).uses_device)
+        started = time.perf_counter()
+        features = self.representation(adata, show_progress_bar=show_progress_bar)
+        model_cls = type(self.model)
+        inputs, graphs = build_inputs(
+            adata,
+            features,
+            graphs=model_cls.graphs,
+            needs_grid=model_cls.needs_grid,
+            needs_images=model_cls.needs_images,
+        )
+        prediction = np.asarray(self.model.predict(inputs), dtype=np.float32)
+        expected = (adata.n_obs, len(self.genes))
+        if prediction.shape != expected:
+            msg = f"Model {self.model_name!r} returned shape {prediction.shape}, expected {expected}."
+            raise RuntimeError(msg)
+        elapsed = time.perf_counter() - started
+        key_added = key_added or f"pred_{self.model_name}"
+        adata = adata.copy() if copy else adata
+        self._write(adata, prediction, graphs, key_added, elapsed)
+        logger.info(
+            "predict: %s (trained on %s) predicted %d gene(s) for %s in %.1f s",
+            self.model_name,
+            self.train_slides,
+            len(self.genes),
+            slides,
+            elapsed,
+        )
+        return adata if copy else None
+
+    def _write(self, adata: AnnData, prediction: np.ndarray, graphs, key_added: str, elapsed: float) -> None:
+        from ..pp._graph import write_graph
+
+        adata.obsm[key_added] = pd.DataFrame(prediction, index=adata.obs_names, columns=self.genes)
+        if adata.n_vars > 0:
+            layer_values = np.full(adata.shape, np.nan, dtype=np.float32)
+            present = adata.var_names.get_indexer(self.genes)
+            layer_values[:, present[present >= 0]] = prediction[:, present >= 0]
+            adata.layers[key_added] = layer_values
+        for name, (connectivities, distances, params) in graphs.items():
+            write_graph(adata, connectivities, distances, params, f"{key_added}_{name}")
+        adata.uns[key_added] = {
+            "model": self.model_name,
+            "genes": self.genes,
+            "layer": self.layer,
+            "use_rep": self.use_rep,
+            "params": self.model.params,
+            "train_slides": self.train_slides,
+            "validation": self.validation.to_dict(),
+            "device": self.device,
+            "random_state": self.random_state,
+            "time_fit_s": self.timings.get("fit_s"),
+            "time_predict_s": elapsed,
+        }
+
+    # --- keeping ----------------------------------------------------------------------------------------------
+
+    def _metadata(self) -> dict[str, Any]:
+        return jsonable(
+            {
+                "model": self.model_name,
+                "params": self.model.params,
+                "n_features": self.n_features,
+                "n_genes": len(self.genes),
+                "genes": self.genes,
+                "layer": self.layer,
+                "target": self.target,
+                "use_rep": self.use_rep,
+                "rep_recipe": self.rep_recipe,
+                "train_slides": self.train_slides,
+                "train_patients": self.train_patients,
+                "n_train_spots": self.n_train_spots,
+                "random_state": self.random_state,
+                "device": self.device,
+                "versions": self.versions,
+                "timings": self.timings,
+                "created": self.created,
+            }
+        ) | {"validation": self.validation.to_json()}
+
+    def save(self, path: str | PathLike) -> Path:
+        """Write the fitted model to ``path`` (safetensors: arrays + JSON metadata; no pickled objects).
+
+        Examples
+        --------
+        >>> import stpredict as st
+        >>> adata = st.datasets.her2st_crop()
+        >>> st.pp.normalize(adata)
+        >>> train, test = adata[adata.obs.library_id != "C4"].copy(), adata[adata.obs.library_id == "C4"].copy()
+        >>> predictor = st.tl.fit(train, genes=["ERBB2", "GNAS"])
+        >>> path = predictor.save("ridge.stpredict")
+        >>> st.tl.load_model(path).predict(test)
+        >>> test.obsm["pred_ridge"].shape
+        (70, 2)
+        """
+        from safetensors.numpy import save_file
+
+        path = Path(path)
+        arrays = {f"model/{k}": np.ascontiguousarray(v) for k, v in self.model.state_dict().items()}
+        metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(self._metadata())}
+        save_file(arrays, str(path), metadata=metadata)
+        logger.info("saved %s model to %s", self.model_name, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | PathLike) -> Predictor:
+        """Read a model written by :meth:`save` (see :func:`stpredict.tl.load_model`)."""
+        metadata, arrays = _read_model_file(Path(path))
+        meta = json.loads(metadata["meta"])
+        model_cls = get_model(meta["model"])
+        model = model_cls(random_state=meta["random_state"], device="cpu", **meta["params"])
+        model.n_features_, model.n_genes_ = int(meta["n_features"]), int(meta["n_genes"])
+        model.load_state_dict({k.removeprefix("model/"): v for k, v in arrays.items()})
+        model.validation_ = Validation.from_json(meta["validation"])
+        return cls(
+            model=model,
+            genes=meta["genes"],
+            layer=meta["layer"],
+            target=meta["target"],
+            use_rep=meta["use_rep"],
+            rep_recipe=meta["rep_recipe"],
+            train_slides=meta["train_slides"],
+            train_patients=meta["train_patients"],
+            n_train_spots=meta["n_train_spots"],
+            random_state=meta["random_state"],
+            timings=meta["timings"],
+            versions=meta["versions"],
+            created=meta["created"],
+        )
+
+
+def _read_model_file(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """Metadata and arrays of a saved model, refusing anything that is not one (never unpickling)."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        msg = f"No model file at {str(path)!r}."
+        raise FileNotFoundError(msg)
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            metadata = handle.metadata() or {}
+            arrays = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118 - safe_open is not a dict
+    except Exception as err:  # noqa: BLE001 - any parse failure means "not our format"
+        msg = (
+            f"{str(path)!r} is not a model saved by stpredict's Predictor.save (a safetensors file): {err}. "
+            "stpredict never unpickles files, so models saved with pickle/torch.save/joblib cannot be loaded."
+        )
+        raise ValueError(msg) from None
+    if metadata.get("format") != FORMAT:
+        msg = f"{str(path)!r} is a safetensors file but not an stpredict model (format {metadata.get('format')!r})."
+        raise ValueError(msg)
+    version = metadata.get("format_version", "")
+    if not version.isdigit():
+        msg = f"{str(path)!r} has an unknown model format version {version!r}."
+        raise ValueError(msg)
+    if int(version) > FORMAT_VERSION:
+        msg = (
+            f"{str(path)!r} was written in model format {version}, newer than this stpredict reads "
+            f"({FORMAT_VERSION}); upgrade stpredict."
+        )
+        raise ValueError(msg)
+    return metadata, arrays

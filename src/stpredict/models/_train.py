@@ -1,0 +1,270 @@
+"""The one training loop of every neural model, on PyTorch Lightning.
+
+Lightning gives device placement, mixed precision, DDP (``trainer_params={'strategy': 'ddp', 'devices': 4}``),
+a time guard and the progress bar; this module adds what every model here shares: a validation split
+taken from the training slides only, early stopping and best-weights selection on it, the validation
+Pearson per slide, and seeding so that the same seed on CPU gives bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .._metrics import per_slide_pearson
+from ._nn import LOSSES, check_loss
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings (each neural model exposes them as ``model_params``)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    max_epochs: int = 200
+    patience: int = 20
+    max_time: float | None = None  # seconds
+    batch_size: int = 128
+    loss: str = "mse"
+    precision: str = "auto"
+    monitor: str = "val_pcc"  # or "val_loss"; PCC is what the field reports, and ignores per-slide offsets
+
+    def __post_init__(self) -> None:
+        check_loss(self.loss)
+        if self.monitor not in ("val_loss", "val_pcc"):
+            msg = f"monitor must be 'val_loss' or 'val_pcc', got {self.monitor!r}."
+            raise ValueError(msg)
+        if self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
+            msg = "max_epochs, patience and batch_size must be positive."
+            raise ValueError(msg)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> TrainSettings:
+        fields = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in params.items() if k in fields})
+
+
+TRAIN_DEFAULTS = {k: f.default for k, f in TrainSettings.__dataclass_fields__.items()}
+
+
+@dataclass
+class TrainResult:
+    """What training left behind (the network holds the best weights)."""
+
+    history: pd.DataFrame
+    best_epoch: int
+    best_score: float
+    stopped_early: bool
+    time_s: float
+
+
+class TensorDictDataset(Dataset):
+    """Rows of equally long tensors, yielded as dicts (batched by the default collate)."""
+
+    def __init__(self, **tensors: torch.Tensor) -> None:
+        lengths = {len(t) for t in tensors.values()}
+        if len(lengths) != 1:
+            msg = f"tensors differ in length: { {k: len(t) for k, t in tensors.items()} }"
+            raise ValueError(msg)
+        self.tensors = tensors
+        self.length = lengths.pop()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: t[i] for k, t in self.tensors.items()}
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``'auto'``: bf16 mixed precision on GPUs that support it (else fp16 mixed), full fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def _accelerator(device: str) -> dict[str, Any]:
+    if device.startswith("cuda"):
+        index = device.partition(":")[2]
+        return {"accelerator": "cuda", "devices": [int(index)] if index else 1}
+    return {"accelerator": "cpu", "devices": 1}
+
+
+def _scored(net: torch.nn.Module, batch: Mapping[str, torch.Tensor]):
+    """Predictions and targets of the rows of a batch that count (``batch['mask']`` when given)."""
+    pred, target = net(batch), batch["y"]
+    mask = batch.get("mask")
+    if mask is not None:
+        return pred[mask], target[mask], batch["unit"][mask]
+    return pred, target, batch["unit"]
+
+
+def _lightning_task(net: torch.nn.Module, settings: TrainSettings):
+    import lightning.pytorch as pl
+
+    loss_fn = LOSSES[settings.loss]
+
+    class Task(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+            self._val: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+        def training_step(self, batch, batch_idx):
+            pred, target, _ = _scored(self.net, batch)
+            loss = loss_fn(pred.float(), target.float())
+            self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target))
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            pred, target, unit = _scored(self.net, batch)
+            loss = loss_fn(pred.float(), target.float())
+            self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target))
+            self._val.append((pred.float().cpu().numpy(), target.float().cpu().numpy(), unit.cpu().numpy()))
+
+        def on_validation_epoch_end(self) -> None:
+            pred, target, unit = (np.concatenate(parts) for parts in zip(*self._val, strict=True))
+            self._val.clear()
+            pcc = float(np.nan_to_num(per_slide_pearson(target, pred, unit), nan=0.0).mean())
+            self.log("val_pcc", pcc, prog_bar=True)
+
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+
+    return Task()
+
+
+def _keep_best_callback(monitor: str):
+    """Per-epoch history, and the weights of the best validation epoch kept in memory."""
+    import lightning.pytorch as pl
+
+    class KeepBest(pl.Callback):
+        def __init__(self) -> None:
+            self.rows: list[dict[str, float]] = []
+            self.best: tuple[int, float, dict[str, torch.Tensor]] | None = None
+
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+            self.rows.append({"epoch": trainer.current_epoch, **metrics})
+            if monitor not in metrics:
+                return
+            score = metrics[monitor]
+            better = self.best is None or (score < self.best[1] if monitor == "val_loss" else score > self.best[1])
+            if better:
+                self.best = (trainer.current_epoch, score, copy.deepcopy(pl_module.net.state_dict()))
+
+    return KeepBest()
+
+
+def _loader(dataset: Dataset, settings: TrainSettings, shuffle: bool, collate_fn, random_state: int | None):
+    generator = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
+    batch_size = 1 if collate_fn is single_item else settings.batch_size
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_fn, generator=generator)
+
+
+def single_item(items: list[Any]) -> Any:
+    """Collate for datasets whose items are whole batches already (e.g. one slide's graph)."""
+    return items[0]
+
+
+def fit_network(
+    net: torch.nn.Module,
+    train_set: Dataset,
+    val_set: Dataset | None,
+    *,
+    settings: TrainSettings,
+    device: str = "cpu",
+    random_state: int | None = 0,
+    trainer_params: Mapping[str, Any] | None = None,
+    show_progress_bar: bool = False,
+    collate_fn: Callable | None = None,
+) -> TrainResult:
+    """Train ``net`` (``net(batch) -> (rows, genes)``; batches are dicts with ``'y'``, ``'unit'``, optional ``'mask'``).
+
+    Early stopping and the kept weights follow ``settings.monitor`` on ``val_set`` (spots of held-out
+    training groups); without a validation set the last epoch is kept.
+    """
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    started = time.perf_counter()
+    pl.seed_everything(0 if random_state is None else int(random_state), verbose=False)
+    keep_best = _keep_best_callback(settings.monitor)
+    callbacks: list[Any] = [keep_best]
+    if val_set is not None:
+        mode = "min" if settings.monitor == "val_loss" else "max"
+        callbacks.append(EarlyStopping(monitor=settings.monitor, mode=mode, patience=settings.patience))
+    options: dict[str, Any] = {
+        **_accelerator(device),
+        "precision": resolve_precision(settings.precision, device),
+        "max_epochs": settings.max_epochs,
+        "callbacks": callbacks,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "enable_progress_bar": show_progress_bar,
+        "num_sanity_val_steps": 0,
+        "limit_val_batches": 1.0 if val_set is not None else 0,
+    }
+    if settings.max_time is not None:
+        options["max_time"] = timedelta(seconds=float(settings.max_time))
+    options.update(trainer_params or {})
+    task = _lightning_task(net, settings)
+    train_loader = _loader(train_set, settings, True, collate_fn, random_state)
+    val_loader = _loader(val_set, settings, False, collate_fn, random_state) if val_set is not None else None
+    lightning_logger = logging.getLogger("lightning.pytorch")
+    level = lightning_logger.level
+    lightning_logger.setLevel(logging.WARNING)  # no "GPU available: False" banners in the user's notebook
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            warnings.filterwarnings("ignore", message=".*number of training batches.*smaller than the logging.*")
+            warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+            trainer = pl.Trainer(**options)
+            trainer.fit(task, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    finally:
+        lightning_logger.setLevel(level)
+    history = pd.DataFrame(keep_best.rows)
+    if keep_best.best is not None:
+        best_epoch, best_score, state = keep_best.best
+        net.load_state_dict(state)
+    else:
+        best_epoch, best_score = int(trainer.current_epoch) - 1, float("nan")
+    stopped_early = int(trainer.current_epoch) < settings.max_epochs
+    return TrainResult(history, int(best_epoch), float(best_score), stopped_early, time.perf_counter() - started)
+
+
+@torch.no_grad()
+def predict_network(
+    net: torch.nn.Module,
+    dataset: Dataset,
+    *,
+    device: str = "cpu",
+    batch_size: int = 1024,
+    precision: str = "auto",
+    collate_fn: Callable | None = None,
+) -> np.ndarray:
+    """Predictions for every row of ``dataset``, in order (eval mode; autocast on GPU)."""
+    net = net.to(device).eval()
+    loader = DataLoader(dataset, batch_size=1 if collate_fn is single_item else batch_size, collate_fn=collate_fn)
+    precision = resolve_precision(precision, device)
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
+    outputs = []
+    for batch in loader:
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        with torch.autocast(device_type=device.split(":")[0], dtype=dtype, enabled=precision.endswith("mixed")):
+            outputs.append(net(batch).float().cpu().numpy())
+    return np.concatenate(outputs)

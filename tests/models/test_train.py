@@ -1,0 +1,96 @@
+"""The shared Lightning training loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stpredict.models._inputs import ModelInputs
+from stpredict.models._train import TensorDictDataset, TrainSettings, fit_network, predict_network
+from stpredict.models._validation import held_out_mask, validation_groups
+
+
+def _inputs(patients, libraries, n=40):
+    rng = np.random.default_rng(0)
+    return ModelInputs(
+        features=rng.normal(size=(n, 3)).astype(np.float32),
+        spatial=rng.uniform(0, 1000, size=(n, 2)),
+        library=np.asarray(libraries, dtype=object),
+        patient=np.asarray(patients, dtype=object),
+    )
+
+
+def test_validation_groups_prefer_patients_then_slides_then_blocks():
+    libs = ["s1"] * 10 + ["s2"] * 10 + ["s3"] * 10 + ["s4"] * 10
+    groups, kind = validation_groups(_inputs(["A"] * 20 + ["B"] * 20, libs))
+    assert kind == "patient" and set(groups) == {"A", "B"}
+    groups, kind = validation_groups(_inputs(["A"] * 40, libs))
+    assert kind == "slide" and set(groups) == {"s1", "s2", "s3", "s4"}
+    groups, kind = validation_groups(_inputs([None] * 40, ["s1"] * 40))
+    assert kind == "spatial block" and len(set(groups)) == 5
+    mask, held, kind = held_out_mask(_inputs(["A"] * 20 + ["B"] * 20, libs))
+    assert kind == "patient" and len(held) == 1 and mask.sum() == 20  # a whole patient, never part of one
+
+
+def _regression(n=600, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    y = np.column_stack([x[:, 0] * 2 - x[:, 1], np.sin(x[:, 2])]).astype(np.float32)
+    y += 0.1 * rng.normal(size=y.shape).astype(np.float32)
+    unit = np.zeros(n, dtype=np.int64)
+    return TensorDictDataset(x=torch.from_numpy(x), y=torch.from_numpy(y), unit=torch.from_numpy(unit))
+
+
+class _Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+
+    def forward(self, batch):
+        return self.body(batch["x"])
+
+
+def test_loss_decreases_and_best_epoch_is_kept():
+    torch.manual_seed(0)
+    net = _Net()
+    settings = TrainSettings(lr=1e-2, max_epochs=30, patience=30, batch_size=64, monitor="val_loss")
+    result = fit_network(net, _regression(), _regression(200, seed=1), settings=settings)
+    history = result.history
+    assert history["train_loss"].iloc[-1] < 0.5 * history["train_loss"].iloc[0]
+    assert result.best_epoch == int(history["val_loss"].idxmin())
+    # the network holds the best epoch's weights: its validation loss equals the recorded best
+    val = _regression(200, seed=1)
+    pred = predict_network(net, val)
+    mse = float(((pred - val.tensors["y"].numpy()) ** 2).mean())
+    assert mse == pytest.approx(result.best_score, rel=1e-4)
+
+
+def test_early_stopping_and_seeded_determinism():
+    def run():
+        torch.manual_seed(0)
+        net = _Net()
+        # learning rate 0: validation never improves, so training stops after `patience` epochs
+        settings = TrainSettings(lr=0.0, max_epochs=50, patience=3, batch_size=64)
+        result = fit_network(net, _regression(), _regression(100, seed=1), settings=settings, random_state=3)
+        return result, predict_network(net, _regression(50, seed=2))
+
+    first, pred_a = run()
+    assert first.stopped_early and len(first.history) == 4
+    _, pred_b = run()
+    np.testing.assert_array_equal(pred_a, pred_b)
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="Unknown loss"):
+        TrainSettings(loss="huber")
+    with pytest.raises(ValueError, match="monitor"):
+        TrainSettings(monitor="train_loss")
+
+
+def test_pcc_loss_is_scale_free():
+    from stpredict.models._nn import pcc_loss
+
+    y = torch.randn(50, 3)
+    assert float(pcc_loss(3 * y + 1, y)) == pytest.approx(0.0, abs=1e-6)
+    assert float(pcc_loss(-y, y)) == pytest.approx(2.0, abs=1e-6)
