@@ -158,7 +158,7 @@ def spatial_graph(
     >>> import stpredict as st
     >>> adata = st.datasets.her2st_crop()
     >>> st.pp.spatial_graph(adata)
-    >>> adata.obsp["spatial_connectivities"].sum(axis=1).max()  # legacy ST: 8 neighbours on the square grid
+    >>> float(adata.obsp["spatial_connectivities"].sum(axis=1).max())  # legacy ST: 8 neighbours (square grid)
     8.0
     >>> adata.uns["spatial_neighbors"]["params"]["grid"]["C3"]
     'square'
