@@ -94,3 +94,13 @@ def test_pcc_loss_is_scale_free():
     y = torch.randn(50, 3)
     assert float(pcc_loss(3 * y + 1, y)) == pytest.approx(0.0, abs=1e-6)
     assert float(pcc_loss(-y, y)) == pytest.approx(2.0, abs=1e-6)
+
+
+def test_device_and_precision_choices():
+    from stpredict.models._train import _accelerator, resolve_precision
+
+    assert resolve_precision("auto", "cpu") == "32-true"
+    assert resolve_precision("16-mixed", "cpu") == "16-mixed"  # an explicit choice is kept
+    assert _accelerator("cuda:1") == {"accelerator": "cuda", "devices": [1]}
+    assert _accelerator("cuda") == {"accelerator": "cuda", "devices": 1}
+    assert _accelerator("cpu") == {"accelerator": "cpu", "devices": 1}
