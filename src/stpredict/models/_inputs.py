@@ -121,14 +121,14 @@ def build_inputs(
     adata: AnnData,
     features: np.ndarray,
     *,
-    graphs: Mapping[str, Mapping[str, Any]] = {},  # noqa: B006 - read only
+    graphs: Mapping[str, Mapping[str, Any]] | None = None,
     needs_grid: bool = False,
     needs_images: bool = False,
-    where: str = "adata",
 ) -> tuple[ModelInputs, dict[str, tuple[sp.csr_matrix, sp.csr_matrix, dict[str, Any]]]]:
     """Inputs of every spot of ``adata`` and the graphs built for them (to store with predictions)."""
     from ..pp._graph import compute_spatial_graph
 
+    graphs = graphs or {}
     spots = expression_free_copy(adata)
     has_grid = ARRAY_ROW in spots.obs and ARRAY_COL in spots.obs
     if (needs_grid or any(g.get("kind", "grid") == "grid" for g in graphs.values())) and not has_grid:
