@@ -29,7 +29,7 @@ def test_validation_groups_prefer_patients_then_slides_then_blocks():
     assert kind == "slide" and set(groups) == {"s1", "s2", "s3", "s4"}
     groups, kind = validation_groups(_inputs([None] * 40, ["s1"] * 40))
     assert kind == "spatial block" and len(set(groups)) == 5
-    mask, held, kind = held_out_mask(_inputs(["A"] * 20 + ["B"] * 20, libs))
+    mask, held, _, kind = held_out_mask(_inputs(["A"] * 20 + ["B"] * 20, libs))
     assert kind == "patient" and len(held) == 1 and mask.sum() == 20  # a whole patient, never part of one
 
 

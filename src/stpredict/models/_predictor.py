@@ -26,6 +26,21 @@ from ._inputs import build_inputs
 
 FORMAT = "stpredict-model"
 FORMAT_VERSION = 1
+#: predictor attributes written to and read back from a saved model's metadata as they are
+RECORDED = (
+    "genes",
+    "layer",
+    "target",
+    "use_rep",
+    "rep_recipe",
+    "train_slides",
+    "train_patients",
+    "n_train_spots",
+    "random_state",
+    "timings",
+    "versions",
+    "created",
+)
 #: what must match between the representation a model was trained on and the one of a new slide
 RECIPE_KEYS = ("method", "size", "unit", "checkpoint_sha256", "pretrained")
 
@@ -343,19 +358,8 @@ class Predictor:
                 "params": self.model.params,
                 "n_features": self.n_features,
                 "n_genes": len(self.genes),
-                "genes": self.genes,
-                "layer": self.layer,
-                "target": self.target,
-                "use_rep": self.use_rep,
-                "rep_recipe": self.rep_recipe,
-                "train_slides": self.train_slides,
-                "train_patients": self.train_patients,
-                "n_train_spots": self.n_train_spots,
-                "random_state": self.random_state,
                 "device": self.device,
-                "versions": self.versions,
-                "timings": self.timings,
-                "created": self.created,
+                **{name: getattr(self, name) for name in RECORDED},
             }
         ) | {"validation": self.validation.to_json()}
 
@@ -393,21 +397,7 @@ class Predictor:
         model.n_features_, model.n_genes_ = int(meta["n_features"]), int(meta["n_genes"])
         model.load_state_dict({k.removeprefix("model/"): v for k, v in arrays.items()})
         model.validation_ = Validation.from_json(meta["validation"])
-        return cls(
-            model=model,
-            genes=meta["genes"],
-            layer=meta["layer"],
-            target=meta["target"],
-            use_rep=meta["use_rep"],
-            rep_recipe=meta["rep_recipe"],
-            train_slides=meta["train_slides"],
-            train_patients=meta["train_patients"],
-            n_train_spots=meta["n_train_spots"],
-            random_state=meta["random_state"],
-            timings=meta["timings"],
-            versions=meta["versions"],
-            created=meta["created"],
-        )
+        return cls(model=model, **{name: meta[name] for name in RECORDED})
 
 
 def _read_model_file(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:

@@ -31,17 +31,17 @@ def validation_groups(inputs: ModelInputs, n_blocks: int = 5, random_state: int 
 
 def held_out_mask(
     inputs: ModelInputs, *, fraction: float = 0.2, random_state: int | None = 0
-) -> tuple[np.ndarray, list[str], str]:
+) -> tuple[np.ndarray, list[str], np.ndarray, str]:
     """Spots of the validation groups held out for early stopping: about ``fraction`` of the groups, at least one.
 
-    Returns the mask, the held-out group names and the group kind.
+    Returns the mask, the held-out group names, every spot's group and the group kind.
     """
     groups, kind = validation_groups(inputs, random_state=random_state)
     names = np.unique(groups)
     n_held = max(1, int(round(fraction * len(names))))
     rng = np.random.default_rng(random_state)
     held = sorted(rng.choice(names, size=n_held, replace=False).tolist())
-    return np.isin(groups, held), held, kind
+    return np.isin(groups, held), held, groups, kind
 
 
 def scoring_units(inputs: ModelInputs, groups: np.ndarray, kind: str) -> np.ndarray:

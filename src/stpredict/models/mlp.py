@@ -9,11 +9,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._metrics import per_slide_pearson
 from ._base import Model, Validation
 from ._inputs import ModelInputs
 from ._nn import Standardize, mlp
 from ._train import TRAIN_DEFAULTS, TensorDictDataset, TrainSettings, fit_network, predict_network
-from ._validation import held_out_mask, scoring_units, validation_groups
+from ._validation import held_out_mask, scoring_units
 
 
 class MLPNet(nn.Module):
@@ -61,8 +62,7 @@ class MLPModel(Model):
         self.scale_out_ = Standardize(self.n_genes_)
         self.scale_out_.set(targets)
         z = (targets - self.scale_out_.mean.numpy()) / self.scale_out_.std.numpy()
-        held, held_names, kind = held_out_mask(inputs, random_state=self.random_state)
-        groups, _ = validation_groups(inputs, random_state=self.random_state)
+        held, held_names, groups, kind = held_out_mask(inputs, random_state=self.random_state)
         unit = scoring_units(inputs, groups, kind)
         result = fit_network(
             self.net_,
@@ -74,8 +74,6 @@ class MLPModel(Model):
             trainer_params=self.trainer_params,
             show_progress_bar=self.show_progress_bar,
         )
-        from .._metrics import per_slide_pearson
-
         val_pred = self._predict_z(inputs.subset(held))
         gene_pearson = per_slide_pearson(z[held], val_pred, unit[held])
         self.validation_ = Validation(

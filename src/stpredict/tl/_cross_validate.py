@@ -19,7 +19,7 @@ from ..models._base import get_model
 from ..pp._features import compute_image_features
 from ..pp._genes import select_genes
 from ._evaluate import evaluate, summarize
-from ._fit import fit
+from ._fit import default_recipe, fit
 from ._splits import Fold, make_splits
 
 
@@ -106,14 +106,7 @@ def cross_validate(
             msg = f"Representation {use_rep!r} not in adata.obsm; compute it with st.pp.image_features."
             raise KeyError(msg)
         precomputed = compute_image_features(adata, method=rep.removeprefix("X_"), show_progress_bar=show_progress_bar)
-        recipe = {
-            "method": rep.removeprefix("X_"),
-            "size": 224,
-            "unit": "px",
-            "checkpoint": None,
-            "checkpoint_sha256": None,
-            "pretrained": False,
-        }
+        recipe = default_recipe(rep.removeprefix("X_"))
 
     slides = spot_libraries(adata)
     predictions = np.full(adata.shape, np.nan, dtype=np.float32)

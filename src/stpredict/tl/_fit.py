@@ -21,8 +21,17 @@ from ..models._inputs import build_inputs, spot_patients
 from ..models._predictor import jsonable, representation_recipe
 from ..pp._genes import default_genes
 
-#: the recipe of the offline default representation when it is computed on the fly
-_DEFAULT_RECIPE = {"size": 224, "unit": "px", "checkpoint": None, "checkpoint_sha256": None, "pretrained": False}
+
+def default_recipe(method: str) -> dict[str, Any]:
+    """The recipe of a representation computed on the fly with ``st.pp.image_features``' defaults."""
+    return {
+        "method": method,
+        "size": 224,
+        "unit": "px",
+        "checkpoint": None,
+        "checkpoint_sha256": None,
+        "pretrained": False,
+    }
 
 
 def _training_representation(adata: AnnData, use_rep: str | None, default_rep: str | None):
@@ -39,7 +48,7 @@ def _training_representation(adata: AnnData, use_rep: str | None, default_rep: s
         get_rep(adata, use_rep)  # raises the explanatory KeyError
     method = key.removeprefix("X_")
     logger.info("fit: computing the %s representation from the images (store it with st.pp.image_features)", method)
-    return compute_image_features(adata, method=method).astype(np.float64), key, {"method": method, **_DEFAULT_RECIPE}
+    return compute_image_features(adata, method=method).astype(np.float64), key, default_recipe(method)
 
 
 def _target_provenance(adata: AnnData, layer: str | None) -> dict[str, Any]:
