@@ -274,6 +274,17 @@ class Predictor:
           ``adata`` has genes);
         - ``obsp[f'{key_added}_{graph}_connectivities']``: spatial graphs the model used, if any;
         - ``uns[key_added]``: model, genes, parameters, training slides, validation, timings.
+
+        Examples
+        --------
+        >>> import stpredict as st
+        >>> adata = st.datasets.her2st_crop()
+        >>> st.pp.normalize(adata)
+        >>> train, test = adata[adata.obs.library_id != "C4"].copy(), adata[adata.obs.library_id == "C4"].copy()
+        >>> predictor = st.tl.fit(train, model="ridge_spatial", genes=["ERBB2", "GNAS"])
+        >>> predictor.predict(test)
+        >>> test.obsm["pred_ridge_spatial"].shape, "pred_ridge_spatial_grid_connectivities" in test.obsp
+        ((70, 2), True)
         """
         from .._device import resolve_device
 
