@@ -11,7 +11,10 @@ import pytest
 import stpredict as st
 
 # small settings so that every model trains in seconds on the 213-spot crop
-SMALL = {"mlp": {"max_epochs": 5, "hidden": [32]}}
+SMALL = {
+    "mlp": {"max_epochs": 5, "hidden": [32]},
+    "merge": {"max_epochs": 5, "hidden": [16], "heads": 2, "input_dim": 16},
+}
 GENES = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19"]
 
 
@@ -131,7 +134,7 @@ def test_models_receive_no_expression(split):
 def test_import_is_light():
     code = (
         "import sys, stpredict as st; st.tl.available_models(); "
-        "heavy = [m for m in ('torch_geometric', 'lightning', 'stpredict.models.mlp', 'stpredict.models.ridge') "
+        "heavy = [m for m in ('torch_geometric', 'lightning', 'stpredict.models.mlp', 'stpredict.models.ridge', 'stpredict.models.merge') "
         "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

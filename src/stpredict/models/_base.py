@@ -135,6 +135,14 @@ class Model(ABC):
         values = {**cls.defaults, **params}
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
+    def graph_specs(self) -> Mapping[str, Mapping[str, Any]]:
+        """Graphs to build for this model's inputs, ``{name: spec}`` (default: the class's ``graphs``).
+
+        A spec holds ``st.pp.spatial_graph`` kwargs, or ``{'kind': 'hierarchical', ...}`` with
+        ``st.pp.hierarchical_graph`` kwargs for graphs that depend on the representation and ``model_params``.
+        """
+        return self.graphs
+
     def _record_shapes(self, inputs: ModelInputs, targets: np.ndarray) -> None:
         self.n_features_ = int(inputs.features.shape[1])
         self.n_genes_ = int(targets.shape[1])
@@ -161,6 +169,7 @@ _REGISTRY: dict[str, type[Model] | str] = {
     "ridge": "stpredict.models.ridge:RidgeModel",
     "ridge_spatial": "stpredict.models.ridge:SpatialRidgeModel",
     "mlp": "stpredict.models.mlp:MLPModel",
+    "merge": "stpredict.models.merge:MergeModel",
 }
 
 

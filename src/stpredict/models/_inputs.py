@@ -117,6 +117,23 @@ def expression_free_copy(adata: AnnData) -> AnnData:
     return AnnData(obs=obs, obsm={SPATIAL_KEY: require_spatial(adata)}, uns=uns)
 
 
+def _build_graph(spots: AnnData, features: np.ndarray, spec: Mapping[str, Any]):
+    """A spatial graph ``(connectivities, distances, params)``, or a ``HierarchicalGraph`` (reads the features)."""
+    spec = dict(spec)
+    if spec.get("kind") == "hierarchical":
+        from ..pp._hierarchical import compute_hierarchical_graph
+
+        spec.pop("kind")
+        return compute_hierarchical_graph(spots, features, **spec)
+    from ..pp._graph import compute_spatial_graph
+
+    return compute_spatial_graph(spots, **spec)
+
+
+def _connectivities(graph) -> sp.csr_matrix:
+    return graph.connectivities if hasattr(graph, "connectivities") else graph[0]
+
+
 def build_inputs(
     adata: AnnData,
     features: np.ndarray,
@@ -124,17 +141,15 @@ def build_inputs(
     graphs: Mapping[str, Mapping[str, Any]] | None = None,
     needs_grid: bool = False,
     needs_images: bool = False,
-) -> tuple[ModelInputs, dict[str, tuple[sp.csr_matrix, sp.csr_matrix, dict[str, Any]]]]:
+) -> tuple[ModelInputs, dict[str, Any]]:
     """Inputs of every spot of ``adata`` and the graphs built for them (to store with predictions)."""
-    from ..pp._graph import compute_spatial_graph
-
     graphs = graphs or {}
     spots = expression_free_copy(adata)
     has_grid = ARRAY_ROW in spots.obs and ARRAY_COL in spots.obs
     if (needs_grid or any(g.get("kind", "grid") == "grid" for g in graphs.values())) and not has_grid:
         require_grid(spots)  # raises the explanatory error
     rows, cols = require_grid(spots) if has_grid else (None, None)
-    built = {name: compute_spatial_graph(spots, **dict(spec)) for name, spec in graphs.items()}
+    built = {name: _build_graph(spots, features, spec) for name, spec in graphs.items()}
     inputs = ModelInputs(
         features=np.ascontiguousarray(features, dtype=np.float32),
         spatial=require_spatial(spots),
@@ -142,7 +157,7 @@ def build_inputs(
         patient=spot_patients(spots),
         array_row=rows,
         array_col=cols,
-        graphs={name: graph[0] for name, graph in built.items()},
+        graphs={name: _connectivities(graph) for name, graph in built.items()},
         images=SlideImages(spots) if needs_images else None,
     )
     return inputs, built

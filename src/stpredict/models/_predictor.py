@@ -20,7 +20,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._logging import logger
-from .._validate import check_adata, get_rep, library_ids
+from .._validate import check_adata, get_rep, library_ids, require_spatial
 from ._base import Model, Validation, get_model
 from ._inputs import build_inputs
 
@@ -312,7 +312,7 @@ class Predictor:
         inputs, graphs = build_inputs(
             adata,
             features,
-            graphs=model_cls.graphs,
+            graphs=self.model.graph_specs(),
             needs_grid=model_cls.needs_grid,
             needs_images=model_cls.needs_images,
         )
@@ -344,8 +344,11 @@ class Predictor:
             present = adata.var_names.get_indexer(self.genes)
             layer_values[:, present[present >= 0]] = prediction[:, present >= 0]
             adata.layers[key_added] = layer_values
-        for name, (connectivities, distances, params) in graphs.items():
-            write_graph(adata, connectivities, distances, params, f"{key_added}_{name}")
+        for name, graph in graphs.items():
+            if hasattr(graph, "write"):  # a HierarchicalGraph writes its edge types and clusters too
+                graph.write(adata, f"{key_added}_{name}", require_spatial(adata))
+            else:
+                write_graph(adata, *graph, f"{key_added}_{name}")
         adata.uns[key_added] = {
             "model": self.model_name,
             "genes": self.genes,

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from types import MappingProxyType
 
 import numpy as np
 import torch
 from torch import nn
 
-from .._metrics import per_slide_pearson
-from ._base import Model, Validation
 from ._inputs import ModelInputs
+from ._neural import NeuralModel
 from ._nn import Standardize, mlp
 from ._train import TRAIN_DEFAULTS, TensorDictDataset, TrainSettings, fit_network, predict_network
 from ._validation import held_out_mask, scoring_units
@@ -29,7 +27,7 @@ class MLPNet(nn.Module):
         return self.body(self.scale_in(batch["x"]))
 
 
-class MLPModel(Model):
+class MLPModel(NeuralModel):
     """Features -> ``hidden`` ReLU layers with dropout -> genes, trained on z-scored targets.
 
     Trained by the shared loop (AdamW, early stopping on held-out training patients/slides, best epoch
@@ -41,7 +39,6 @@ class MLPModel(Model):
     defaults = MappingProxyType(
         {**TRAIN_DEFAULTS, "hidden": (256,), "dropout": 0.2, "weight_decay": 1e-4, "max_epochs": 100, "patience": 10}
     )
-    uses_device = True
 
     def _net(self) -> MLPNet:
         return MLPNet(self.n_features_, self.n_genes_, self.params["hidden"], self.params["dropout"])
@@ -59,9 +56,7 @@ class MLPModel(Model):
         torch.manual_seed(0 if self.random_state is None else self.random_state)
         self.net_ = self._net()
         self.net_.scale_in.set(inputs.features)
-        self.scale_out_ = Standardize(self.n_genes_)
-        self.scale_out_.set(targets)
-        z = (targets - self.scale_out_.mean.numpy()) / self.scale_out_.std.numpy()
+        z = self._standardize_targets(targets)
         held, held_names, groups, kind = held_out_mask(inputs, random_state=self.random_state)
         unit = scoring_units(inputs, groups, kind)
         result = fit_network(
@@ -74,36 +69,8 @@ class MLPModel(Model):
             trainer_params=self.trainer_params,
             show_progress_bar=self.show_progress_bar,
         )
-        val_pred = self._predict_z(inputs.subset(held))
-        gene_pearson = per_slide_pearson(z[held], val_pred, unit[held])
-        self.validation_ = Validation(
-            groups=kind,
-            held_out=held_names,
-            score=float(np.nan_to_num(gene_pearson, nan=0.0).mean()),
-            gene_pearson=gene_pearson,
-            selected={"best_epoch": result.best_epoch, "stopped_early": result.stopped_early},
-            history=result.history,
-        )
+        self._record_validation(result, z[held], inputs.subset(held), unit[held], held_names, kind)
         return self
 
     def _predict_z(self, inputs: ModelInputs) -> np.ndarray:
         return predict_network(self.net_, self._dataset(inputs), device=self.device, precision=self.params["precision"])
-
-    def predict(self, inputs: ModelInputs) -> np.ndarray:
-        z = self._predict_z(inputs)
-        return z * self.scale_out_.std.numpy() + self.scale_out_.mean.numpy()
-
-    def state_dict(self) -> dict[str, np.ndarray]:
-        state = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net_.state_dict().items()}
-        state.update({f"scale_out.{k}": v.numpy() for k, v in self.scale_out_.state_dict().items()})
-        return state
-
-    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
-        self.net_ = self._net()
-        self.net_.load_state_dict(
-            {k[4:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("net.")}
-        )
-        self.scale_out_ = Standardize(self.n_genes_)
-        self.scale_out_.load_state_dict(
-            {k[10:]: torch.from_numpy(np.array(v)) for k, v in state.items() if k.startswith("scale_out.")}
-        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from os import PathLike
 
 import matplotlib.pyplot as plt
@@ -19,6 +20,43 @@ from .._validate import as_gene_list, check_adata, check_genes_present, get_matr
 def _save(fig: Figure, save: str | PathLike | None) -> None:
     if save is not None:
         fig.savefig(save, dpi=150, bbox_inches="tight")
+
+
+@dataclass
+class SlideView:
+    """One slide's spots in ``hires`` image coordinates, its image and a marker size."""
+
+    mask: np.ndarray
+    xy: np.ndarray
+    image: np.ndarray | None
+    spot_size: float
+
+    def frame(self, ax) -> None:
+        """Zoom onto the spots (image y axis pointing down), no ticks."""
+        pad = np.sqrt(self.spot_size)
+        ax.set_xlim(self.xy[:, 0].min() - pad, self.xy[:, 0].max() + pad)
+        ax.set_ylim(self.xy[:, 1].max() + pad, self.xy[:, 1].min() - pad)
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def slide_view(
+    adata: AnnData, library_id: str, *, show_image: bool = True, spot_size: float | None = None
+) -> SlideView:
+    """Spots of ``library_id`` scaled onto its ``hires`` image (error naming the slides when absent)."""
+    mask = spot_libraries(adata) == library_id
+    if not mask.any():
+        msg = f"Slide {library_id!r} not in adata.obs[{LIBRARY_KEY!r}] (slides: {library_ids(adata)})."
+        raise KeyError(msg)
+    slide = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {})
+    scale = float(slide.get("scalefactors", {}).get("tissue_hires_scalef", 1.0))
+    xy = np.asarray(adata.obsm[SPATIAL_KEY])[mask] * scale
+    image = slide.get("images", {}).get("hires") if show_image else None
+    if spot_size is None:
+        diameter = float(slide.get("scalefactors", {}).get("spot_diameter_fullres", 100.0)) * scale
+        span = max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1.0)
+        spot_size = float(np.clip((diameter / span * 3.0 * 72) ** 2, 4, 400))
+    return SlideView(mask, xy, image, spot_size)
 
 
 def prediction(
@@ -89,24 +127,14 @@ def prediction(
     else:
         check_genes_present(adata, genes)
     library_id = library_id or library_ids(adata)[0]
-    mask = spot_libraries(adata) == library_id
-    if not mask.any():
-        msg = f"Slide {library_id!r} not in adata.obs[{LIBRARY_KEY!r}] (slides: {library_ids(adata)})."
-        raise KeyError(msg)
+    view = slide_view(adata, library_id, show_image=show_image, spot_size=spot_size)
+    mask, xy, image, spot_size = view.mask, view.xy, view.image, view.spot_size
     columns = adata.var_names.get_indexer(genes)
     if from_obsm:
         pred = adata.obsm[layer_pred].loc[adata.obs_names[mask], genes].to_numpy(dtype=float)
     else:
         pred = get_matrix(adata[mask], layer_pred, columns=columns)
     true = get_matrix(adata[mask], layer_true, columns=columns) if layer_true is not None else None
-    slide = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {})
-    scale = float(slide.get("scalefactors", {}).get("tissue_hires_scalef", 1.0))
-    xy = np.asarray(adata.obsm[SPATIAL_KEY])[mask] * scale
-    image = slide.get("images", {}).get("hires") if show_image else None
-    if spot_size is None:
-        diameter = float(slide.get("scalefactors", {}).get("spot_diameter_fullres", 100.0)) * scale
-        span = max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1.0)
-        spot_size = float(np.clip((diameter / span * 3.0 * 72) ** 2, 4, 400))
 
     panels = 2 if true is not None else 1
     fig, axes = plt.subplots(len(genes), panels, figsize=(3.6 * panels, 3.4 * len(genes)), squeeze=False)
@@ -125,11 +153,7 @@ def prediction(
             if not shared_scale:
                 fig.colorbar(points, ax=ax, shrink=0.8)
             ax.set_title(f"{gene} {title}", fontsize=9)
-            pad = np.sqrt(spot_size)
-            ax.set_xlim(xy[:, 0].min() - pad, xy[:, 0].max() + pad)
-            ax.set_ylim(xy[:, 1].max() + pad, xy[:, 1].min() - pad)
-            ax.set_xticks([])
-            ax.set_yticks([])
+            view.frame(ax)
         if shared_scale:
             fig.colorbar(points, ax=axes[row, :].tolist(), shrink=0.8, label=layer_pred)
     fig.suptitle(f"slide {library_id}", fontsize=10)

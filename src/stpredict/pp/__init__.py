@@ -4,6 +4,7 @@ from ._encoders import ENCODERS, load_encoder
 from ._features import handcrafted_feature_names, handcrafted_features, image_features
 from ._genes import select_genes
 from ._graph import spatial_graph
+from ._hierarchical import hierarchical_graph
 from ._normalize import gene_lengths, normalize
 from ._nuclei import nuclei_feature_names, nuclei_features, segment_nuclei
 from ._patches import extract_patches
@@ -27,6 +28,7 @@ __all__ = [
     "gene_lengths",
     "handcrafted_feature_names",
     "handcrafted_features",
+    "hierarchical_graph",
     "image_features",
     "iter_neighbour_views",
     "neighbour_features",

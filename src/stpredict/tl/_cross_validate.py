@@ -150,6 +150,7 @@ def cross_validate(
         per_slide = summarize(per_gene, highly_predictive).reset_index()
         per_slide.insert(0, "fold", fold.name)
         per_slide["fit_s"], per_slide["predict_s"] = fitted - started, predicted - fitted
+        per_slide["val_score"] = predictor.validation.score  # inner validation, training slides only
         per_gene.insert(0, "fold", fold.name)
         per_gene_tables.append(per_gene)
         per_slide_tables.append(per_slide)
@@ -162,7 +163,7 @@ def cross_validate(
     adata.uns[key_added] = {
         "per_slide": per_slide,
         "per_gene": per_gene,
-        "summary": per_slide.drop(columns=["fold", "library_id", "n_genes", "fit_s", "predict_s"])
+        "summary": per_slide.drop(columns=["fold", "library_id", "n_genes", "fit_s", "predict_s", "val_score"])
         .mean(axis=0)
         .to_dict(),
         "params": {

@@ -152,7 +152,7 @@ def fit(
     inputs, _ = build_inputs(
         adata_train,
         features,
-        graphs=model_cls.graphs,
+        graphs=estimator.graph_specs(),
         needs_grid=model_cls.needs_grid,
         needs_images=model_cls.needs_images,
     )

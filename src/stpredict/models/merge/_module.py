@@ -1,0 +1,66 @@
+"""MERGE's graph attention network on one slide's graph (tensors only; the model class handles AnnData)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .._nn import Standardize
+
+NORMS = ("graph", "node", "none")
+
+
+class MergeGAT(nn.Module):
+    """Standardised features -> (projection) -> GATConv blocks -> GATConv to genes, one slide per call.
+
+    Each hidden block is ``GATConv(heads, concatenated) -> ReLU -> LayerNorm``, in the order of MERGE's
+    public code. Its LayerNorm is torch-geometric's default ``mode='graph'``, which normalises over all
+    spots and channels of the slide; ``norm='node'`` normalises each spot on its own. Edges are dropped
+    with probability ``drop_edge`` in training (DropEdge), before every forward pass.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_genes: int,
+        *,
+        input_dim: int = 256,
+        hidden: Sequence[int] = (448, 384, 256),
+        heads: int = 8,
+        drop_edge: float = 0.2,
+        norm: str = "graph",
+    ) -> None:
+        from torch_geometric.nn import GATConv, LayerNorm
+
+        super().__init__()
+        if norm not in NORMS:
+            msg = f"norm must be one of {NORMS}, got {norm!r}."
+            raise ValueError(msg)
+        if not 0 <= drop_edge < 1:
+            msg = f"drop_edge must be in [0, 1), got {drop_edge}."
+            raise ValueError(msg)
+        self.drop_edge = float(drop_edge)
+        self.scale_in = Standardize(n_features)
+        # MERGE's GAT reads 256-d patch embeddings; other representations are projected to that width
+        self.project = nn.Linear(n_features, input_dim) if n_features != input_dim else nn.Identity()
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        width = n_features if n_features == input_dim else int(input_dim)
+        for size in hidden:
+            self.convs.append(GATConv(width, int(size), heads=int(heads)))
+            width = int(size) * int(heads)
+            self.norms.append(nn.Identity() if norm == "none" else LayerNorm(width, mode=norm))
+        self.out = GATConv(width, n_genes, heads=1)
+
+    def forward(self, batch) -> torch.Tensor:
+        from torch_geometric.utils import dropout_edge
+
+        edge_index = batch["edge_index"]
+        if self.training and self.drop_edge > 0:
+            edge_index, _ = dropout_edge(edge_index, p=self.drop_edge, training=True)
+        x = self.project(self.scale_in(batch["x"]))
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            x = norm(torch.relu(conv(x, edge_index)))
+        return self.out(x, edge_index)
