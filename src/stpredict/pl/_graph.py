@@ -16,8 +16,8 @@ from ._spatial import _save, slide_view
 
 EDGE_STYLE = {
     "spatial": {"colors": "0.35", "linewidths": 0.4, "alpha": 0.5},
-    "internal_spatial": {"colors": "tab:blue", "linewidths": 0.5, "alpha": 0.5},
-    "internal_feature": {"colors": "tab:orange", "linewidths": 0.5, "alpha": 0.5},
+    "internal_spatial": {"colors": "tab:purple", "linewidths": 0.5, "alpha": 0.45},
+    "internal_feature": {"colors": "tab:brown", "linewidths": 0.5, "alpha": 0.45},
     "shortcut": {"colors": "black", "linewidths": 1.2, "alpha": 0.9},
 }
 

@@ -130,6 +130,7 @@ def _kmeans(values: np.ndarray, n_clusters: int, random_state: int | None) -> np
     """KMeans labels renumbered 0..k-1 (identical points can leave clusters empty)."""
     from sklearn.cluster import KMeans
 
+    n_clusters = min(n_clusters, len(np.unique(values, axis=0)))  # no more clusters than distinct points
     if n_clusters == 1:
         return np.zeros(len(values), dtype=np.int64)
     labels = KMeans(n_clusters=n_clusters, n_init=10, max_iter=1000, random_state=random_state).fit_predict(values)

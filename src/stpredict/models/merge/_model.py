@@ -26,7 +26,7 @@ GRAPH_PARAMS = (
     "clusterings",
     "standardize",
 )
-NET_PARAMS = ("input_dim", "hidden", "heads", "drop_edge", "norm")
+NET_PARAMS = ("input_dim", "hidden", "heads", "drop_edge", "norm", "attention")
 
 #: The paper's network and schedule (Ganguly et al. 2025, Sec. 3.2; public code ``config.yaml``): 3 GAT
 #: blocks of 448, 384 and 256 channels x 8 heads, 400 epochs without early stopping. About 18 M weights:
@@ -85,6 +85,7 @@ class MergeModel(NeuralModel):
             "heads": 4,
             "drop_edge": 0.2,
             "norm": "graph",
+            "attention": "gat",
             "spots_per_cluster": 100,
             "n_spatial_clusters": None,
             "n_feature_clusters": None,

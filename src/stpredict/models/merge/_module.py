@@ -10,6 +10,7 @@ from torch import nn
 from .._nn import Standardize
 
 NORMS = ("graph", "node", "none")
+ATTENTIONS = ("gat", "gatv2")
 
 
 class MergeGAT(nn.Module):
@@ -31,13 +32,19 @@ class MergeGAT(nn.Module):
         heads: int = 8,
         drop_edge: float = 0.2,
         norm: str = "graph",
+        attention: str = "gat",
     ) -> None:
-        from torch_geometric.nn import GATConv, LayerNorm
+        from torch_geometric.nn import GATConv, GATv2Conv, LayerNorm
 
         super().__init__()
         if norm not in NORMS:
             msg = f"norm must be one of {NORMS}, got {norm!r}."
             raise ValueError(msg)
+        if attention not in ATTENTIONS:
+            msg = f"attention must be one of {ATTENTIONS}, got {attention!r}."
+            raise ValueError(msg)
+        # GATConv (the paper) ranks neighbours the same way for every spot ("static" attention); GATv2 need not
+        conv = GATConv if attention == "gat" else GATv2Conv
         if not 0 <= drop_edge < 1:
             msg = f"drop_edge must be in [0, 1), got {drop_edge}."
             raise ValueError(msg)
@@ -49,10 +56,10 @@ class MergeGAT(nn.Module):
         self.norms = nn.ModuleList()
         width = n_features if n_features == input_dim else int(input_dim)
         for size in hidden:
-            self.convs.append(GATConv(width, int(size), heads=int(heads)))
+            self.convs.append(conv(width, int(size), heads=int(heads)))
             width = int(size) * int(heads)
             self.norms.append(nn.Identity() if norm == "none" else LayerNorm(width, mode=norm))
-        self.out = GATConv(width, n_genes, heads=1)
+        self.out = conv(width, n_genes, heads=1)
 
     def forward(self, batch) -> torch.Tensor:
         from torch_geometric.utils import dropout_edge
