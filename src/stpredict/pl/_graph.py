@@ -16,8 +16,8 @@ from ._spatial import _save, slide_view
 
 EDGE_STYLE = {
     "spatial": {"colors": "0.35", "linewidths": 0.4, "alpha": 0.5},
-    "internal_spatial": {"colors": "tab:purple", "linewidths": 0.5, "alpha": 0.45},
-    "internal_feature": {"colors": "tab:brown", "linewidths": 0.5, "alpha": 0.45},
+    "internal_spatial": {"colors": "darkgreen", "linewidths": 0.5, "alpha": 0.5},
+    "internal_feature": {"colors": "darkred", "linewidths": 0.5, "alpha": 0.5},
     "shortcut": {"colors": "black", "linewidths": 1.2, "alpha": 0.9},
 }
 
@@ -101,7 +101,7 @@ def hierarchical_graph(
     if ax is None:
         _, ax = plt.subplots(figsize=(5.5, 5.5))
     if view.image is not None:
-        ax.imshow(view.image, alpha=0.6)
+        ax.imshow(view.image, alpha=0.4)
     codes = adata.obsp[type_key][spots][:, spots].tocoo()
     upper = codes.row < codes.col  # one segment per undirected edge
     for kind in edges:
