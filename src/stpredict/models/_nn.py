@@ -64,3 +64,23 @@ class Standardize(nn.Module):
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
         return z * self.std + self.mean
+
+
+def sinusoidal_2d(offsets: np.ndarray, dim: int, base: float = 10000.0) -> np.ndarray:
+    """Transformer-style encoding of 2-D positions ``(n, 2)`` into ``(n, dim)`` (``dim`` divisible by 4).
+
+    The first half of the channels encodes the first coordinate, the second half the second; each half
+    holds ``sin(p w_k)`` then ``cos(p w_k)`` with ``w_k = base ** (-2k / (dim / 2))``, as the 2-D encoding
+    SEPAL adds to its neighbours' embeddings (relative grid offsets from the centre spot).
+    """
+    if dim % 4:
+        msg = f"dim must be divisible by 4 (two coordinates x sin/cos), got {dim}."
+        raise ValueError(msg)
+    offsets = np.asarray(offsets, dtype=np.float64).reshape(-1, 2)
+    half = dim // 2
+    frequencies = base ** (-np.arange(0, half, 2) / half)  # half / 2 frequencies per coordinate
+    parts = []
+    for axis in range(2):
+        angles = offsets[:, axis : axis + 1] * frequencies
+        parts += [np.sin(angles), np.cos(angles)]
+    return np.concatenate(parts, axis=1).astype(np.float32)
