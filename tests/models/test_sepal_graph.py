@@ -80,3 +80,26 @@ def test_sinusoidal_2d():
     assert not np.allclose(codes[1], codes[2])
     with pytest.raises(ValueError, match="divisible by 4"):
         sinusoidal_2d(np.zeros((1, 2)), 10)
+
+
+def test_gnn_reads_out_one_row_per_local_graph():
+    import torch
+
+    from stpredict.models.sepal._module import SepalGNN
+
+    adjacency, grid = _square_grid()
+    batch = local_graphs(adjacency, grid, n_hops=1).batch(np.array([12, 0, 24, 7]))
+    torch.manual_seed(0)
+    net = SepalGNN(6, 3, hidden=[8])
+    x = torch.randn(len(batch["spots"]), 6)
+    out = net(x, torch.from_numpy(batch["edge_index"]), torch.from_numpy(batch["batch"]))
+    assert out.shape == (4, 3)
+    # a graph's output depends on its own nodes only
+    x2 = x.clone()
+    x2[batch["batch"] == 1] += 5.0
+    out2 = net(x2, torch.from_numpy(batch["edge_index"]), torch.from_numpy(batch["batch"]))
+    torch.testing.assert_close(out2[[0, 2, 3]], out[[0, 2, 3]])
+    assert not torch.allclose(out2[1], out[1])
+    assert [type(c).__name__ for c in SepalGNN(6, 3, conv="GCNConv").convs] == ["GCNConv"]
+    with pytest.raises(ValueError, match="conv must be one of"):
+        SepalGNN(6, 3, conv="GATConv")
