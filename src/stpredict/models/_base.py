@@ -170,6 +170,7 @@ _REGISTRY: dict[str, type[Model] | str] = {
     "ridge_spatial": "stpredict.models.ridge:SpatialRidgeModel",
     "mlp": "stpredict.models.mlp:MLPModel",
     "merge": "stpredict.models.merge:MergeModel",
+    "sepal": "stpredict.models.sepal._model:SepalModel",
 }
 
 
