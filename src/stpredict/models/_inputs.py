@@ -118,20 +118,16 @@ def expression_free_copy(adata: AnnData) -> AnnData:
 
 
 def _build_graph(spots: AnnData, features: np.ndarray, spec: Mapping[str, Any]):
-    """A spatial graph ``(connectivities, distances, params)``, or a ``HierarchicalGraph`` (reads the features)."""
+    """A ``SpatialGraph``, or a ``HierarchicalGraph`` (reads the features); both offer ``write``."""
     spec = dict(spec)
     if spec.get("kind") == "hierarchical":
         from ..pp._hierarchical import compute_hierarchical_graph
 
         spec.pop("kind")
         return compute_hierarchical_graph(spots, features, **spec)
-    from ..pp._graph import compute_spatial_graph
+    from ..pp._graph import SpatialGraph, compute_spatial_graph
 
-    return compute_spatial_graph(spots, **spec)
-
-
-def _connectivities(graph) -> sp.csr_matrix:
-    return graph.connectivities if hasattr(graph, "connectivities") else graph[0]
+    return SpatialGraph(*compute_spatial_graph(spots, **spec))
 
 
 def build_inputs(
@@ -157,7 +153,7 @@ def build_inputs(
         patient=spot_patients(spots),
         array_row=rows,
         array_col=cols,
-        graphs={name: _connectivities(graph) for name, graph in built.items()},
+        graphs={name: graph.connectivities for name, graph in built.items()},
         images=SlideImages(spots) if needs_images else None,
     )
     return inputs, built

@@ -336,7 +336,6 @@ class Predictor:
         return adata if copy else None
 
     def _write(self, adata: AnnData, prediction: np.ndarray, graphs, key_added: str, elapsed: float) -> None:
-        from ..pp._graph import write_graph
 
         adata.obsm[key_added] = pd.DataFrame(prediction, index=adata.obs_names, columns=self.genes)
         if adata.n_vars > 0:
@@ -345,10 +344,7 @@ class Predictor:
             layer_values[:, present[present >= 0]] = prediction[:, present >= 0]
             adata.layers[key_added] = layer_values
         for name, graph in graphs.items():
-            if hasattr(graph, "write"):  # a HierarchicalGraph writes its edge types and clusters too
-                graph.write(adata, f"{key_added}_{name}", require_spatial(adata))
-            else:
-                write_graph(adata, *graph, f"{key_added}_{name}")
+            graph.write(adata, f"{key_added}_{name}", require_spatial(adata))
         adata.uns[key_added] = {
             "model": self.model_name,
             "genes": self.genes,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -21,6 +22,19 @@ from ._grid import grid_neighbours, infer_grid
 
 GraphKind = Literal["grid", "knn", "radius"]
 DEFAULT_KNN = 8
+
+
+@dataclass(frozen=True)
+class SpatialGraph:
+    """A graph of :func:`spatial_graph` before it is written into an AnnData."""
+
+    connectivities: sp.csr_matrix
+    distances: sp.csr_matrix
+    params: dict[str, Any]
+
+    def write(self, adata: AnnData, key_added: str, coords: np.ndarray | None = None) -> None:
+        """Store under squidpy's keys (``coords`` is unused: edge lengths are computed already)."""
+        write_graph(adata, self.connectivities, self.distances, self.params, key_added)
 
 
 def _grid_graph(adata: AnnData, libraries: np.ndarray) -> tuple[sp.csr_matrix, dict[str, str]]:
