@@ -13,7 +13,8 @@ from .._metrics import per_slide_pearson
 from ._base import Model, Validation
 from ._inputs import ModelInputs
 from ._nn import Standardize
-from ._train import TrainResult
+from ._train import TrainResult, TrainSettings
+from ._validation import held_out_mask, scoring_units
 
 
 class NeuralModel(Model):
@@ -32,6 +33,19 @@ class NeuralModel(Model):
     @abstractmethod
     def _predict_z(self, inputs: ModelInputs) -> np.ndarray:
         """z-scored predictions of every spot of ``inputs``, in order."""
+
+    def _begin_fit(self, inputs: ModelInputs, targets: np.ndarray) -> TrainSettings:
+        """Shapes recorded, seed set, a fresh ``net_`` whose input scaling is fitted on the training spots."""
+        self._record_shapes(inputs, targets)
+        torch.manual_seed(0 if self.random_state is None else self.random_state)
+        self.net_ = self._net()
+        self.net_.scale_in.set(inputs.features)
+        return TrainSettings.from_params(self.params)
+
+    def _held_out(self, inputs: ModelInputs) -> tuple[np.ndarray, list[str], str, np.ndarray]:
+        """Validation spots of held-out training groups: mask, group names, group kind, scoring unit per spot."""
+        held, names, groups, kind = held_out_mask(inputs, random_state=self.random_state)
+        return held, names, kind, scoring_units(inputs, groups, kind)
 
     def _standardize_targets(self, targets: np.ndarray) -> np.ndarray:
         self.scale_out_ = Standardize(self.n_genes_)

@@ -11,8 +11,7 @@ from torch import nn
 from ._inputs import ModelInputs
 from ._neural import NeuralModel
 from ._nn import Standardize, mlp
-from ._train import TRAIN_DEFAULTS, TensorDictDataset, TrainSettings, fit_network, predict_network
-from ._validation import held_out_mask, scoring_units
+from ._train import TRAIN_DEFAULTS, TensorDictDataset, fit_network, predict_network
 
 
 class MLPNet(nn.Module):
@@ -51,14 +50,9 @@ class MLPModel(NeuralModel):
         return TensorDictDataset(**tensors)
 
     def fit(self, inputs: ModelInputs, targets: np.ndarray) -> MLPModel:
-        self._record_shapes(inputs, targets)
-        settings = TrainSettings.from_params(self.params)
-        torch.manual_seed(0 if self.random_state is None else self.random_state)
-        self.net_ = self._net()
-        self.net_.scale_in.set(inputs.features)
+        settings = self._begin_fit(inputs, targets)
         z = self._standardize_targets(targets)
-        held, held_names, groups, kind = held_out_mask(inputs, random_state=self.random_state)
-        unit = scoring_units(inputs, groups, kind)
+        held, held_names, kind, unit = self._held_out(inputs)
         result = fit_network(
             self.net_,
             self._dataset(inputs.subset(~held), z[~held], unit[~held]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -13,8 +14,7 @@ import torch
 from ...pp._hierarchical import CLUSTERINGS, hierarchical_edges
 from .._inputs import ModelInputs
 from .._neural import NeuralModel
-from .._train import TRAIN_DEFAULTS, TrainSettings, fit_network, predict_network, single_item
-from .._validation import held_out_mask, scoring_units
+from .._train import TRAIN_DEFAULTS, fit_network, predict_network, single_item
 from ._module import MergeGAT
 
 GRAPH_PARAMS = (
@@ -32,19 +32,6 @@ NET_PARAMS = ("input_dim", "hidden", "heads", "drop_edge", "norm", "attention")
 #: blocks of 448, 384 and 256 channels x 8 heads, all 400 epochs (no early stopping; the loop still keeps
 #: the weights of the best validation epoch). 18.8 M weights: too slow for the CPU default.
 PAPER_PARAMS = MappingProxyType({"hidden": (448, 384, 256), "heads": 8, "max_epochs": 400, "patience": 400})
-
-
-class SlideGraphs(torch.utils.data.Dataset):
-    """One item per slide: its spots' features, graph edges and (in training) targets."""
-
-    def __init__(self, items: list[dict[str, torch.Tensor]]) -> None:
-        self.items = items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return self.items[i]
 
 
 class MergeModel(NeuralModel):
@@ -120,17 +107,12 @@ class MergeModel(NeuralModel):
                 item["unit"] = torch.from_numpy(unit_codes[spots])
             items.append(item)
             order.append(spots)
-        return SlideGraphs(items), np.concatenate(order)
+        return items, np.concatenate(order)  # a list of slide items serves as the DataLoader's dataset
 
     def fit(self, inputs: ModelInputs, targets: np.ndarray) -> MergeModel:
-        self._record_shapes(inputs, targets)
-        settings = TrainSettings.from_params(self.params)
-        torch.manual_seed(0 if self.random_state is None else self.random_state)
-        self.net_ = self._net()
-        self.net_.scale_in.set(inputs.features)
+        settings = self._begin_fit(inputs, targets)
         z = self._standardize_targets(targets)
-        held, held_names, groups, kind = held_out_mask(inputs, random_state=self.random_state)
-        unit = scoring_units(inputs, groups, kind)
+        held, held_names, kind, unit = self._held_out(inputs)
         train, val = inputs.subset(~held), inputs.subset(held)
         if kind == "spatial block":
             # held-out blocks cut through a slide: each side gets a graph of its own spots, as a new slide would
@@ -162,6 +144,4 @@ class MergeModel(NeuralModel):
 
 
 def _without_graphs(inputs: ModelInputs) -> ModelInputs:
-    from dataclasses import replace
-
     return replace(inputs, graphs={})

@@ -11,8 +11,7 @@ from torch import nn
 from .._inputs import ModelInputs
 from .._neural import NeuralModel
 from .._nn import Standardize, sinusoidal_2d
-from .._train import TRAIN_DEFAULTS, TrainSettings, fit_network, predict_network
-from .._validation import held_out_mask, scoring_units
+from .._train import TRAIN_DEFAULTS, TensorDictDataset, fit_network, predict_network
 from ._graph import LocalGraphs, local_graphs
 from ._module import SepalGNN
 
@@ -40,17 +39,6 @@ class SepalNet(nn.Module):
         nodes = self.scale_in(batch["x"])
         nodes = nodes + batch["pos"] if self.positions == "add" else torch.cat([nodes, batch["pos"]], dim=1)
         return batch["base"] + self.gnn(nodes, batch["edge_index"], batch["batch"])
-
-
-class _Graphs(torch.utils.data.Dataset):
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return i
 
 
 class SepalModel(NeuralModel):
@@ -128,21 +116,15 @@ class SepalModel(NeuralModel):
         return collate
 
     def fit(self, inputs: ModelInputs, targets: np.ndarray) -> SepalModel:
-        from .._train import TensorDictDataset
-
-        self._record_shapes(inputs, targets)
-        settings = TrainSettings.from_params(self.params)
-        torch.manual_seed(0 if self.random_state is None else self.random_state)
-        self.net_ = self._net()
-        self.net_.scale_in.set(inputs.features)
+        settings = self._begin_fit(inputs, targets)
         # Delta targets: the training mean is subtracted (and added back at prediction); genes are scaled
         self.scale_out_ = Standardize(self.n_genes_)
         self.scale_out_.set(targets)
         if not self.params["deltas"]:
             self.scale_out_.mean.zero_()
         z = (targets - self.scale_out_.mean.numpy()) / self.scale_out_.std.numpy()
-        held, held_names, groups, kind = held_out_mask(inputs, random_state=self.random_state)
-        unit = np.unique(scoring_units(inputs, groups, kind), return_inverse=True)[1]
+        held, held_names, kind, unit = self._held_out(inputs)
+        unit = np.unique(unit, return_inverse=True)[1]
 
         def spots(mask):
             tensors = {"x": torch.from_numpy(inputs.features[mask]), "y": torch.from_numpy(z[mask].astype(np.float32))}
@@ -157,15 +139,13 @@ class SepalModel(NeuralModel):
             self.net_.train()  # predicting stage 1 left it in eval mode
             graphs = self._graphs(inputs)
             collate = self._collate(inputs, graphs, base, z, unit)
-            train_ids = torch.utils.data.Subset(_Graphs(inputs.n_spots), np.flatnonzero(~held).tolist())
-            val_ids = torch.utils.data.Subset(_Graphs(inputs.n_spots), np.flatnonzero(held).tolist())
+            # the datasets are the centre spots' indices; the collate function assembles their local graphs
+            train_ids, val_ids = np.flatnonzero(~held).tolist(), np.flatnonzero(held).tolist()
             result = fit_network(self.net_, train_ids, val_ids, settings=settings, collate_fn=collate, **common)
         self._record_validation(result, z[held], inputs.subset(held), unit[held], held_names, kind)
         return self
 
     def _local_z(self, inputs: ModelInputs) -> np.ndarray:
-        from .._train import TensorDictDataset
-
         dataset = TensorDictDataset(x=torch.from_numpy(inputs.features))
         return predict_network(self.net_, dataset, device=self.device, precision=self.params["precision"])
 
@@ -176,7 +156,7 @@ class SepalModel(NeuralModel):
         collate = self._collate(inputs, self._graphs(inputs), base)
         return predict_network(
             self.net_,
-            _Graphs(inputs.n_spots),
+            list(range(inputs.n_spots)),  # centre spots, in order
             device=self.device,
             precision=self.params["precision"],
             collate_fn=collate,
