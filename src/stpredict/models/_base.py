@@ -140,6 +140,14 @@ class Model(ABC):
 
         A spec holds ``st.pp.spatial_graph`` kwargs, or ``{'kind': 'hierarchical', ...}`` with
         ``st.pp.hierarchical_graph`` kwargs for graphs that depend on the representation and ``model_params``.
+
+        Examples
+        --------
+        >>> from stpredict.models._base import get_model
+        >>> get_model("ridge_spatial")().graph_specs()["grid"]["kind"]
+        'grid'
+        >>> get_model("merge")(spots_per_cluster=50).graph_specs()["hierarchical"]["spots_per_cluster"]
+        50
         """
         return self.graphs
 
