@@ -5,8 +5,12 @@
 - Mouse olfactory bulb (STUtility), 4 sections of 2 individuals: leave-one-individual-out.
 
 Targets: ``log1p`` (normalize_total 1e4), and the same 8n- or SPCS-smoothed (``st.pp.smooth``, slide by
-slide). Every prediction is scored against the measured ``log1p`` values, whatever the training target.
-Genes: the 250 most expressed, selected on each fold's training slides. Representation: one ``obsm`` key
+slide): every prediction is scored against the measured ``log1p`` values, whatever the training target;
+genes: the 250 most expressed, selected on each fold's training slides. Target ``sepal`` is SEPAL's own
+benchmark pipeline: log2(1 + TPM) (log1p on MOB: no mouse gene lengths offline), the adaptive median
+filter, the 256 genes of highest Moran's I on each fold's training slides (among genes detected in 10 %
+of training spots and in every training slide), scored against that layer on originally non-zero entries
+only (the filter's ``_imputed`` mask), as SEPAL reports. Representation: one ``obsm`` key
 for every model (default: 44 handcrafted colour/texture features). PCC(H): the 50 genes with the best
 inner-validation Pearson on training slides. Per fold: PCC(M), PCC(H), PCC-Patch, MSE, fit and predict
 wall time, inner-validation score (training slides only); per (data set, model, target): the peak
@@ -36,6 +40,7 @@ import pandas as pd
 from anndata import AnnData
 
 import stpredict as st
+from stpredict.models import get_model
 from stpredict.models.merge import PAPER_PARAMS
 
 DATASETS = {
@@ -50,12 +55,24 @@ DATASETS = {
     # MOB images have ~8.7 µm/px: a 224 px patch would cover the whole section; use one array pitch (200 µm)
     "mob": ("MOB", lambda d: st.datasets.mob(path=d / "mob"), {"method": "leave_one_patient_out"}, 200, "um"),
 }
-TARGETS = {"log1p": None, "8n": "8n", "spcs": "spcs"}
+TARGETS = {"log1p": None, "8n": "8n", "spcs": "spcs", "sepal": "adaptive_median"}
+SEPAL_PIPELINE = {  # per data set: normalisation before the adaptive median filter
+    "her2st": "tpm",
+    "mob": "log1p",  # mouse: the bundled gene lengths are human (GENCODE), so no TPM here
+}
 ENCODER_REP = "X_encoder"  # per fold: a ResNet18 trained by st.tl.train_encoder on that fold's training slides only
 # name: (registered model, model_params); any other name is a registered model with its defaults
 VARIANTS = {
     "merge_1hop": ("merge", {"clusterings": []}),  # MERGE's ablation: the 8-NN spatial graph only
     "merge_paper": ("merge", dict(PAPER_PARAMS)),  # the paper's 18 M-weight network, 400 epochs
+    # SEPAL: default = CNN stage 1 trained on the fold's patches (reads pixels, not the shared representation)
+    "sepal_stage1": ("sepal", {"stage2": False}),  # the paper's "ViT+Δ" ablation, with our CNN
+    # SEPAL with a linear stage 1 on the shared representation (the same inputs as ridge)
+    "sepal_linear": ("sepal", {"stage1": "linear"}),
+    "sepal_linear_stage1": ("sepal", {"stage1": "linear", "stage2": False}),
+    "sepal_linear_absolute": ("sepal", {"stage1": "linear", "deltas": False}),
+    "sepal_linear_2hop": ("sepal", {"stage1": "linear", "n_hops": 2}),
+    "sepal_linear_3hop": ("sepal", {"stage1": "linear", "n_hops": 3}),
 }
 
 
@@ -87,18 +104,27 @@ def run_one(
     adata = ad.read_h5ad(path)
     folds = st.tl.make_splits(adata, **DATASETS[name][2])
     registered, params = VARIANTS.get(model, (model, {}))
-    layer = "log1p" if TARGETS[target] is None else f"log1p_{target}"
+    reads_rep = get_model(registered)(**params).reads_representation()
+    if not reads_rep:  # a model that learns from pixels cuts the data set's patch size
+        params = {**params, "patch_size": DATASETS[name][3], "patch_unit": DATASETS[name][4]}
+    layer = target_layer(target)
     options = {
         "model": registered,
         "model_params": params,
         "layer": layer,
         "eval_layer": layer if score_against == "target" else "log1p",
-        "use_rep": rep,
+        "use_rep": rep if reads_rep else None,
         "device": device,
         "key_added": "cv",
         "show_progress_bar": False,
     }
-    if rep == ENCODER_REP:  # each fold reads the embeddings of its own encoder
+    if target == "sepal":  # SEPAL's protocol: its genes, scored on the filtered layer's measured entries
+        options.update(
+            gene_selection={"method": "moran", "n_genes": 256, "layer": layer},
+            eval_layer=layer,
+            mask_layer=f"{layer}_imputed",
+        )
+    if rep == ENCODER_REP and reads_rep:  # each fold reads the embeddings of its own encoder
         embeddings = encoder_embeddings(adata, folds, name, cache, device)
         tables = []
         for fold in folds:
@@ -108,6 +134,10 @@ def run_one(
     else:
         table = st.tl.cross_validate(adata, splits=folds, **options)
     return table, peak_rss_mb()
+
+
+def target_layer(target: str) -> str:
+    return "log1p" if TARGETS[target] is None else ("sepal" if target == "sepal" else f"log1p_{target}")
 
 
 def peak_rss_mb() -> float:
@@ -124,9 +154,15 @@ def prepare(name: str, shared: Path, targets: list[str], rep: str) -> tuple[AnnD
     adata = load(shared)
     st.pp.normalize(adata)
     for target in targets:
-        if TARGETS[target] is not None:
+        if target == "sepal":
+            source = "log1p"
+            if SEPAL_PIPELINE[name] == "tpm":
+                st.pp.normalize(adata, method="tpm")
+                source = "log2_tpm"
+            st.pp.smooth(adata, method="adaptive_median", layer=source, key_added="sepal", show_progress_bar=False)
+        elif TARGETS[target] is not None:
             st.pp.smooth(
-                adata, method=TARGETS[target], layer="log1p", key_added=f"log1p_{target}", show_progress_bar=False
+                adata, method=TARGETS[target], layer="log1p", key_added=target_layer(target), show_progress_bar=False
             )
     if rep != ENCODER_REP and rep not in adata.obsm:
         st.pp.image_features(adata, size=size, unit=unit, show_progress_bar=False, key_added=rep)
@@ -195,6 +231,9 @@ def main() -> None:
         pcc_h=("pcc_h", "mean"),
         pcc_patch=("pcc_patch", "mean"),
         mse=("mse", "mean"),
+        mae=("mae", "mean"),
+        r2_gene=("r2", "mean"),
+        r2_patch=("r2_patch", "mean"),
         fit_s_per_fold=("fit_s", "mean"),
         predict_s_per_fold=("predict_s", "mean"),
         val_score=("val_score", "mean"),

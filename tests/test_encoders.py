@@ -91,7 +91,7 @@ def test_train_encoder_errors(crop):
 def test_dihedral_augmentation_moves_pixels_exactly():
     import torch
 
-    from stpredict.tl._train_encoder import _dihedral
+    from stpredict.models._image_training import _dihedral
 
     x = torch.arange(6 * 3 * 5 * 5, dtype=torch.float32).reshape(6, 3, 5, 5)
     turns = torch.tensor([0, 1, 2, 3, 1, 3])
@@ -106,7 +106,7 @@ def test_dihedral_augmentation_moves_pixels_exactly():
 def test_resized_crop_zooms_into_the_patch():
     import torch
 
-    from stpredict.tl._train_encoder import _resized_crop
+    from stpredict.models._image_training import _resized_crop
 
     ramp = torch.linspace(0, 1, 32).expand(8, 3, 32, 32).contiguous()  # brightness grows left to right
     out = _resized_crop(ramp, torch.Generator().manual_seed(0))

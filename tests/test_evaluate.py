@@ -36,6 +36,9 @@ def test_metrics_match_hand_computation():
     # PCC-Patch: per spot across genes
     expected_patch = np.mean([np.corrcoef(truth[i], pred[i])[0, 1] for i in range(4)])
     assert per_slide.loc["a", "pcc_patch"] == pytest.approx(expected_patch)
+    # R2-Patch: per spot across genes, 1 - SS_res / SS_tot
+    spot_r2 = [1 - ((pred[i] - truth[i]) ** 2).sum() / ((truth[i] - truth[i].mean()) ** 2).sum() for i in range(4)]
+    assert per_slide.loc["a", "r2_patch"] == pytest.approx(np.mean(spot_r2))
     assert adata.var.loc["g1", "pred_eval_pearson"] == pytest.approx(
         np.mean([a_g1.pearson, np.corrcoef([1, 2, 3, 4], [4, 3, 2, 1])[0, 1]])
     )
@@ -59,6 +62,9 @@ def test_mask_layer_skips_entries():
         table = st.tl.evaluate(adata, layer_pred="pred", layer_true="truth", mask_layer="skip", inplace=False)
     row = table[(table.library_id == "a") & (table.gene == "g1")].iloc[0]
     assert row.pearson == pytest.approx(1.0) and row.mse == pytest.approx(0.0)
+    # the patch metrics of spot 3 read its two unmasked genes only
+    kept = [np.corrcoef(truth[i], pred[i])[0, 1] for i in range(3)] + [np.corrcoef(truth[3, 1:], pred[3, 1:])[0, 1]]
+    assert table.attrs["pcc_patch"]["a"] == pytest.approx(np.mean(kept))
 
 
 def test_evaluate_errors():

@@ -162,3 +162,20 @@ def test_smooth_rejects_unknown_parameters(crop):
     st.pp.normalize(crop)
     with pytest.raises(TypeError, match="tau_q"):
         st.pp.smooth(crop, method="spcs", tau_q=3)
+
+
+def test_genes_missing_everywhere_stay_missing_and_partial_nan_is_refused(crop):
+    """TPM leaves genes without a length NaN in every spot: they pass through; a NaN in some spots does not."""
+    st.pp.normalize(crop, method="tpm")
+    values = crop.layers["log2_tpm"]
+    absent = np.isnan(values).all(axis=0)
+    assert absent.any() and not np.isnan(values[:, ~absent]).any()
+    st.pp.smooth(crop, method="adaptive_median", layer="log2_tpm", key_added="am", show_progress_bar=False)
+    assert np.isnan(crop.layers["am"][:, absent]).all() and not crop.layers["am_imputed"][:, absent].any()
+    complete = crop[:, ~absent].copy()
+    st.pp.smooth(complete, method="adaptive_median", layer="log2_tpm", key_added="am", show_progress_bar=False)
+    np.testing.assert_array_equal(crop.layers["am"][:, ~absent], complete.layers["am"])
+    np.testing.assert_array_equal(crop.layers["am_imputed"][:, ~absent], complete.layers["am_imputed"])
+    crop.layers["holes"] = np.where(np.eye(crop.n_obs, crop.n_vars, dtype=bool), np.nan, 1.0)
+    with pytest.raises(ValueError, match="NaN for some spots of gene"):
+        st.pp.smooth(crop, method="8n", layer="holes")

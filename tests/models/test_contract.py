@@ -14,6 +14,7 @@ import stpredict as st
 SMALL = {
     "mlp": {"max_epochs": 5, "hidden": [32]},
     "merge": {"max_epochs": 5, "hidden": [16], "heads": 2, "input_dim": 16},
+    "sepal": {"max_epochs": 5, "encoder_epochs": 2, "encoder_input_size": 32},  # the default CNN stage 1
 }
 GENES = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19"]
 

@@ -1,13 +1,16 @@
-"""SEPAL (linear stage 1): delta targets from training spots, a frozen stage 1, the stage-2 correction."""
+"""SEPAL: delta targets from training spots, a frozen stage 1 (linear or CNN), the stage-2 correction."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import stpredict as st
+from stpredict.models.sepal._model import SepalNet
 
 GENES = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19"]
+TINY_CNN = {"stage1": "cnn", "encoder_epochs": 2, "encoder_input_size": 32, "max_epochs": 5}
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +21,8 @@ def split(_crop_norm_session):
 
 
 def _fit(train, **params):
-    return st.tl.fit(train, model="sepal", genes=GENES, layer="log1p", model_params={"max_epochs": 5, **params})
+    params = {"stage1": "linear", "max_epochs": 5, **params}
+    return st.tl.fit(train, model="sepal", genes=GENES, layer="log1p", model_params=params)
 
 
 def test_deltas_are_from_the_training_mean(split):
@@ -45,3 +49,71 @@ def test_stage_two_corrects_stage_one_with_neighbours(split):
     assert "pred_sepal_grid_connectivities" in _fit(train).predict(test, copy=True).obsp
     with pytest.raises(ValueError, match="positions must be one of"):
         _fit(train, positions="multiply")
+    with pytest.raises(ValueError, match="stage1 must be one of"):
+        _fit(train, stage1="vit")
+
+
+def test_cnn_stage_one_is_trained_on_pixels_then_frozen(split):
+    """The default stage 1 trains a CNN on the training patches; stage 2 leaves the CNN and its head as they were."""
+    train, test = split
+    only = st.tl.fit(train, model="sepal", genes=GENES, model_params={**TINY_CNN, "stage2": False})
+    both = st.tl.fit(train, model="sepal", genes=GENES, model_params=TINY_CNN)
+    untrained = SepalNet(
+        0,
+        len(GENES),
+        hidden=[],
+        conv="GraphConv",
+        positions="add",
+        stage2=False,
+        encoder=type(only.model.net_.encoder)("resnet18", 32),
+    )
+    first = next(iter(untrained.encoder.state_dict()))
+    assert not torch.equal(only.model.net_.encoder.state_dict()[first], untrained.encoder.state_dict()[first])
+    for part in ("encoder", "head", "scale_in"):
+        trained, kept = getattr(only.model.net_, part).state_dict(), getattr(both.model.net_, part).state_dict()
+        for name, value in trained.items():
+            torch.testing.assert_close(kept[name], value, rtol=0, atol=0, msg=f"{part}.{name} changed in stage 2")
+    assert only.use_rep is None and "from the images" in repr(only)
+    assert np.isfinite(only.validation.selected["encoder_loss"])
+    prediction = both.predict(test, copy=True).obsm["pred_sepal"]
+    assert prediction.shape == (test.n_obs, len(GENES)) and np.isfinite(prediction.to_numpy()).all()
+    with pytest.raises(ValueError, match="learns its own representation.*'stage1': 'linear'"):
+        st.tl.fit(train, model="sepal", genes=GENES, use_rep="X_handcrafted", model_params=TINY_CNN)
+
+
+def test_folding_the_input_scaling_into_the_head_keeps_its_output():
+    net = SepalNet(6, 3, hidden=[], conv="GraphConv", positions="add", stage2=False)
+    x = torch.randn(20, 6) * 3 + 2
+    before = net.head(x)
+    net.scale_in.set(x.numpy())
+    net.fold_scaling_into_head()
+    torch.testing.assert_close(net.local(x), before, rtol=1e-5, atol=1e-5)
+
+
+def test_test_slide_expression_never_reaches_the_fitted_model(_crop_norm_session):
+    """Cross-validation with the held-out slide's expression scrambled gives the same predictions."""
+    adata = _crop_norm_session.copy()
+    fold = st.tl.Fold("C4", train=["C2", "C3"], test=["C4"])
+    options = {
+        "splits": [fold],
+        "model": "sepal",
+        "genes": GENES,
+        "show_progress_bar": False,
+        "model_params": {"stage1": "linear", "max_epochs": 5},
+    }
+    st.tl.cross_validate(adata, **options)
+    scrambled = adata.copy()
+    is_test = (scrambled.obs["library_id"] == "C4").to_numpy()
+    rng = np.random.default_rng(0)
+    scrambled.layers["log1p"][is_test] = rng.normal(size=(is_test.sum(), adata.n_vars))
+    st.tl.cross_validate(scrambled, **options)
+    np.testing.assert_array_equal(scrambled.layers["cv_sepal"], adata.layers["cv_sepal"])
+
+
+@pytest.mark.parametrize("params", [{"stage1": "linear"}, {**TINY_CNN, "stage2": False, "encoder_epochs": 8}])
+def test_training_loss_decreases(split, params):
+    """Stage 2 on a linear stage 1 (40 epochs), and the CNN stage 1 (8 epochs): the loss goes down."""
+    train, _ = split
+    predictor = _fit(train, **{"max_epochs": 40, "patience": 40, **params})
+    loss = predictor.validation.history["train_loss"]
+    assert loss.iloc[-3:].mean() < 0.9 * loss.iloc[:3].mean()

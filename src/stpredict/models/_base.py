@@ -151,6 +151,14 @@ class Model(ABC):
         """
         return self.graphs
 
+    def reads_representation(self) -> bool:
+        """Whether the model reads an ``obsm`` representation (``False``: it learns its own from pixels)."""
+        return True
+
+    def reads_pixels(self) -> bool:
+        """Whether the model reads patches from the images (``inputs.images``); default ``needs_images``."""
+        return self.needs_images
+
     def _record_shapes(self, inputs: ModelInputs, targets: np.ndarray) -> None:
         self.n_features_ = int(inputs.features.shape[1])
         self.n_genes_ = int(targets.shape[1])

@@ -113,7 +113,7 @@ class Predictor:
         genes: list[str],
         layer: str | None,
         target: dict[str, Any],
-        use_rep: str,
+        use_rep: str | None,
         rep_recipe: dict[str, Any] | None,
         train_slides: list[str],
         train_patients: list[str],
@@ -160,9 +160,13 @@ class Predictor:
 
     def __repr__(self) -> str:
         recipe = f" ({self.rep_recipe['method']})" if self.rep_recipe else ""
+        source = (
+            f"obsm[{self.use_rep!r}]{recipe}, {self.n_features} features"
+            if self.use_rep is not None
+            else "the images (its own encoder)"
+        )
         lines = [
-            f"Predictor({self.model_name!r}): {len(self.genes)} genes from obsm[{self.use_rep!r}]{recipe}, "
-            f"{self.n_features} features",
+            f"Predictor({self.model_name!r}): {len(self.genes)} genes from {source}",
             f"    trained on {len(self.train_slides)} slide(s) {self.train_slides[:6]}"
             f"{' ...' if len(self.train_slides) > 6 else ''}, {self.n_train_spots} spots, target layer {self.layer!r}",
             f"    validation: PCC {self.validation.score:.3f} on held-out {self.validation.groups}(s) "
@@ -179,7 +183,12 @@ class Predictor:
     # --- applying ---------------------------------------------------------------------------------------------
 
     def representation(self, adata: AnnData, *, show_progress_bar: bool = False) -> np.ndarray:
-        """The representation the model reads, for the spots of ``adata``: stored, checked, or computed."""
+        """The representation the model reads, for the spots of ``adata``: stored, checked, or computed.
+
+        ``(n_obs, 0)`` for a model that reads pixels only (``use_rep`` is ``None``).
+        """
+        if self.use_rep is None:
+            return np.empty((adata.n_obs, 0), dtype=np.float32)
         if self.use_rep in adata.obsm:
             stored = representation_recipe(adata, self.use_rep)
             if stored is not None and self.rep_recipe is not None:
@@ -314,7 +323,7 @@ class Predictor:
             features,
             graphs=self.model.graph_specs(),
             needs_grid=model_cls.needs_grid,
-            needs_images=model_cls.needs_images,
+            needs_images=self.model.reads_pixels(),
         )
         prediction = np.asarray(self.model.predict(inputs), dtype=np.float32)
         expected = (adata.n_obs, len(self.genes))

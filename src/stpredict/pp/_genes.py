@@ -28,13 +28,16 @@ def _training_mask(adata: AnnData, train: Sequence[str] | None, library_key: str
     return np.isin(spot_libraries(adata, library_key), train), train
 
 
-def _top_expressed(counts: np.ndarray, slide: np.ndarray, min_fraction: float) -> pd.DataFrame:
+def _detected(counts: np.ndarray, slide: np.ndarray, min_fraction: float) -> np.ndarray:
+    """Genes detected in every training slide and in at least ``min_fraction`` of the training spots."""
     detected_everywhere = np.ones(counts.shape[1], dtype=bool)
     for lib in np.unique(slide):
         detected_everywhere &= counts[slide == lib].sum(axis=0) > 0
-    fraction = (counts > 0).mean(axis=0)
-    eligible = detected_everywhere & (fraction >= min_fraction)
-    return pd.DataFrame({"score": counts.sum(axis=0), "eligible": eligible})
+    return detected_everywhere & ((counts > 0).mean(axis=0) >= min_fraction)
+
+
+def _top_expressed(counts: np.ndarray, slide: np.ndarray, min_fraction: float) -> pd.DataFrame:
+    return pd.DataFrame({"score": counts.sum(axis=0), "eligible": _detected(counts, slide, min_fraction)})
 
 
 def _hvg(counts: np.ndarray, slide: np.ndarray, var_names: pd.Index, n_genes: int) -> pd.DataFrame:
@@ -69,11 +72,13 @@ def _moran(
         degree = np.asarray(graph.sum(axis=1)).ravel()
         graph = sp.csr_matrix(sp.diags(1.0 / np.where(degree > 0, degree, 1)) @ graph)  # row-normalised, as squidpy
         x = values[in_slide]
-        constant = x.std(axis=0) == 0
+        varies = x.std(axis=0) > 0  # False for constant genes and for genes with NaN (e.g. no TPM length)
         score = np.full(x.shape[1], np.nan)
-        score[~constant] = morans_i(graph, x[:, ~constant].T)
+        score[varies] = morans_i(graph, x[:, varies].T)
         scores.append(score)
-    mean = np.nanmean(np.vstack(scores), axis=0) if scores else np.full(values.shape[1], np.nan)
+    scores = np.vstack(scores) if scores else np.full((1, values.shape[1]), np.nan)
+    n_scored = np.isfinite(scores).sum(axis=0)
+    mean = np.where(n_scored > 0, np.nansum(scores, axis=0) / np.maximum(n_scored, 1), np.nan)
     return pd.DataFrame({"score": mean, "eligible": np.isfinite(mean)})
 
 
@@ -112,7 +117,9 @@ def select_genes(
         Values to use: raw counts for ``'top_expressed'``/``'hvg'`` (default ``layers['counts']``),
         log-normalised for ``'moran'`` (default ``layers['log1p']``).
     min_fraction
-        Minimum fraction of training spots with a non-zero count (``'top_expressed'``).
+        Minimum fraction of training spots with a non-zero count, for ``'top_expressed'`` and (SEPAL's
+        sparsity filter, when raw counts are in ``layers['counts']``) for ``'moran'``; genes must also be
+        detected in every training slide.
     library_key
         ``obs`` column naming the slide of each spot.
     key_added
@@ -154,6 +161,9 @@ def select_genes(
         table = _hvg(values[mask], slide, adata.var_names, n_genes)
     else:
         table = _moran(adata, values, mask, train_libraries, library_key)
+        if COUNTS_LAYER in adata.layers:  # SEPAL's sparsity filter, on raw counts (a smoothed layer has no zeros)
+            counts = get_matrix(adata, COUNTS_LAYER)[mask]
+            table["eligible"] &= _detected(counts, slide, min_fraction)
     table.index = adata.var_names
     ranked = table[table["eligible"]].sort_values("score", ascending=False, kind="stable")
     genes = ranked.index[:n_genes].tolist()

@@ -33,6 +33,15 @@ def _rescale_into(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return (values - lo) / (hi - lo) * (np.nanmax(reference) - np.nanmin(reference)) + np.nanmin(reference)
 
 
+def _with_absent_genes(values: np.ndarray, absent: np.ndarray, fill) -> np.ndarray:
+    """Columns of the genes that were smoothed, back among the all-NaN genes (filled with ``fill``)."""
+    if not absent.any():
+        return values
+    full = np.full((values.shape[0], absent.size), fill, dtype=values.dtype)
+    full[:, ~absent] = values
+    return full
+
+
 def smooth(
     adata: AnnData,
     *,
@@ -113,9 +122,16 @@ def smooth(
     if method == "eags":
         require_spatial(adata)
     values = get_matrix(adata, layer)
-    if np.isnan(values).any():
-        msg = f"Layer {layer!r} contains NaN; smoothing needs complete values."
+    # genes that are NaN everywhere (e.g. no gene length for TPM) stay NaN; other NaN cannot be smoothed
+    missing = np.isnan(values)
+    absent = missing.all(axis=0)
+    if missing[:, ~absent].any():
+        partial = adata.var_names[missing.any(axis=0) & ~absent][:5].tolist()
+        msg = f"Layer {layer!r} contains NaN for some spots of gene(s) {partial}; smoothing needs complete values."
         raise ValueError(msg)
+    if absent.any():
+        logger.info("smooth: %d gene(s) are NaN in every spot and stay NaN", int(absent.sum()))
+        values = values[:, ~absent]
     adata = adata.copy() if copy else adata
     key_added = key_added or f"{layer or 'X'}_{method}"
     rows_all, cols_all = require_grid(adata)
@@ -142,9 +158,9 @@ def smooth(
         else:
             spatial = np.asarray(adata.obsm["spatial"], dtype=float)[mask]
             out[mask] = eags(x, spatial, random_state=random_state, **settings)
-    adata.layers[key_added] = out.astype(np.float32)
+    adata.layers[key_added] = _with_absent_genes(out, absent, np.nan).astype(np.float32)
     if imputed is not None:
-        adata.layers[f"{key_added}_imputed"] = imputed
+        adata.layers[f"{key_added}_imputed"] = _with_absent_genes(imputed, absent, False)
     adata.uns.setdefault("stpredict_smooth", {})[key_added] = {
         "method": method,
         "layer": layer,

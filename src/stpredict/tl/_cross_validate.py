@@ -32,6 +32,7 @@ def cross_validate(
     gene_selection: Mapping[str, Any] = MappingProxyType({"method": "top_expressed", "n_genes": 250}),
     layer: str = "log1p",
     eval_layer: str | None = None,
+    mask_layer: str | None = None,
     use_rep: str | None = None,
     n_highly_predictive: int = 50,
     key_added: str | None = None,
@@ -65,6 +66,9 @@ def cross_validate(
         Training target layer.
     eval_layer
         Layer the predictions are scored against (default: ``layer``).
+    mask_layer
+        Boolean layer of entries left out of every metric (see :func:`evaluate`), e.g. the
+        ``'..._imputed'`` mask of ``st.pp.smooth(method='adaptive_median')`` for SEPAL's protocol.
     use_rep
         Image representation (see :func:`fit_predict`); computed once up front when missing.
     n_highly_predictive
@@ -98,8 +102,9 @@ def cross_validate(
     eval_layer = eval_layer or layer
     key_added = key_added or f"cv_{model}"
     fixed_genes = as_gene_list(genes)
-    rep = use_rep or get_model(model).default_rep
-    get_model(model).check_params(model_params)  # a misspelled parameter fails before any fold runs
+    model_cls = get_model(model)
+    estimator = model_cls(**dict(model_params))  # a misspelled parameter fails before any fold runs
+    rep = (use_rep or model_cls.default_rep) if estimator.reads_representation() else use_rep
     precomputed = None
     if rep is not None and rep not in adata.obsm:
         if use_rep is not None:
@@ -140,7 +145,12 @@ def cross_validate(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # constant genes are reported in the log below
             per_gene = evaluate(
-                test, layer_pred="prediction", layer_true=eval_layer, genes=info["genes"], inplace=False
+                test,
+                layer_pred="prediction",
+                layer_true=eval_layer,
+                genes=info["genes"],
+                mask_layer=mask_layer,
+                inplace=False,
             )
         n_nan = int(per_gene["pearson"].isna().sum())
         if n_nan:
@@ -170,6 +180,7 @@ def cross_validate(
             "model": model,
             "layer": layer,
             "eval_layer": eval_layer,
+            "mask_layer": mask_layer,
             "use_rep": rep,
             "folds": [{"name": f.name, "train": f.train, "test": f.test} for f in folds],
             "gene_selection": dict(gene_selection) if fixed_genes is None else None,

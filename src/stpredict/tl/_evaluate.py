@@ -64,7 +64,8 @@ def summarize(per_gene: pd.DataFrame, highly_predictive: Sequence[str] | None = 
     patch = per_gene.attrs.get("pcc_patch")
     if patch is not None:
         summary["pcc_patch"] = pd.Series(patch)
-        summary = summary[["pcc_m", "pcc_h", "pcc_patch", "mse", "mae", "rmse", "r2", "n_genes"]]
+        summary["r2_patch"] = pd.Series(per_gene.attrs.get("r2_patch", {}), dtype=float)
+        summary = summary[["pcc_m", "pcc_h", "pcc_patch", "mse", "mae", "rmse", "r2", "r2_patch", "n_genes"]]
     return summary
 
 
@@ -83,8 +84,9 @@ def evaluate(
     """Score predictions against measured expression, slide by slide.
 
     Per slide (``obs[by]``) and gene: Pearson across spots, MSE, MAE, RMSE and R². Per slide: PCC(M) =
-    mean per-gene Pearson, PCC(H) = the same over ``highly_predictive`` genes (choose them without looking
-    at test slides, e.g. from validation folds), PCC-Patch = mean over spots of the Pearson across genes.
+    mean per-gene Pearson (SEPAL's PCC-Gene), PCC(H) = the same over ``highly_predictive`` genes (choose
+    them without looking at test slides, e.g. from validation folds), PCC-Patch and R²-Patch = means over
+    spots of the Pearson and of the R² across genes; ``r2`` is the mean per-gene R² (R²-Gene).
     Means over slides summarise a data set. A gene whose prediction or truth is constant on a slide gets a
     NaN Pearson (with a warning) and is left out of the means.
 
@@ -103,7 +105,9 @@ def evaluate(
     highly_predictive
         Genes for PCC(H).
     mask_layer
-        Boolean layer of entries to ignore (e.g. imputed by ``st.pp.smooth(method='adaptive_median')``).
+        Boolean layer of entries to ignore (e.g. ``f'{key}_imputed'`` written by
+        ``st.pp.smooth(method='adaptive_median')``): every metric then reads the originally non-zero
+        entries only, as SEPAL reports.
     key_added
         Where results are recorded; default ``f'{layer_pred}_eval'``.
     inplace
@@ -146,7 +150,7 @@ def evaluate(
         msg = f"Layer {layer_pred!r} has NaN predictions for some of the scored genes; pass `genes=` to restrict."
         raise ValueError(msg)
 
-    rows, patch = [], {}
+    rows, patch, r2_patch = [], {}, {}
     n_constant = 0
     for library_id, mask in slide_masks(adata, by).items():
         scores = _gene_scores(true[mask], pred[mask])
@@ -155,6 +159,8 @@ def evaluate(
         rows.append(frame)
         spot_pearson = column_pearson(true[mask].T, pred[mask].T)
         patch[library_id] = float(np.nanmean(spot_pearson)) if np.isfinite(spot_pearson).any() else np.nan
+        spot_r2 = _gene_scores(true[mask].T, pred[mask].T)["r2"]
+        r2_patch[library_id] = float(np.nanmean(spot_r2)) if np.isfinite(spot_r2).any() else np.nan
     if n_constant:
         warnings.warn(
             f"{n_constant} (slide, gene) pair(s) have constant prediction or truth: their Pearson is NaN "
@@ -165,6 +171,7 @@ def evaluate(
     per_gene = pd.concat(rows, ignore_index=True)
     per_gene["library_id"] = per_gene["library_id"].astype("category")
     per_gene.attrs["pcc_patch"] = patch
+    per_gene.attrs["r2_patch"] = r2_patch
     per_slide = summarize(per_gene, highly_predictive)
     summary = per_slide.drop(columns="n_genes").mean(axis=0)
     logger.info("evaluate %s: PCC(M) = %.3f over %d slide(s)", layer_pred, summary["pcc_m"], len(per_slide))

@@ -148,13 +148,23 @@ def fit(
         msg = f"Targets adata_train.layers[{layer!r}] contain NaN/inf for the chosen genes."
         raise ValueError(msg)
     started = time.perf_counter()
-    features, rep, recipe = _training_representation(adata_train, use_rep, model_cls.default_rep)
+    if estimator.reads_representation():
+        features, rep, recipe = _training_representation(adata_train, use_rep, model_cls.default_rep)
+    else:
+        if use_rep is not None:
+            msg = (
+                f"Model {model!r} with these model_params learns its own representation from the images, so "
+                f"use_rep={use_rep!r} would be ignored: drop use_rep, or ask the model to read it "
+                "(for 'sepal': model_params={'stage1': 'linear'})."
+            )
+            raise ValueError(msg)
+        features, rep, recipe = np.empty((adata_train.n_obs, 0), dtype=np.float32), None, None
     inputs, _ = build_inputs(
         adata_train,
         features,
         graphs=estimator.graph_specs(),
         needs_grid=model_cls.needs_grid,
-        needs_images=model_cls.needs_images,
+        needs_images=estimator.reads_pixels(),
     )
     estimator.n_features_, estimator.n_genes_ = int(features.shape[1]), len(chosen)
     estimator.fit(inputs, targets)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .._nn import Standardize
+from .._nn import Standardize, import_torch_geometric
 
 NORMS = ("graph", "node", "none")
 ATTENTIONS = ("gat", "gatv2")
@@ -34,6 +34,7 @@ class MergeGAT(nn.Module):
         norm: str = "graph",
         attention: str = "gat",
     ) -> None:
+        import_torch_geometric()
         from torch_geometric.nn import GATConv, GATv2Conv, LayerNorm
 
         super().__init__()

@@ -2,28 +2,44 @@
 
 from __future__ import annotations
 
+import time
 from types import MappingProxyType
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
+from .._image_training import resized_patches, standardise_images, train_image_network
 from .._inputs import ModelInputs
 from .._neural import NeuralModel
 from .._nn import Standardize, sinusoidal_2d
-from .._train import TRAIN_DEFAULTS, TensorDictDataset, fit_network, predict_network
+from .._train import TRAIN_DEFAULTS, TensorDictDataset, TrainResult, TrainSettings, fit_network, predict_network
 from ._graph import LocalGraphs, local_graphs
-from ._module import SepalGNN
+from ._module import PatchEncoder, SepalGNN
 
 POSITIONS = ("add", "concat")
+STAGE1 = ("cnn", "linear")
 CONCAT_DIM = 16  # width of the position code when concatenated
 
 
 class SepalNet(nn.Module):
-    """Stage 1 (a linear head on the standardised representation) and stage 2 (the local-graph GNN)."""
+    """Stage 1 (optional CNN, then a linear head on standardised embeddings) and stage 2 (the local-graph GNN)."""
 
-    def __init__(self, n_features: int, n_genes: int, *, hidden, conv: str, positions: str, stage2: bool) -> None:
+    def __init__(
+        self,
+        n_features: int,
+        n_genes: int,
+        *,
+        hidden,
+        conv: str,
+        positions: str,
+        stage2: bool,
+        encoder: PatchEncoder | None = None,
+    ) -> None:
         super().__init__()
+        self.encoder = encoder
+        n_features = encoder.dim if encoder is not None else n_features
         self.scale_in = Standardize(n_features)
         self.head = nn.Linear(n_features, n_genes)  # stage 1: L(I_emb)
         self.positions = positions
@@ -40,17 +56,34 @@ class SepalNet(nn.Module):
         nodes = nodes + batch["pos"] if self.positions == "add" else torch.cat([nodes, batch["pos"]], dim=1)
         return batch["base"] + self.gnn(nodes, batch["edge_index"], batch["batch"])
 
+    @torch.no_grad()
+    def fold_scaling_into_head(self) -> None:
+        """Make ``head(scale_in(x))`` equal the head trained on raw ``x`` (the CNN's head).
+
+        For the current ``scale_in``: W' = W diag(std), b' = b + W mean.
+        """
+        self.head.bias += self.head.weight @ self.scale_in.mean
+        self.head.weight *= self.scale_in.std
+
 
 class SepalModel(NeuralModel):
-    """SEPAL with a linear stage 1 on an ``obsm`` representation (the paper fine-tunes a ViT-B/16 instead).
+    """SEPAL: changes from the training mean, a frozen stage-1 encoder and a local-graph GNN correction.
 
-    Targets are changes from the training mean, scaled per gene. Stage 1 fits a linear head on the spot's
-    representation and is then frozen; stage 2 builds, for every spot, the graph of itself and its grid
-    neighbours within ``n_hops``, adds (or concatenates) a 2-D sinusoidal code of each node's grid offset
-    from the centre, and a GNN with a ``SAGPooling`` readout predicts a correction added to the centre's
-    stage-1 prediction. ``model_params``: ``n_hops``, ``conv`` (``'GraphConv'``, ``'GCNConv'``),
-    ``hidden``, ``positions`` (``'add'``, ``'concat'``), ``stage2`` (``False``: stage 1 only), ``deltas``
-    (``False``: absolute targets) and the shared loop's settings.
+    Targets are changes from the per-gene mean of the training spots (Δ = y − ȳ_train), scaled per gene.
+
+    - Stage 1 (local learning), ``stage1='cnn'`` (default): a CNN (``encoder_arch``, randomly initialised,
+      the paper fine-tunes an ImageNet ViT-B/16) with a linear head is trained on the training spots'
+      patches to predict Δ, by the loop of ``st.tl.train_encoder``; ``stage1='linear'``: a linear head on
+      an ``obsm`` representation instead (quick runs; e.g. one from ``st.pp.image_features`` or an encoder
+      you trained). Stage 1 is then frozen; its embeddings and prediction Δ̂ are kept.
+    - Stage 2 (spatial learning): for every spot, the graph of itself and its grid neighbours within
+      ``n_hops``; node features are the standardised embeddings plus (``positions='add'``) or beside
+      (``'concat'``) a 2-D sinusoidal code of the node's grid offset from the centre; a GNN (``conv``
+      ``'GraphConv'`` or ``'GCNConv'``, ELU) with a ``SAGPooling`` readout predicts a correction added to
+      the centre's Δ̂. Early stopping on held-out training groups.
+
+    Ablations: ``stage2=False`` (stage 1 only, the paper's ViT+Δ), ``deltas=False`` (absolute targets),
+    ``n_hops`` 1-3.
     """
 
     defaults = MappingProxyType(
@@ -66,15 +99,41 @@ class SepalModel(NeuralModel):
             "positions": "add",
             "stage2": True,
             "deltas": True,
+            "stage1": "cnn",
+            "encoder_arch": "resnet18",
+            "encoder_input_size": 64,  # patches resized to 64 px keep CPU training to ~2 min per HER2ST fold
+            "encoder_epochs": 15,
+            "encoder_batch_size": 32,
+            "encoder_lr": 1e-3,
+            "encoder_weight_decay": 1e-4,
+            "patch_size": 224,
+            "patch_unit": "px",
         }
     )
     graphs = MappingProxyType({"grid": MappingProxyType({"kind": "grid"})})
     needs_grid = True
 
-    def _net(self) -> SepalNet:
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if self.params["stage1"] not in STAGE1:
+            msg = f"stage1 must be one of {STAGE1}, got {self.params['stage1']!r}."
+            raise ValueError(msg)
         if self.params["positions"] not in POSITIONS:
             msg = f"positions must be one of {POSITIONS}, got {self.params['positions']!r}."
             raise ValueError(msg)
+
+    @property
+    def _cnn(self) -> bool:
+        return self.params["stage1"] == "cnn"
+
+    def reads_representation(self) -> bool:
+        return not self._cnn
+
+    def reads_pixels(self) -> bool:
+        return self._cnn
+
+    def _net(self) -> SepalNet:
+        encoder = PatchEncoder(self.params["encoder_arch"], self.params["encoder_input_size"]) if self._cnn else None
         return SepalNet(
             self.n_features_,
             self.n_genes_,
@@ -82,20 +141,81 @@ class SepalModel(NeuralModel):
             conv=self.params["conv"],
             positions=self.params["positions"],
             stage2=self.params["stage2"],
+            encoder=encoder,
         )
+
+    # --- stage 1 -------------------------------------------------------------------------------------------
+
+    def _patches(self, inputs: ModelInputs, batch_size: int = 256):
+        options = {"size": self.params["patch_size"], "unit": self.params["patch_unit"], "batch_size": batch_size}
+        return inputs.images.iter_patches(**options)
+
+    def _fit_encoder(self, inputs: ModelInputs, z: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        """Train the CNN and its head on the training spots' patches; embeddings of every spot, loss history."""
+        encoder = self.net_.encoder
+        images = resized_patches(self._patches(inputs), inputs.n_spots, encoder.input_size)
+        _, mean, std = standardise_images(images[torch.from_numpy(train)])
+        encoder.pixel_mean.copy_(torch.tensor(mean))
+        encoder.pixel_std.copy_(torch.tensor(std))
+        images = encoder.scale(images)
+        history = train_image_network(
+            nn.Sequential(encoder, self.net_.head),
+            images[torch.from_numpy(train)],
+            torch.from_numpy(z[train].astype(np.float32)),
+            epochs=self.params["encoder_epochs"],
+            batch_size=self.params["encoder_batch_size"],
+            lr=self.params["encoder_lr"],
+            weight_decay=self.params["encoder_weight_decay"],
+            device=self.device,
+            random_state=0 if self.random_state is None else self.random_state,
+            show_progress_bar=self.show_progress_bar,
+            desc="SEPAL stage 1 (CNN)",
+        )
+        embeddings = self._run_encoder(images)
+        # the head was trained on raw embeddings; stage 2 reads standardised ones
+        self.net_.scale_in.set(embeddings)
+        self.net_.fold_scaling_into_head()
+        return embeddings, history
+
+    @torch.no_grad()
+    def _run_encoder(self, scaled: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+        encoder = self.net_.encoder.to(self.device).eval()
+        on_gpu = str(self.device).startswith("cuda")
+        out = []
+        for start in range(0, len(scaled), batch_size):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
+                out.append(encoder(scaled[start : start + batch_size].to(self.device)).float().cpu())
+        return torch.cat(out).numpy() if out else np.empty((0, encoder.dim), np.float32)
+
+    def _embeddings(self, inputs: ModelInputs) -> np.ndarray:
+        """Stage-1 embeddings: the frozen CNN on each spot's patch (streamed slide by slide), or the representation."""
+        if not self._cnn:
+            return inputs.features
+        encoder = self.net_.encoder
+        out = np.empty((inputs.n_spots, encoder.dim), dtype=np.float32)
+        for library_id, positions, patches in self._patches(inputs):
+            images = resized_patches([(library_id, np.arange(len(patches)), patches)], len(patches), encoder.input_size)
+            out[positions] = self._run_encoder(encoder.scale(images))
+        return out
+
+    def _local_z(self, features: np.ndarray) -> np.ndarray:
+        dataset = TensorDictDataset(x=torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
+        return predict_network(self.net_, dataset, device=self.device, precision=self.params["precision"])
+
+    # --- stage 2 -------------------------------------------------------------------------------------------
 
     def _position_codes(self, offsets: np.ndarray) -> np.ndarray:
         if self.params["positions"] == "concat":
             return sinusoidal_2d(offsets, CONCAT_DIM)
-        width = -(-self.n_features_ // 4) * 4  # the encoding needs a multiple of 4 channels
-        return sinusoidal_2d(offsets, width)[:, : self.n_features_]
+        width = self.net_.scale_in.mean.numel()
+        return sinusoidal_2d(offsets, -(-width // 4) * 4)[:, :width]  # the encoding needs a multiple of 4
 
     def _graphs(self, inputs: ModelInputs) -> LocalGraphs:
         grid = np.column_stack([inputs.array_row, inputs.array_col])
         return local_graphs(inputs.graphs["grid"], grid, n_hops=self.params["n_hops"])
 
-    def _collate(self, inputs: ModelInputs, graphs: LocalGraphs, base: np.ndarray, z=None, unit=None):
-        features = torch.from_numpy(inputs.features)
+    def _collate(self, features: np.ndarray, graphs: LocalGraphs, base: np.ndarray, z=None, unit=None):
+        features = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         base = torch.from_numpy(base.astype(np.float32))
 
         def collate(ids: list[int]) -> dict[str, torch.Tensor]:
@@ -115,8 +235,13 @@ class SepalModel(NeuralModel):
 
         return collate
 
+    # --- fit / predict -------------------------------------------------------------------------------------
+
     def fit(self, inputs: ModelInputs, targets: np.ndarray) -> SepalModel:
-        settings = self._begin_fit(inputs, targets)
+        self._record_shapes(inputs, targets)
+        torch.manual_seed(0 if self.random_state is None else self.random_state)
+        self.net_ = self._net()
+        settings = TrainSettings.from_params(self.params)
         # Delta targets: the training mean is subtracted (and added back at prediction); genes are scaled
         self.scale_out_ = Standardize(self.n_genes_)
         self.scale_out_.set(targets)
@@ -125,35 +250,48 @@ class SepalModel(NeuralModel):
         z = (targets - self.scale_out_.mean.numpy()) / self.scale_out_.std.numpy()
         held, held_names, kind, unit = self._held_out(inputs)
         unit = np.unique(unit, return_inverse=True)[1]
+        common = {"device": self.device, "random_state": self.random_state, "trainer_params": self.trainer_params}
+        result, selected = self._fit_stage1(inputs, z, held, unit, settings, common)
+        if self.params["stage2"]:
+            for parameter in self.net_.parameters():
+                parameter.requires_grad_(False)  # stage 1 is frozen in stage 2
+            for parameter in self.net_.gnn.parameters():
+                parameter.requires_grad_(True)
+            features = selected.pop("features")
+            base = self._local_z(features)
+            self.net_.train()  # predicting stage 1 left it in eval mode
+            collate = self._collate(features, self._graphs(inputs), base, z, unit)
+            # the datasets are the centre spots' indices; the collate function assembles their local graphs
+            train_ids, val_ids = np.flatnonzero(~held).tolist(), np.flatnonzero(held).tolist()
+            result = fit_network(self.net_, train_ids, val_ids, settings=settings, collate_fn=collate, **common)
+        selected.pop("features", None)
+        self._record_validation(result, z[held], inputs.subset(held), unit[held], held_names, kind)
+        self.validation_.selected.update(selected)
+        return self
+
+    def _fit_stage1(self, inputs, z, held, unit, settings, common) -> tuple[TrainResult, dict]:
+        """Stage 1 trained on the non-held training spots: the CNN (fixed epochs) or the linear head (early-stopped)."""
+        if self._cnn:
+            started = time.perf_counter()
+            features, history = self._fit_encoder(inputs, z, ~held)
+            rows = pd.DataFrame({"epoch": np.arange(len(history)), "train_loss": history})
+            result = TrainResult(rows, len(history) - 1, float("nan"), False, time.perf_counter() - started)
+            return result, {"features": features, "encoder_loss": history[-1] if history else float("nan")}
+        self.net_.scale_in.set(inputs.features)
 
         def spots(mask):
             tensors = {"x": torch.from_numpy(inputs.features[mask]), "y": torch.from_numpy(z[mask].astype(np.float32))}
             return TensorDictDataset(**tensors, unit=torch.from_numpy(unit[mask]))
 
-        common = {"device": self.device, "random_state": self.random_state, "trainer_params": self.trainer_params}
         result = fit_network(self.net_, spots(~held), spots(held), settings=settings, **common)
-        if self.params["stage2"]:
-            for parameter in [*self.net_.head.parameters()]:
-                parameter.requires_grad_(False)  # stage 1 is frozen in stage 2
-            base = self._local_z(inputs)
-            self.net_.train()  # predicting stage 1 left it in eval mode
-            graphs = self._graphs(inputs)
-            collate = self._collate(inputs, graphs, base, z, unit)
-            # the datasets are the centre spots' indices; the collate function assembles their local graphs
-            train_ids, val_ids = np.flatnonzero(~held).tolist(), np.flatnonzero(held).tolist()
-            result = fit_network(self.net_, train_ids, val_ids, settings=settings, collate_fn=collate, **common)
-        self._record_validation(result, z[held], inputs.subset(held), unit[held], held_names, kind)
-        return self
-
-    def _local_z(self, inputs: ModelInputs) -> np.ndarray:
-        dataset = TensorDictDataset(x=torch.from_numpy(inputs.features))
-        return predict_network(self.net_, dataset, device=self.device, precision=self.params["precision"])
+        return result, {"features": inputs.features}
 
     def _predict_z(self, inputs: ModelInputs) -> np.ndarray:
-        base = self._local_z(inputs)
+        features = self._embeddings(inputs)
+        base = self._local_z(features)
         if not self.params["stage2"]:
             return base
-        collate = self._collate(inputs, self._graphs(inputs), base)
+        collate = self._collate(features, self._graphs(inputs), base)
         return predict_network(
             self.net_,
             list(range(inputs.n_spots)),  # centre spots, in order

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .._nn import import_torch_geometric
+
 CONVS = ("GraphConv", "GCNConv")
 
 
@@ -20,6 +22,7 @@ class SepalGNN(nn.Module):
     """
 
     def __init__(self, n_in: int, n_genes: int, *, hidden: Sequence[int] = (), conv: str = "GraphConv") -> None:
+        import_torch_geometric()
         import torch_geometric.nn as gnn
 
         super().__init__()
@@ -39,3 +42,31 @@ class SepalGNN(nn.Module):
         # SAGPooling returns the kept nodes grouped by graph, in graph order: one row per graph
         out = torch.zeros(int(batch.max()) + 1, pooled.shape[1], dtype=pooled.dtype, device=pooled.device)
         return out.index_copy(0, pooled_batch, pooled)
+
+
+class PatchEncoder(nn.Module):
+    """SEPAL's stage-1 image encoder: a CNN from ``st.pp.ENCODERS``, randomly initialised.
+
+    Patches are resized to ``input_size`` and scaled per channel with the training images' statistics (kept
+    as buffers, so a saved model embeds new slides exactly as it embedded the training slides).
+    """
+
+    def __init__(self, arch: str = "resnet18", input_size: int = 64) -> None:
+        from dataclasses import replace
+
+        from ...pp._encoders import build_backbone, encoder_spec
+
+        super().__init__()
+        spec = replace(encoder_spec(arch), input_size=int(input_size))
+        self.backbone = build_backbone(spec, pretrained=False)
+        self.dim = int(spec.dim if spec.dim > 0 else self.backbone.num_features)
+        self.input_size = int(input_size)
+        self.register_buffer("pixel_mean", torch.zeros(3))
+        self.register_buffer("pixel_std", torch.ones(3))
+
+    def scale(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] ``(n, 3, s, s)`` -> the network's standardised input."""
+        return (images - self.pixel_mean.view(1, 3, 1, 1)) / self.pixel_std.view(1, 3, 1, 1)
+
+    def forward(self, scaled: torch.Tensor) -> torch.Tensor:
+        return self.backbone(scaled)

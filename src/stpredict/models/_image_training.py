@@ -1,0 +1,148 @@
+"""Training a CNN on spot patches, written once: ``st.tl.train_encoder`` and SEPAL's stage 1 both use it.
+
+Augmentations respect what does not change in histology: the 8 dihedral orientations, small stain/colour
+shifts, and (contrastive mode) random resized crops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+
+def resized_patches(
+    batches: Iterable[tuple[str, np.ndarray, np.ndarray]], n_spots: int, input_size: int
+) -> torch.Tensor:
+    """Every spot's patch resized to the network input, ``(n_spots, 3, s, s)`` float in [0, 1].
+
+    ``batches`` yields ``(library_id, spot positions, uint8 patches)`` as ``iter_slide_patches`` does;
+    patches are resized batch by batch, so full-size patches of one batch only are in memory at a time.
+    """
+    images = torch.empty((n_spots, 3, input_size, input_size), dtype=torch.float32)
+    for _, positions, patches in batches:
+        batch = torch.from_numpy(np.ascontiguousarray(patches[..., :3])).permute(0, 3, 1, 2).float() / 255.0
+        images[torch.from_numpy(positions)] = F.interpolate(
+            batch, size=(input_size, input_size), mode="bilinear", antialias=True
+        )
+    return images
+
+
+def standardise_images(images: torch.Tensor) -> tuple[torch.Tensor, tuple[float, ...], tuple[float, ...]]:
+    """Images scaled to zero mean and unit variance per channel, with the channel means and deviations."""
+    mean, std = images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3))
+    scaled = (images - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+    return scaled, tuple(mean.tolist()), tuple(std.tolist())
+
+
+def _dihedral(x, turns, mirror):
+    """Rotate image ``i`` by ``turns[i]`` quarter turns, then mirror it where ``mirror[i]``.
+
+    Exact pixel moves, batched over the (at most 8) groups of images sharing an orientation.
+    """
+    out = torch.empty_like(x)
+    for k in range(4):
+        for flip in (False, True):
+            chosen = (turns == k) & (mirror == flip)
+            if chosen.any():
+                rotated = torch.rot90(x[chosen], k, dims=(2, 3))
+                out[chosen] = torch.flip(rotated, dims=(3,)) if flip else rotated
+    return out
+
+
+def _resized_crop(x, generator):
+    """SimCLR's random resized crop: a random square covering 50-100 % of each patch, resized to full size.
+
+    One batched bilinear resampling (``affine_grid`` + ``grid_sample``) on ``x``'s device.
+    """
+    n = x.shape[0]
+    side = torch.empty(n).uniform_(0.5, 1.0, generator=generator).sqrt()  # crop side / patch side
+    corner = torch.rand(n, 2, generator=generator) * (1 - side[:, None])  # top-left corner, in patch sides
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = theta[:, 1, 1] = side
+    theta[:, :, 2] = side[:, None] + 2 * corner - 1  # normalised coordinates, align_corners=False
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _augment(x, generator, *, crop: bool):
+    """Random dihedral transform, colour shift and (optionally) resized crop of a batch ``(n, 3, s, s)``.
+
+    Batched on ``x``'s device (the GPU when training there) rather than looping over images; random draws
+    come from the CPU ``generator`` so that runs repeat on any device.
+    """
+    n = x.shape[0]
+    if crop:
+        x = _resized_crop(x, generator)
+    turns = torch.randint(0, 4, (n,), generator=generator).to(x.device)
+    mirror = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    x = _dihedral(x, turns, mirror)
+    # per-image, per-channel stain variation (on normalised values)
+    gain = 1 + 0.1 * torch.randn(n, 3, 1, 1, generator=generator)
+    shift = 0.1 * torch.randn(n, 3, 1, 1, generator=generator)
+    return x * gain.to(x.device, x.dtype) + shift.to(x.device, x.dtype)
+
+
+def _nt_xent(z1, z2, temperature: float):
+    """SimCLR's normalised temperature-scaled cross-entropy over the 2n views of a batch."""
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    similarity = z @ z.T / temperature
+    n = len(z1)
+    similarity.fill_diagonal_(float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(similarity, targets)
+
+
+def train_image_network(
+    network: nn.Module,
+    images: torch.Tensor,
+    targets: torch.Tensor | None,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    temperature: float = 0.2,
+    device: str = "cpu",
+    random_state: int = 0,
+    show_progress_bar: bool = False,
+    desc: str = "train encoder",
+) -> list[float]:
+    """Train ``network`` (encoder + head) on standardised ``images``; the mean loss of every epoch.
+
+    With ``targets`` (``(n, n_genes)``, z-scored) the loss is the MSE of the head's regression on augmented
+    patches; without, the NT-Xent loss between two augmented crops of each patch (SimCLR). AdamW with a
+    cosine schedule over ``epochs``; batching and augmentation are drawn from ``random_state``.
+    """
+    torch.manual_seed(random_state)
+    generator = torch.Generator().manual_seed(random_state)
+    network.to(device)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, epochs))
+    history: list[float] = []
+    for _ in tqdm(range(epochs), desc=desc, disable=not show_progress_bar):
+        network.train()
+        order = torch.randperm(len(images), generator=generator)
+        losses = []
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            if len(idx) < 2:  # batch norm needs two images
+                continue
+            batch = images[idx].to(device)
+            if targets is not None:
+                loss = F.mse_loss(network(_augment(batch, generator, crop=False)), targets[idx].to(device))
+            else:
+                views = _augment(batch, generator, crop=True), _augment(batch, generator, crop=True)
+                loss = _nt_xent(network(views[0]), network(views[1]), temperature)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.item())
+        scheduler.step()
+        history.append(float(np.mean(losses)) if losses else float("nan"))
+    network.eval()
+    return history
