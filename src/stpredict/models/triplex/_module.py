@@ -190,7 +190,9 @@ class TargetEncoder(TokenEncoder):
 class NeighbourEncoder(TokenEncoder):
     """Frozen per-tile embeddings of the ``grid x grid`` view; blocks with a relative-position bias; masked tiles."""
 
-    def __init__(self, n_in: int, dim: int, depth: int, heads: int, mlp_ratio: float, dropout: float, grid: int) -> None:
+    def __init__(
+        self, n_in: int, dim: int, depth: int, heads: int, mlp_ratio: float, dropout: float, grid: int
+    ) -> None:
         super().__init__(n_in, dim, depth, heads, mlp_ratio, dropout)
         self.position = nn.ModuleList(RelativePositionBias(grid, heads) for _ in range(depth))
 
@@ -255,7 +257,9 @@ class TriplexNet(nn.Module):
         self.cross_target = Attention(dim, heads, dropout)
         self.cross_neighbour = Attention(dim, heads, dropout)
         self.fusion_norm = nn.LayerNorm(dim)
-        self.heads = nn.ModuleDict({name: nn.Linear(dim, n_genes) for name in ("fusion", "target", "neighbour", "global")})
+        self.heads = nn.ModuleDict(
+            {name: nn.Linear(dim, n_genes) for name in ("fusion", "target", "neighbour", "global")}
+        )
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         target = self.target(batch["patches"])
