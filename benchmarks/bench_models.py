@@ -270,11 +270,12 @@ def figure(results: pd.DataFrame, path: Path, score_against: str = "log1p") -> N
     grid.map_dataframe(
         sns.stripplot, x="target", y="pcc_m", hue="model", dodge=True, palette="dark:k", size=3, legend=False
     )
-    scored = "log1p" if score_against == "log1p" else "the training target"
+    scored = "measured log1p" if score_against == "log1p" else "the training target"
     if "sepal" in set(results["target"]):
-        scored += "; sepal: its own layer, measured entries"
-    grid.set_axis_labels(f"training target (scored against {scored})", "PCC(M) per held-out slide")
-    grid.savefig(path, dpi=120)
+        scored += " (target 'sepal': its own layer, originally non-zero entries)"
+    grid.set_axis_labels("training target", "PCC(M) per held-out slide")
+    grid.figure.suptitle(f"scored against {scored}", fontsize=9, y=1.02)
+    grid.savefig(path, dpi=120, bbox_inches="tight")
 
 
 if __name__ == "__main__":

@@ -1,1 +1,1 @@
-"""SEPAL (Mejia et al., ICCVW 2023): local graphs around each spot, refined by a GNN (in progress)."""
+"""SEPAL (Mejia et al., ICCVW 2023): changes from the training mean, refined by a GNN over each spot's local graph."""
