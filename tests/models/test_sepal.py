@@ -138,3 +138,23 @@ def test_ridge_stage_one_is_the_ridge_model_on_the_non_held_slides(split):
     )
     corrected = _fit(train, stage1="ridge", max_epochs=3).predict(test, copy=True).obsm["pred_sepal"].to_numpy()
     assert np.isfinite(corrected).all()
+
+
+def test_cnn_stage_one_starts_from_a_checkpoint(split, tmp_path):
+    """encoder_checkpoint: the CNN starts from those weights (and their input scaling); the saved model holds them."""
+    train, test = split
+    encoder = st.tl.train_encoder(
+        train, genes=GENES, input_size=32, epochs=1, batch_size=16, key_added=None, show_progress_bar=False
+    )
+    path = encoder.save(tmp_path / "encoder.pt")
+    params = {**TINY_CNN, "stage2": False, "encoder_epochs": 0, "encoder_checkpoint": str(path)}
+    predictor = st.tl.fit(train, model="sepal", genes=GENES, model_params=params)
+    for name, value in encoder.model.state_dict().items():
+        torch.testing.assert_close(predictor.model.net_.encoder.backbone.state_dict()[name], value)
+    torch.testing.assert_close(predictor.model.net_.encoder.pixel_mean, torch.tensor(encoder.spec.mean))
+    reloaded = st.tl.load_model(predictor.save(tmp_path / "sepal.stpredict"))
+    path.unlink()  # the model file is self-contained
+    np.testing.assert_array_equal(
+        reloaded.predict(test, copy=True).obsm["pred_sepal"].to_numpy(),
+        predictor.predict(test, copy=True).obsm["pred_sepal"].to_numpy(),
+    )

@@ -77,7 +77,9 @@ class SepalModel(NeuralModel):
 
     - Stage 1 (local learning), ``stage1='cnn'`` (default): a CNN (``encoder_arch``, randomly initialised,
       the paper fine-tunes an ImageNet ViT-B/16) with a linear head is trained on the training spots'
-      patches to predict Δ, by the loop of ``st.tl.train_encoder``; ``stage1='linear'``: a linear head on
+      patches to predict Δ, by the loop of ``st.tl.train_encoder``; ``encoder_checkpoint`` (a file, e.g.
+      saved by ``st.tl.train_encoder``) or ``encoder_pretrained=True`` starts it from those weights
+      (``encoder_arch='vit_b_16', encoder_input_size=224`` with ImageNet weights is the paper's setting); ``stage1='linear'``: a linear head on
       an ``obsm`` representation instead (quick runs; e.g. one from ``st.pp.image_features`` or an encoder
       you trained), trained by Adam and early-stopped; ``stage1='ridge'``: the closed-form ridge head of
       ``model='ridge'`` on that representation (penalty chosen on held-out training groups). Stage 1 is
@@ -110,6 +112,8 @@ class SepalModel(NeuralModel):
             "zero_correction": True,
             "stage1": "cnn",
             "encoder_arch": "resnet18",
+            "encoder_checkpoint": None,  # initial weights to fine-tune (e.g. from st.tl.train_encoder)
+            "encoder_pretrained": False,  # or the published weights (downloads; the paper's ImageNet ViT-B/16)
             "encoder_input_size": 64,  # patches resized to 64 px keep CPU training to ~2 min per HER2ST fold
             "encoder_epochs": 15,
             "encoder_batch_size": 32,
@@ -165,6 +169,8 @@ class SepalModel(NeuralModel):
         encoder = self.net_.encoder
         images = resized_patches(self._patches(inputs), inputs.n_spots, encoder.input_size)
         _, mean, std = standardise_images(images[torch.from_numpy(train)])
+        if self.params["encoder_checkpoint"] is not None or self.params["encoder_pretrained"]:
+            mean, std = self._load_initial_weights(encoder)  # fine-tune with the weights' own input scaling
         encoder.pixel_mean.copy_(torch.tensor(mean))
         encoder.pixel_std.copy_(torch.tensor(std))
         images = encoder.scale(images)
@@ -186,6 +192,18 @@ class SepalModel(NeuralModel):
         self.net_.scale_in.set(embeddings)
         self.net_.fold_scaling_into_head()
         return embeddings, history
+
+    def _load_initial_weights(self, encoder: PatchEncoder) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Start the CNN from a checkpoint or published weights; their per-channel input mean and deviation."""
+        from ...pp._encoders import load_encoder
+
+        loaded, spec = load_encoder(
+            self.params["encoder_arch"],
+            checkpoint=self.params["encoder_checkpoint"],
+            pretrained=self.params["encoder_pretrained"],
+        )
+        encoder.backbone.load_state_dict(loaded.state_dict())
+        return spec.mean, spec.std
 
     @torch.no_grad()
     def _run_encoder(self, scaled: torch.Tensor, batch_size: int = 256) -> np.ndarray:
