@@ -19,6 +19,8 @@ from anndata import AnnData
 from .._constants import ARRAY_COL, ARRAY_ROW, LIBRARY_KEY, PATIENT_KEY, SPATIAL_KEY
 from .._validate import require_grid, require_spatial, spot_libraries
 
+FEATURES_KEY = "stpredict_features"  # where st.pp records how image features were computed
+
 
 @dataclass(frozen=True)
 class SlideImages:
@@ -42,6 +44,34 @@ class SlideImages:
         from ..pp._features import compute_image_features
 
         return compute_image_features(self._spots, method=method, **kwargs)
+
+    def neighbour_features(
+        self, method: str = "handcrafted", *, tile_size: float = 224, unit: str = "px", grid: int = 5, **kwargs: Any
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """TRIPLEX's neighbour view of these spots: ``(features (n, grid², f), inside-the-image mask (n, grid²))``.
+
+        Read from ``obsm`` when ``st.pp.neighbour_features`` stored them with the same recipe (method, tile
+        size, unit, grid, no checkpoint), else computed from the pixels (see that function for ``kwargs``).
+        """
+        from ..pp._views import neighbour_features
+
+        recipe = {"method": method, "tile_size": tile_size, "unit": unit, "grid": grid, "checkpoint": None}
+        if not kwargs:
+            for key, record in self._spots.uns.get(FEATURES_KEY, {}).items():
+                if {k: record.get(k) for k in recipe} == recipe and key in self._spots.obsm:
+                    return np.asarray(self._spots.obsm[key]), np.asarray(self._spots.obsm[f"{key}_mask"])
+        options = {"show_progress_bar": False, **kwargs}
+        computed = neighbour_features(
+            self._spots,
+            method=method,
+            tile_size=tile_size,
+            unit=unit,
+            grid=grid,
+            key_added="view",
+            copy=True,
+            **options,
+        )
+        return computed.obsm["view"], computed.obsm["view_mask"]
 
     def subset(self, mask: np.ndarray) -> SlideImages:
         return SlideImages(self._spots[mask].copy())
@@ -109,12 +139,26 @@ def spot_patients(adata: AnnData) -> np.ndarray:
 
 
 def expression_free_copy(adata: AnnData) -> AnnData:
-    """Spot positions, slide/patient/grid columns and image references of ``adata``: no genes, no layers."""
+    """Spot positions, slide/patient/grid columns and image references of ``adata``: no genes, no layers.
+
+    Neighbour views stored by ``st.pp.neighbour_features`` (image features, recorded with their recipe in
+    ``uns['stpredict_features']``) come along so models need not recompute them; nothing else of ``obsm``.
+    """
     columns = [c for c in (LIBRARY_KEY, PATIENT_KEY, ARRAY_ROW, ARRAY_COL) if c in adata.obs]
     obs = adata.obs[columns].copy()
     obs[LIBRARY_KEY] = spot_libraries(adata)
     uns = {SPATIAL_KEY: adata.uns[SPATIAL_KEY]} if SPATIAL_KEY in adata.uns else {}
-    return AnnData(obs=obs, obsm={SPATIAL_KEY: require_spatial(adata)}, uns=uns)
+    obsm = {SPATIAL_KEY: require_spatial(adata)}
+    views = {
+        key: dict(record)
+        for key, record in adata.uns.get(FEATURES_KEY, {}).items()
+        if "grid" in record and key in adata.obsm and f"{key}_mask" in adata.obsm
+    }
+    for key in views:
+        obsm[key], obsm[f"{key}_mask"] = np.asarray(adata.obsm[key]), np.asarray(adata.obsm[f"{key}_mask"])
+    if views:
+        uns[FEATURES_KEY] = views
+    return AnnData(obs=obs, obsm=obsm, uns=uns)
 
 
 def _build_graph(spots: AnnData, features: np.ndarray, spec: Mapping[str, Any]):
