@@ -104,3 +104,20 @@ def test_device_and_precision_choices():
     assert _accelerator("cuda:1") == {"accelerator": "cuda", "devices": [1]}
     assert _accelerator("cuda") == {"accelerator": "cuda", "devices": 1}
     assert _accelerator("cpu") == {"accelerator": "cpu", "devices": 1}
+
+
+def test_a_net_with_its_own_training_loss_is_trained_on_it():
+    """``training_loss(batch)`` replaces the settings' loss in training; validation still scores ``net(batch)``."""
+
+    class Shrunk(_Net):
+        def training_loss(self, batch):  # MSE towards half the targets
+            return torch.nn.functional.mse_loss(self(batch), 0.5 * batch["y"])
+
+    torch.manual_seed(0)
+    net = Shrunk()
+    settings = TrainSettings(lr=1e-2, max_epochs=40, patience=40, batch_size=64, monitor="val_loss")
+    fit_network(net, _regression(), None, settings=settings)
+    data = _regression(200, seed=1)
+    pred, y = predict_network(net, data), data.tensors["y"].numpy()
+    slope = float((pred * y).sum() / (y * y).sum())
+    assert slope == pytest.approx(0.5, abs=0.1)  # it learned the custom objective, not y itself

@@ -124,9 +124,12 @@ def _lightning_task(net: torch.nn.Module, settings: TrainSettings):
             self._val: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
         def training_step(self, batch, batch_idx):
-            pred, target, _ = _scored(self.net, batch)
-            loss = loss_fn(pred.float(), target.float())
-            self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target))
+            if hasattr(self.net, "training_loss"):  # a model's own objective (e.g. TRIPLEX's fusion loss)
+                loss, n_rows = self.net.training_loss(batch), len(batch["y"])
+            else:
+                pred, target, _ = _scored(self.net, batch)
+                loss, n_rows = loss_fn(pred.float(), target.float()), len(target)
+            self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n_rows)
             return loss
 
         def validation_step(self, batch, batch_idx):
@@ -193,6 +196,8 @@ def fit_network(
     collate_fn: Callable | None = None,
 ) -> TrainResult:
     """Train ``net`` (``net(batch) -> (rows, genes)``; batches are dicts with ``'y'``, ``'unit'``, optional ``'mask'``).
+
+    A net with a ``training_loss(batch)`` method is trained on that loss; validation always scores ``net(batch)``.
 
     Early stopping and the kept weights follow ``settings.monitor`` on ``val_set`` (spots of held-out
     training groups); without a validation set the last epoch is kept.
