@@ -238,6 +238,7 @@ def fit_network(
             warnings.filterwarnings("ignore", message=".*does not have many workers.*")
             warnings.filterwarnings("ignore", message=".*number of training batches.*smaller than the logging.*")
             warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+            warnings.filterwarnings("ignore", message=".*validation_step.* but have no .val_dataloader.*")
             trainer = pl.Trainer(**options)
             trainer.fit(task, train_dataloaders=train_loader, val_dataloaders=val_loader)
     finally:
