@@ -15,6 +15,7 @@ SMALL = {
     "mlp": {"max_epochs": 5, "hidden": [32]},
     "merge": {"max_epochs": 5, "hidden": [16], "heads": 2, "input_dim": 16},
     "sepal": {"max_epochs": 5, "encoder_epochs": 2, "encoder_input_size": 32},  # the default CNN stage 1
+    "triplex": {"max_epochs": 2, "dim": 16, "heads": 2, "target_input_size": 32, "tile_size": 64},
 }
 GENES = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19"]
 
@@ -135,7 +136,7 @@ def test_models_receive_no_expression(split):
 def test_import_is_light():
     code = (
         "import sys, stpredict as st; st.tl.available_models(); "
-        "heavy = [m for m in ('torch_geometric', 'lightning', 'stpredict.models.mlp', 'stpredict.models.ridge', 'stpredict.models.merge', 'stpredict.models.sepal') "
+        "heavy = [m for m in ('torch_geometric', 'lightning', 'stpredict.models.mlp', 'stpredict.models.ridge', 'stpredict.models.merge', 'stpredict.models.sepal', 'stpredict.models.triplex') "
         "if m in sys.modules]; print(heavy)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

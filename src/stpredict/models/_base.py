@@ -187,6 +187,7 @@ _REGISTRY: dict[str, type[Model] | str] = {
     "mlp": "stpredict.models.mlp:MLPModel",
     "merge": "stpredict.models.merge:MergeModel",
     "sepal": "stpredict.models.sepal._model:SepalModel",
+    "triplex": "stpredict.models.triplex._model:TriplexModel",
 }
 
 
