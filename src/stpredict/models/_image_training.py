@@ -32,11 +32,16 @@ def resized_patches(
     return images
 
 
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of images ``(n, 3, s, s)``."""
+    return tuple(images.mean(dim=(0, 2, 3)).tolist()), tuple(images.std(dim=(0, 2, 3)).tolist())
+
+
 def standardise_images(images: torch.Tensor) -> tuple[torch.Tensor, tuple[float, ...], tuple[float, ...]]:
     """Images scaled to zero mean and unit variance per channel, with the channel means and deviations."""
-    mean, std = images.mean(dim=(0, 2, 3)), images.std(dim=(0, 2, 3))
-    scaled = (images - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
-    return scaled, tuple(mean.tolist()), tuple(std.tolist())
+    mean, std = channel_stats(images)
+    scaled = (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return scaled, mean, std
 
 
 def _dihedral(x, turns, mirror):

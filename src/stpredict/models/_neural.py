@@ -13,7 +13,7 @@ from .._metrics import per_slide_pearson
 from ._base import Model, Validation
 from ._inputs import ModelInputs
 from ._nn import Standardize
-from ._train import TrainResult, TrainSettings
+from ._train import TrainResult, TrainSettings, fit_network
 from ._validation import held_out_mask, scoring_units
 
 
@@ -46,6 +46,20 @@ class NeuralModel(Model):
         """Validation spots of held-out training groups: mask, group names, group kind, scoring unit per spot."""
         held, names, groups, kind = held_out_mask(inputs, random_state=self.random_state)
         return held, names, kind, scoring_units(inputs, groups, kind)
+
+    def _train_net(self, train_set, val_set, settings: TrainSettings, collate_fn=None) -> TrainResult:
+        """``net_`` through the shared loop with this model's device, seed, trainer and progress-bar settings."""
+        return fit_network(
+            self.net_,
+            train_set,
+            val_set,
+            settings=settings,
+            device=self.device,
+            random_state=self.random_state,
+            trainer_params=self.trainer_params,
+            show_progress_bar=self.show_progress_bar,
+            collate_fn=collate_fn,
+        )
 
     def _standardize_targets(self, targets: np.ndarray) -> np.ndarray:
         self.scale_out_ = Standardize(self.n_genes_)

@@ -11,7 +11,7 @@ from torch import nn
 from ._inputs import ModelInputs
 from ._neural import NeuralModel
 from ._nn import Standardize, mlp
-from ._train import TRAIN_DEFAULTS, TensorDictDataset, fit_network, predict_network
+from ._train import TRAIN_DEFAULTS, TensorDictDataset, predict_network
 
 
 class MLPNet(nn.Module):
@@ -53,15 +53,10 @@ class MLPModel(NeuralModel):
         settings = self._begin_fit(inputs, targets)
         z = self._standardize_targets(targets)
         held, held_names, kind, unit = self._held_out(inputs)
-        result = fit_network(
-            self.net_,
+        result = self._train_net(
             self._dataset(inputs.subset(~held), z[~held], unit[~held]),
             self._dataset(inputs.subset(held), z[held], unit[held]),
-            settings=settings,
-            device=self.device,
-            random_state=self.random_state,
-            trainer_params=self.trainer_params,
-            show_progress_bar=self.show_progress_bar,
+            settings,
         )
         self._record_validation(result, z[held], inputs.subset(held), unit[held], held_names, kind)
         return self

@@ -14,7 +14,7 @@ import torch
 from ...pp._hierarchical import CLUSTERINGS, hierarchical_edges
 from .._inputs import ModelInputs
 from .._neural import NeuralModel
-from .._train import TRAIN_DEFAULTS, fit_network, predict_network, single_item
+from .._train import TRAIN_DEFAULTS, predict_network, single_item
 from ._module import MergeGAT
 
 GRAPH_PARAMS = (
@@ -119,17 +119,7 @@ class MergeModel(NeuralModel):
             train, val = (_without_graphs(part) for part in (train, val))
         train_set, _ = self._slide_items(train, z[~held], unit[~held])
         val_set, _ = self._slide_items(val, z[held], unit[held])
-        result = fit_network(
-            self.net_,
-            train_set,
-            val_set,
-            settings=settings,
-            device=self.device,
-            random_state=self.random_state,
-            trainer_params=self.trainer_params,
-            show_progress_bar=self.show_progress_bar,
-            collate_fn=single_item,
-        )
+        result = self._train_net(train_set, val_set, settings, collate_fn=single_item)
         self._record_validation(result, z[held], val, unit[held], held_names, kind)
         return self
 

@@ -11,11 +11,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._image_training import resized_patches, standardise_images, train_image_network
+from .._image_training import channel_stats, resized_patches, train_image_network
 from .._inputs import ModelInputs
 from .._neural import NeuralModel
 from .._nn import Standardize, sinusoidal_2d
-from .._train import TRAIN_DEFAULTS, TensorDictDataset, TrainResult, TrainSettings, fit_network, predict_network
+from .._train import TRAIN_DEFAULTS, TensorDictDataset, TrainResult, TrainSettings, predict_network
 from ._graph import LocalGraphs, local_graphs
 from ._module import PatchEncoder, SepalGNN
 
@@ -168,7 +168,7 @@ class SepalModel(NeuralModel):
         """Train the CNN and its head on the training spots' patches; embeddings of every spot, loss history."""
         encoder = self.net_.encoder
         images = resized_patches(self._patches(inputs), inputs.n_spots, encoder.input_size)
-        _, mean, std = standardise_images(images[torch.from_numpy(train)])
+        mean, std = channel_stats(images[torch.from_numpy(train)])
         if self.params["encoder_checkpoint"] is not None or self.params["encoder_pretrained"]:
             mean, std = self._load_initial_weights(encoder)  # fine-tune with the weights' own input scaling
         encoder.pixel_mean.copy_(torch.tensor(mean))
@@ -278,8 +278,7 @@ class SepalModel(NeuralModel):
         z = (targets - self.scale_out_.mean.numpy()) / self.scale_out_.std.numpy()
         held, held_names, kind, unit = self._held_out(inputs)
         unit = np.unique(unit, return_inverse=True)[1]
-        common = {"device": self.device, "random_state": self.random_state, "trainer_params": self.trainer_params}
-        result, selected = self._fit_stage1(inputs, z, held, unit, settings, common)
+        result, selected = self._fit_stage1(inputs, z, held, unit, settings)
         if self.params["stage2"]:
             for parameter in self.net_.parameters():
                 parameter.requires_grad_(False)  # stage 1 is frozen in stage 2
@@ -291,13 +290,13 @@ class SepalModel(NeuralModel):
             collate = self._collate(features, self._graphs(inputs), base, z, unit)
             # the datasets are the centre spots' indices; the collate function assembles their local graphs
             train_ids, val_ids = np.flatnonzero(~held).tolist(), np.flatnonzero(held).tolist()
-            result = fit_network(self.net_, train_ids, val_ids, settings=settings, collate_fn=collate, **common)
+            result = self._train_net(train_ids, val_ids, settings, collate_fn=collate)
         selected.pop("features", None)
         self._record_validation(result, z[held], inputs.subset(held), unit[held], held_names, kind)
         self.validation_.selected.update(selected)
         return self
 
-    def _fit_stage1(self, inputs, z, held, unit, settings, common) -> tuple[TrainResult, dict]:
+    def _fit_stage1(self, inputs, z, held, unit, settings) -> tuple[TrainResult, dict]:
         """Stage 1 trained on the non-held training spots: the CNN (fixed epochs) or the linear head (early-stopped)."""
         if self._cnn:
             started = time.perf_counter()
@@ -314,7 +313,7 @@ class SepalModel(NeuralModel):
             return TensorDictDataset(**tensors, unit=torch.from_numpy(unit[mask]))
 
         stage1 = replace(settings, lr=self.params["stage1_lr"])
-        result = fit_network(self.net_, spots(~held), spots(held), settings=stage1, **common)
+        result = self._train_net(spots(~held), spots(held), stage1)
         return result, {"features": inputs.features}
 
     @torch.no_grad()

@@ -8,11 +8,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._image_training import resized_patches, standardise_images
+from .._image_training import channel_stats, resized_patches
 from .._inputs import ModelInputs
 from .._neural import NeuralModel
 from .._nn import Standardize
-from .._train import TRAIN_DEFAULTS, fit_network, predict_network, single_item
+from .._train import TRAIN_DEFAULTS, predict_network, single_item
 from ._module import TriplexNet, fusion_loss
 
 
@@ -134,6 +134,7 @@ class TriplexModel(NeuralModel):
         items = []
         for slide in inputs.slides:
             members = np.flatnonzero(inputs.library == slide)  # the whole slide: its global view
+            slide_spots, slide_cells = features[members], torch.from_numpy(views["cells"][members])
             chosen = spots[np.isin(spots, members)]
             if shuffle_seed is not None:
                 chosen = np.random.default_rng(shuffle_seed).permutation(chosen)
@@ -147,8 +148,8 @@ class TriplexModel(NeuralModel):
                     "patches": views["patches"][ids],
                     "tiles": views["tiles"][ids],
                     "tile_mask": views["tile_mask"][ids],
-                    "spots": features[members],
-                    "cells": torch.from_numpy(views["cells"][members]),
+                    "spots": slide_spots,  # one tensor shared by every batch of the slide
+                    "cells": slide_cells,
                     "index": torch.from_numpy(rows),
                     "ids": torch.from_numpy(ids),
                 }
@@ -159,7 +160,6 @@ class TriplexModel(NeuralModel):
         return items
 
     def fit(self, inputs: ModelInputs, targets: np.ndarray) -> TriplexModel:
-        self._record_shapes(inputs, targets)
         views = self._views(inputs)
         self.n_tile_features_ = int(views["tiles"].shape[2])
         settings = self._begin_fit(inputs, targets)
@@ -170,7 +170,7 @@ class TriplexModel(NeuralModel):
         net.scale_tiles.set(
             views["tiles"][torch.from_numpy(~held)][views["tile_mask"][torch.from_numpy(~held)]].numpy()
         )
-        _, mean, std = standardise_images(views["patches"][torch.from_numpy(~held)])
+        mean, std = channel_stats(views["patches"][torch.from_numpy(~held)])
         net.pixel_mean.copy_(torch.tensor(mean))
         net.pixel_std.copy_(torch.tensor(std))
         if self.params["target_checkpoint"] is not None:
@@ -178,17 +178,7 @@ class TriplexModel(NeuralModel):
         seed = 0 if self.random_state is None else self.random_state
         train = self._items(inputs, views, np.flatnonzero(~held), z=z, unit=unit, shuffle_seed=seed)
         val = self._items(inputs, views, np.flatnonzero(held), z=z, unit=unit)
-        result = fit_network(
-            net,
-            train,
-            val,
-            settings=settings,
-            device=self.device,
-            random_state=self.random_state,
-            trainer_params=self.trainer_params,
-            show_progress_bar=self.show_progress_bar,
-            collate_fn=single_item,
-        )
+        result = self._train_net(train, val, settings, collate_fn=single_item)
         self._record_validation(result, z[held], inputs.subset(held), unit[held], held_names, kind)
         return self
 
