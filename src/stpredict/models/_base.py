@@ -152,11 +152,25 @@ class Model(ABC):
         return self.graphs
 
     def reads_representation(self) -> bool:
-        """Whether the model reads an ``obsm`` representation (``False``: it learns its own from pixels)."""
+        """Whether the model reads an ``obsm`` representation (``False``: it learns its own from pixels).
+
+        Examples
+        --------
+        >>> from stpredict.models import get_model
+        >>> get_model("sepal")().reads_representation(), get_model("sepal")(stage1="ridge").reads_representation()
+        (False, True)
+        """
         return True
 
     def reads_pixels(self) -> bool:
-        """Whether the model reads patches from the images (``inputs.images``); default ``needs_images``."""
+        """Whether the model reads patches from the images (``inputs.images``); default ``needs_images``.
+
+        Examples
+        --------
+        >>> from stpredict.models import get_model
+        >>> get_model("ridge")().reads_pixels(), get_model("sepal")().reads_pixels()
+        (False, True)
+        """
         return self.needs_images
 
     def _record_shapes(self, inputs: ModelInputs, targets: np.ndarray) -> None:

@@ -52,6 +52,16 @@ class SlideImages:
 
         Read from ``obsm`` when ``st.pp.neighbour_features`` stored them with the same recipe (method, tile
         size, unit, grid, no checkpoint), else computed from the pixels (see that function for ``kwargs``).
+
+        Examples
+        --------
+        >>> import numpy as np, stpredict as st
+        >>> from stpredict.models._inputs import build_inputs
+        >>> adata = st.datasets.her2st_crop()[:3].copy()
+        >>> inputs, _ = build_inputs(adata, np.zeros((3, 1)), needs_images=True)
+        >>> tiles, inside = inputs.images.neighbour_features(tile_size=32)
+        >>> tiles.shape, inside.shape
+        ((3, 25, 44), (3, 25))
         """
         from ..pp._views import neighbour_features
 
