@@ -42,6 +42,7 @@ from anndata import AnnData
 import stpredict as st
 from stpredict.models import get_model
 from stpredict.models.merge import PAPER_PARAMS
+from stpredict.models.triplex import PAPER_PARAMS as TRIPLEX_PAPER_PARAMS
 
 DATASETS = {
     # name: (label, loader, split method, patch size, unit)
@@ -77,6 +78,19 @@ VARIANTS = {
     "sepal_ridge": ("sepal", {"stage1": "ridge"}),
     "sepal_ridge_stage1": ("sepal", {"stage1": "ridge", "stage2": False}),
     "sepal_ridge_2hop": ("sepal", {"stage1": "ridge", "n_hops": 2}),
+    # TRIPLEX's ablations (the paper's Tables 3-5) and its single-view models (TEM, NEM, GEM)
+    "triplex_no_target": ("triplex", {"views": ["neighbour", "global"]}),
+    "triplex_no_neighbour": ("triplex", {"views": ["target", "global"]}),
+    "triplex_no_global": ("triplex", {"views": ["target", "neighbour"]}),
+    "triplex_target": ("triplex", {"views": ["target"]}),
+    "triplex_neighbour": ("triplex", {"views": ["neighbour"]}),
+    "triplex_global": ("triplex", {"views": ["global"]}),
+    "triplex_peg": ("triplex", {"position_encoding": "peg"}),
+    "triplex_no_peg": ("triplex", {"position_encoding": "none"}),
+    "triplex_sum": ("triplex", {"fusion": "sum"}),
+    "triplex_concat": ("triplex", {"fusion": "concat"}),
+    "triplex_no_fusion_loss": ("triplex", {"fusion_loss": False}),
+    "triplex_paper": ("triplex", dict(TRIPLEX_PAPER_PARAMS)),  # 224 px fine-tuned ResNet18, dim 512: GPU-sized
 }
 
 
@@ -108,9 +122,12 @@ def run_one(
     adata = ad.read_h5ad(path)
     folds = st.tl.make_splits(adata, **DATASETS[name][2])
     registered, params = VARIANTS.get(model, (model, {}))
-    reads_rep = get_model(registered)(**params).reads_representation()
-    if not reads_rep:  # a model that learns from pixels cuts the data set's patch size
-        params = {**params, "patch_size": DATASETS[name][3], "patch_unit": DATASETS[name][4]}
+    model_class = get_model(registered)
+    reads_rep = model_class(**params).reads_representation()
+    if model_class(**params).reads_pixels():  # patches and neighbour tiles of the data set's patch size
+        size, unit = DATASETS[name][3], DATASETS[name][4]
+        cut = {"patch_size": size, "patch_unit": unit, "tile_size": size, "tile_unit": unit}
+        params = {**params, **{k: v for k, v in cut.items() if k in model_class.defaults}}
     layer = target_layer(target)
     options = {
         "model": registered,
@@ -153,7 +170,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: an upper bound
 
 
-def prepare(name: str, shared: Path, targets: list[str], rep: str) -> tuple[AnnData, list]:
+def prepare(name: str, shared: Path, targets: list[str], rep: str, models: list[str]) -> tuple[AnnData, list]:
     label, load, split, size, unit = DATASETS[name]
     adata = load(shared)
     st.pp.normalize(adata)
@@ -170,6 +187,9 @@ def prepare(name: str, shared: Path, targets: list[str], rep: str) -> tuple[AnnD
             )
     if rep != ENCODER_REP and rep not in adata.obsm:
         st.pp.image_features(adata, size=size, unit=unit, show_progress_bar=False, key_added=rep)
+    if any(VARIANTS.get(m, (m,))[0] == "triplex" for m in models):
+        # TRIPLEX's neighbour tiles encoded once and stored with their recipe: every fold and variant reads them
+        st.pp.neighbour_features(adata, tile_size=size, unit=unit, show_progress_bar=False)
     return adata, st.tl.make_splits(adata, **split)
 
 
@@ -200,7 +220,7 @@ def main() -> None:
     tables = []
     for name in args.datasets:
         t0 = time.perf_counter()
-        adata, folds = prepare(name, args.shared, args.targets, args.rep)
+        adata, folds = prepare(name, args.shared, args.targets, args.rep, args.models)
         if args.rep == ENCODER_REP:
             encoder_embeddings(adata, folds, name, args.cache, args.device)  # trained once, read by every run
         print(

@@ -15,7 +15,14 @@ SMALL = {
     "mlp": {"max_epochs": 5, "hidden": [32]},
     "merge": {"max_epochs": 5, "hidden": [16], "heads": 2, "input_dim": 16},
     "sepal": {"max_epochs": 5, "encoder_epochs": 2, "encoder_input_size": 32},  # the default CNN stage 1
-    "triplex": {"max_epochs": 2, "dim": 16, "heads": 2, "target_input_size": 32, "tile_size": 64},
+    "triplex": {
+        "max_epochs": 2,
+        "dim": 16,
+        "heads": 2,
+        "target_input_size": 32,
+        "tile_size": 64,
+        "target_pretrain_epochs": 1,
+    },
 }
 GENES = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19"]
 

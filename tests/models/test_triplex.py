@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
+from scipy import sparse
 
 import stpredict as st
 from stpredict.models import ModelInputs
@@ -11,7 +13,7 @@ from stpredict.models._inputs import build_inputs
 from stpredict.models.triplex._model import TriplexModel, grid_cells
 
 GENES = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19"]
-SMALL = {"dim": 16, "heads": 2, "target_input_size": 32, "tile_size": 64}
+SMALL = {"dim": 16, "heads": 2, "target_input_size": 32, "tile_size": 64, "target_pretrain_epochs": 1}
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,42 @@ def test_training_loss_decreases_and_views_are_fused(split):
     params = {**SMALL, "max_epochs": 15, "patience": 15, "lr": 1e-3}
     predictor = st.tl.fit(train, model="triplex", genes=GENES, model_params=params)
     loss = predictor.validation.history["train_loss"].to_numpy()
-    assert loss[-3:].mean() < 0.7 * loss[:3].mean()
+    assert loss[-3:].mean() < 0.8 * loss[:3].mean()
     with pytest.raises(ValueError, match="dim .* divisible by heads"):
         st.tl.fit(train, model="triplex", genes=GENES, model_params={**SMALL, "heads": 3})
+
+
+def test_ablations_read_only_what_their_views_need(split):
+    train, test = split
+    without_global = TriplexModel(views=["target", "neighbour"], **SMALL)
+    assert not without_global.reads_representation() and without_global.reads_pixels()
+    only_global = TriplexModel(views=["global"], **SMALL)
+    assert only_global.reads_representation() and not only_global.reads_pixels()
+    params = {**SMALL, "max_epochs": 2, "views": ["target", "neighbour"]}
+    predictor = st.tl.fit(train, model="triplex", genes=GENES, model_params=params)
+    assert predictor.use_rep is None
+    out = st.tl.predict(predictor, test, key_added="pred", copy=True)
+    assert np.isfinite(np.asarray(out.obsm["pred"], dtype=float)).all()
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        TriplexModel(fusion="attention_pooling")
+    with pytest.raises(ValueError, match="target_checkpoint"):
+        TriplexModel(views=["global"], target_checkpoint="x.pt")
+
+
+def test_without_fusion_loss_the_view_heads_are_not_trained(crop_norm):
+    inputs, _ = build_inputs(crop_norm, crop_norm.obsm["X_handcrafted"], needs_grid=True, needs_images=True)
+    layer = crop_norm[:, GENES].layers["log1p"]
+    targets = layer.toarray() if sparse.issparse(layer) else np.asarray(layer)
+    params = {**SMALL, "max_epochs": 2, "views": ["neighbour", "global"], "dropout": 0.0}
+    states = {}
+    for use_fusion_loss in (True, False):
+        model = TriplexModel(fusion_loss=use_fusion_loss, **params)
+        model.fit(inputs, targets)
+        initial = TriplexModel(fusion_loss=use_fusion_loss, **params)
+        initial.n_tile_features_ = model.n_tile_features_
+        initial._begin_fit(inputs, targets)  # the same seed: the weights training started from
+        states[use_fusion_loss] = (model.net_.net.heads, initial.net_.net.heads)
+    for use_fusion_loss, (trained, initial) in states.items():
+        changed = not torch.allclose(trained["global"].weight, initial["global"].weight)
+        assert changed == use_fusion_loss
+        assert not torch.allclose(trained["fusion"].weight, initial["fusion"].weight)

@@ -109,4 +109,89 @@ def test_triplex_net_shapes_and_a_training_step():
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     frozen = TriplexNet(6, 4, 3, dim=16, heads=2, freeze_target_cnn=True)
-    assert not any(p.requires_grad for p in frozen.target.cnn.parameters())
+    assert not any(p.requires_grad for p in frozen.encoders["target"].cnn.parameters())
+
+
+def _toy_batch(b: int = 4, n_slide: int = 12) -> dict[str, torch.Tensor]:
+    cells = torch.stack(torch.meshgrid(torch.arange(3), torch.arange(4), indexing="ij"), -1).reshape(-1, 2)
+    mask = torch.rand(b, 25) > 0.3
+    mask[:, 12] = True
+    return {
+        "patches": torch.randn(b, 3, 32, 32),
+        "tiles": torch.randn(b, 25, 6),
+        "tile_mask": mask,
+        "spots": torch.randn(n_slide, 4),
+        "cells": cells,
+        "index": torch.tensor([0, 5, 6, 11]),
+    }
+
+
+def test_peg_ignores_positions_apeg_reads_them():
+    from stpredict.models.triplex._module import APEG, PEG
+
+    torch.manual_seed(0)
+    tokens = torch.randn(5, 4)
+    cells = torch.tensor([[0, 0], [0, 1], [3, 3], [1, 0], [2, 2]])
+    shuffled = cells[torch.tensor([4, 3, 2, 1, 0])]
+    peg, apeg = PEG(4), APEG(4)
+    torch.testing.assert_close(peg(tokens, cells), peg(tokens, shuffled))
+    assert not torch.allclose(apeg(tokens, cells), apeg(tokens, shuffled))
+    # 5 tokens on a 3 x 3 square: token 0's 3 x 3 window holds tokens 1, 3 and 4 (row by row), not 2
+    perturbed = tokens.clone()
+    perturbed[2] += 10
+    torch.testing.assert_close(peg(tokens, cells)[0], peg(perturbed, cells)[0])
+    perturbed = tokens.clone()
+    perturbed[4] += 10
+    assert not torch.allclose(peg(tokens, cells)[0], peg(perturbed, cells)[0])
+
+
+@pytest.mark.parametrize(
+    ("views", "fusion"),
+    [
+        (("target", "neighbour"), "cross_attention"),  # no global view: a learned query
+        (("neighbour", "global"), "cross_attention"),
+        (("global",), "cross_attention"),
+        (("target", "neighbour", "global"), "sum"),
+        (("target", "neighbour", "global"), "concat"),
+    ],
+)
+def test_ablations_build_only_their_views_and_train(views, fusion):
+    from stpredict.models.triplex._module import TriplexNet
+
+    torch.manual_seed(0)
+    net = TriplexNet(6, 4, 3, dim=16, heads=2, views=views, fusion=fusion, position_encoding="none")
+    assert set(net.encoders) == set(views)
+    batch = {k: v for k, v in _toy_batch().items() if k != "patches" or "target" in views}
+    out = net(batch)
+    assert set(out) == {"fusion", *views}
+    y = torch.randn(4, 3)
+    optimiser = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    first = fusion_loss(net(batch), y).item()
+    for _ in range(15):
+        loss = fusion_loss(net(batch), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert loss.item() < 0.7 * first
+
+
+def test_bad_ablation_names_are_refused():
+    from stpredict.models.triplex._module import TriplexNet
+
+    with pytest.raises(ValueError, match="views must be a non-empty subset"):
+        TriplexNet(6, 4, 3, dim=16, heads=2, views=("target", "local"))
+    with pytest.raises(ValueError, match="fusion must be one of"):
+        TriplexNet(6, 4, 3, dim=16, heads=2, fusion="gate")
+    with pytest.raises(ValueError, match="position_encoding must be one of"):
+        TriplexNet(6, 4, 3, dim=16, heads=2, position_encoding="sincos")
+
+
+def test_a_frozen_target_trunk_gives_the_same_tokens_from_precomputed_maps():
+    from stpredict.models.triplex._module import TargetEncoder
+
+    torch.manual_seed(0)
+    encoder = TargetEncoder(dim=16, depth=1, heads=2, mlp_ratio=2.0, dropout=0.0, freeze_cnn=True).eval()
+    patches = torch.randn(3, 3, 32, 32)
+    maps = encoder.feature_maps(patches)
+    assert maps.shape == (3, 512, 1, 1) and not maps.requires_grad
+    torch.testing.assert_close(encoder(patches), encoder(maps=maps))

@@ -1,1 +1,6 @@
-"""TRIPLEX (Chung et al., CVPR 2024): target, neighbour and global views fused by cross-attention (in progress)."""
+"""TRIPLEX (Chung et al., CVPR 2024): ``st.tl.fit(adata, model='triplex')``."""
+
+from ._model import PAPER_PARAMS, TriplexModel
+from ._module import TriplexNet
+
+__all__ = ["PAPER_PARAMS", "TriplexModel", "TriplexNet"]

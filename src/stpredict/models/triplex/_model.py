@@ -8,38 +8,79 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._image_training import channel_stats, resized_patches
+from .._image_training import channel_stats, resized_patches, train_image_network
 from .._inputs import ModelInputs
 from .._neural import NeuralModel
 from .._nn import Standardize
 from .._train import TRAIN_DEFAULTS, predict_network, single_item
-from ._module import TriplexNet, fusion_loss
+from ._module import FUSIONS, POSITION_ENCODINGS, VIEWS, TriplexNet, check_views, fusion_loss
+
+#: The paper's HER2ST configuration (Chung et al. 2024, Sec. 4.1; public code ``config/ST/andersson``):
+#: 224 px patches through the fine-tuned ResNet18 (7 x 7 tokens, linear projection, no target blocks),
+#: 512-d tokens, 3 neighbour and 3 global blocks, batch 128, AdamW 1e-4, early stopping patience 20 over
+#: at most 1000 epochs. Heads, MLP ratio and dropout are one value per model here; the public code sets
+#: them per encoder (global/neighbour 16 heads, MLP ratio 4/1, dropout 0.1/0.3; fusion 4 heads, 0.2).
+#: 33 M weights (the CPU default: 12 M, 11.2 M of them the ResNet18) and 12x the CPU default's pixels per spot: a GPU configuration.
+PAPER_PARAMS = MappingProxyType(
+    {
+        "dim": 512,
+        "heads": 16,
+        "depth_target": 0,
+        "depth_neighbour": 3,
+        "depth_global": 3,
+        "mlp_ratio": 4.0,
+        "dropout": 0.1,
+        "target_input_size": 224,
+        "patch_size": 224,
+        "tile_size": 224,
+        "batch_size": 128,
+        "lr": 1e-4,
+        "max_epochs": 1000,
+        "patience": 20,
+        "freeze_target_cnn": False,
+        "target_pretrain_epochs": 0,
+    }
+)
+
+
+VIEW_KEYS = ("patches", "target_maps", "tiles", "tile_mask")  # per-spot inputs, sliced into every batch
 
 
 class TriplexRegressor(nn.Module):
     """:class:`TriplexNet` with its input scalings; ``forward`` gives the fusion prediction, ``training_loss`` the fusion loss."""
 
-    def __init__(self, n_features: int, n_tile_features: int, n_genes: int, *, alpha: float, **net_params) -> None:
+    def __init__(
+        self, n_features: int, n_tile_features: int, n_genes: int, *, alpha: float, fusion_loss: bool, **net_params
+    ) -> None:
         super().__init__()
         self.scale_in = Standardize(n_features)  # the global view's spot embeddings
         self.scale_tiles = Standardize(n_tile_features)
         self.register_buffer("pixel_mean", torch.zeros(3))
         self.register_buffer("pixel_std", torch.ones(3))
         self.net = TriplexNet(n_tile_features, n_features, n_genes, **net_params)
-        self.alpha = alpha
+        self.alpha, self.fusion_loss = alpha, fusion_loss
+
+    def scale_pixels(self, patches: torch.Tensor) -> torch.Tensor:
+        return (patches - self.pixel_mean.view(1, 3, 1, 1)) / self.pixel_std.view(1, 3, 1, 1)
 
     def _outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        scaled = dict(batch)
-        scaled["patches"] = (batch["patches"] - self.pixel_mean.view(1, 3, 1, 1)) / self.pixel_std.view(1, 3, 1, 1)
-        scaled["tiles"] = self.scale_tiles(batch["tiles"]) * batch["tile_mask"].unsqueeze(-1)
-        scaled["spots"] = self.scale_in(batch["spots"])
+        scaled = dict(batch)  # a batch carries only what the views read
+        if "patches" in batch:
+            scaled["patches"] = self.scale_pixels(batch["patches"])
+        if "tiles" in batch:
+            scaled["tiles"] = self.scale_tiles(batch["tiles"]) * batch["tile_mask"].unsqueeze(-1)
+        if "spots" in batch:
+            scaled["spots"] = self.scale_in(batch["spots"])
         return self.net(scaled)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self._outputs(batch)["fusion"]
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return fusion_loss(self._outputs(batch), batch["y"], self.alpha)
+        outputs = self._outputs(batch)
+        if not self.fusion_loss:  # the ablation: the fused prediction's MSE only, the view heads untrained
+            return nn.functional.mse_loss(outputs["fusion"], batch["y"])
+        return fusion_loss(outputs, batch["y"], self.alpha)
 
 
 def grid_cells(inputs: ModelInputs) -> np.ndarray:
@@ -58,8 +99,11 @@ class TriplexModel(NeuralModel):
     """TRIPLEX: the spot's patch, its 5 x 5 neighbourhood and all spots of its slide, fused by cross-attention.
 
     - target view: the spot's patch (``patch_size``, resized to ``target_input_size``) through a ResNet18
-      trunk whose feature map becomes tokens, fine-tuned with the model (``freeze_target_cnn=True`` keeps
-      it fixed; ``target_checkpoint=`` starts it from a file, e.g. saved by ``st.tl.train_encoder``);
+      trunk whose feature map becomes tokens, then transformer blocks. The paper fine-tunes a
+      histology-pretrained trunk (:data:`PAPER_PARAMS`: ``freeze_target_cnn=False``, with
+      ``target_checkpoint=`` a file, e.g. saved by ``st.tl.train_encoder``). The CPU default first trains
+      the trunk on the training patches for ``target_pretrain_epochs`` (a linear head predicting the genes,
+      the loop of ``st.tl.train_encoder``), then freezes it, so its maps are computed once per spot;
     - neighbour view: ``grid x grid`` tiles of ``tile_size`` around the spot, each embedded by the frozen
       ``tile_method`` of ``st.pp.image_features`` (read from ``obsm`` when ``st.pp.neighbour_features``
       stored them with the same recipe), tiles outside the image masked;
@@ -67,14 +111,19 @@ class TriplexModel(NeuralModel):
 
     Trained with the fusion loss (``alpha``) by AdamW, batches of spots of one slide sharing that slide's
     global pass; early stopping on held-out training groups.
+
+    Ablations (the paper's Tables 3-5): ``views`` (any non-empty subset of ``('target', 'neighbour',
+    'global')``; without ``'global'`` no representation is read), ``position_encoding`` (``'apeg'``,
+    ``'peg'``, ``'none'``), ``fusion`` (``'cross_attention'``, ``'sum'``, ``'concat'``), ``fusion_loss=False``
+    (MSE of the fused prediction only).
     """
 
     defaults = MappingProxyType(
         {
             **TRAIN_DEFAULTS,
-            "lr": 1e-4,
+            "lr": 3e-4,  # the paper's 1e-4 was still improving after 50 epochs on a HER2ST validation slide
             "weight_decay": 1e-4,
-            "max_epochs": 50,
+            "max_epochs": 100,
             "patience": 10,
             "batch_size": 64,
             "dim": 128,
@@ -86,18 +135,42 @@ class TriplexModel(NeuralModel):
             "dropout": 0.1,
             "alpha": 0.3,
             "target_input_size": 64,
-            "freeze_target_cnn": False,
+            "freeze_target_cnn": True,
             "target_checkpoint": None,
+            "target_pretrain_epochs": 15,
+            "target_pretrain_lr": 1e-3,
             "patch_size": 224,
             "patch_unit": "px",
             "tile_method": "handcrafted",
             "tile_size": 224,
             "tile_unit": "px",
             "grid": 5,
+            "views": VIEWS,
+            "position_encoding": "apeg",
+            "fusion": "cross_attention",
+            "fusion_loss": True,
         }
     )
     needs_grid = True
     needs_images = True
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        p = self.params
+        p["views"] = list(check_views(p["views"]))
+        for name, accepted in (("position_encoding", POSITION_ENCODINGS), ("fusion", FUSIONS)):
+            if p[name] not in accepted:
+                msg = f"{name} must be one of {list(accepted)}, got {p[name]!r}."
+                raise ValueError(msg)
+        if p["target_checkpoint"] is not None and "target" not in p["views"]:
+            msg = "target_checkpoint= initialises the target view, which views= leaves out; add 'target' to views."
+            raise ValueError(msg)
+
+    def reads_representation(self) -> bool:
+        return "global" in self.params["views"]
+
+    def reads_pixels(self) -> bool:
+        return bool({"target", "neighbour"} & set(self.params["views"]))
 
     def _net(self) -> TriplexRegressor:
         p = self.params
@@ -107,6 +180,10 @@ class TriplexModel(NeuralModel):
             self.n_tile_features_,
             self.n_genes_,
             alpha=p["alpha"],
+            fusion_loss=p["fusion_loss"],
+            views=tuple(p["views"]),
+            fusion=p["fusion"],
+            position_encoding=p["position_encoding"],
             mlp_ratio=p["mlp_ratio"],
             dropout=p["dropout"],
             grid=p["grid"],
@@ -115,18 +192,19 @@ class TriplexModel(NeuralModel):
         )
 
     def _views(self, inputs: ModelInputs) -> dict[str, np.ndarray | torch.Tensor]:
-        """Every spot's resized patch, neighbour tiles and mask, and grid cell."""
+        """What the chosen views read of every spot: resized patch, neighbour tiles and mask, grid cell."""
         p = self.params
-        batches = inputs.images.iter_patches(size=p["patch_size"], unit=p["patch_unit"])
-        tiles, inside = inputs.images.neighbour_features(
-            p["tile_method"], tile_size=p["tile_size"], unit=p["tile_unit"], grid=p["grid"]
-        )
-        return {
-            "patches": resized_patches(batches, inputs.n_spots, p["target_input_size"]),
-            "tiles": torch.from_numpy(np.asarray(tiles, dtype=np.float32)),
-            "tile_mask": torch.from_numpy(np.asarray(inside, dtype=bool)),
-            "cells": grid_cells(inputs),
-        }
+        views = {"cells": grid_cells(inputs)}
+        if "target" in p["views"]:
+            batches = inputs.images.iter_patches(size=p["patch_size"], unit=p["patch_unit"])
+            views["patches"] = resized_patches(batches, inputs.n_spots, p["target_input_size"])
+        if "neighbour" in p["views"]:
+            tiles, inside = inputs.images.neighbour_features(
+                p["tile_method"], tile_size=p["tile_size"], unit=p["tile_unit"], grid=p["grid"]
+            )
+            views["tiles"] = torch.from_numpy(np.asarray(tiles, dtype=np.float32))
+            views["tile_mask"] = torch.from_numpy(np.asarray(inside, dtype=bool))
+        return views
 
     def _items(self, inputs, views, spots: np.ndarray, *, z=None, unit=None, shuffle_seed=None) -> list[dict]:
         """Batches of ``spots`` (global indices), each from one slide and carrying that slide's global view."""
@@ -144,15 +222,13 @@ class TriplexModel(NeuralModel):
                     chosen[start : start + self.params["batch_size"]],
                     where[start : start + self.params["batch_size"]],
                 )
-                item = {
-                    "patches": views["patches"][ids],
-                    "tiles": views["tiles"][ids],
-                    "tile_mask": views["tile_mask"][ids],
-                    "spots": slide_spots,  # one tensor shared by every batch of the slide
-                    "cells": slide_cells,
-                    "index": torch.from_numpy(rows),
-                    "ids": torch.from_numpy(ids),
-                }
+                item = {key: views[key][ids] for key in VIEW_KEYS if key in views}
+                item.update(
+                    spots=slide_spots,  # one tensor shared by every batch of the slide
+                    cells=slide_cells,
+                    index=torch.from_numpy(rows),
+                    ids=torch.from_numpy(ids),
+                )
                 if z is not None:
                     item["y"] = torch.from_numpy(z[ids].astype(np.float32))
                     item["unit"] = torch.from_numpy(unit[ids])
@@ -161,20 +237,16 @@ class TriplexModel(NeuralModel):
 
     def fit(self, inputs: ModelInputs, targets: np.ndarray) -> TriplexModel:
         views = self._views(inputs)
-        self.n_tile_features_ = int(views["tiles"].shape[2])
+        self.n_tile_features_ = int(views["tiles"].shape[2]) if "tiles" in views else 0
         settings = self._begin_fit(inputs, targets)
         z = self._standardize_targets(targets)
         held, held_names, kind, unit = self._held_out(inputs)
         unit = np.unique(unit, return_inverse=True)[1]
-        net = self.net_
-        net.scale_tiles.set(
-            views["tiles"][torch.from_numpy(~held)][views["tile_mask"][torch.from_numpy(~held)]].numpy()
-        )
-        mean, std = channel_stats(views["patches"][torch.from_numpy(~held)])
-        net.pixel_mean.copy_(torch.tensor(mean))
-        net.pixel_std.copy_(torch.tensor(std))
-        if self.params["target_checkpoint"] is not None:
-            self._load_target_cnn()
+        self._fit_input_scaling(views, torch.from_numpy(~held))
+        p = self.params
+        if "patches" in views and p["target_pretrain_epochs"] and p["target_checkpoint"] is None:
+            self._pretrain_target_cnn(views["patches"], z, ~held)
+        self._freeze_target_maps(views)
         seed = 0 if self.random_state is None else self.random_state
         train = self._items(inputs, views, np.flatnonzero(~held), z=z, unit=unit, shuffle_seed=seed)
         val = self._items(inputs, views, np.flatnonzero(held), z=z, unit=unit)
@@ -182,17 +254,74 @@ class TriplexModel(NeuralModel):
         self._record_validation(result, z[held], inputs.subset(held), unit[held], held_names, kind)
         return self
 
+    def _fit_input_scaling(self, views, train: torch.Tensor) -> None:
+        """Tile features and pixels standardised with the training spots' statistics (or the checkpoint's)."""
+        net = self.net_
+        if "tiles" in views:
+            net.scale_tiles.set(views["tiles"][train][views["tile_mask"][train]].numpy())
+        if "patches" in views:
+            mean, std = channel_stats(views["patches"][train])
+            net.pixel_mean.copy_(torch.tensor(mean))
+            net.pixel_std.copy_(torch.tensor(std))
+        if self.params["target_checkpoint"] is not None:
+            self._load_target_cnn()
+
+    def _pretrain_target_cnn(self, patches: torch.Tensor, z: np.ndarray, train: np.ndarray) -> None:
+        """Train the target trunk + a linear head on the training spots' augmented patches to predict the genes.
+
+        The CPU stand-in for the paper's histology-pretrained ResNet18 (not downloadable offline): the loop
+        of ``st.tl.train_encoder`` and SEPAL's stage 1, on training slides only.
+        """
+        encoder = self.net_.net.encoders["target"]
+        network = nn.Sequential(
+            encoder.cnn, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(encoder.project.in_features, z.shape[1])
+        )
+        encoder.cnn.requires_grad_(True)
+        self.target_pretrain_history_ = train_image_network(
+            network,
+            self.net_.scale_pixels(patches[torch.from_numpy(train)]),
+            torch.from_numpy(z[train].astype(np.float32)),
+            epochs=self.params["target_pretrain_epochs"],
+            batch_size=32,
+            lr=self.params["target_pretrain_lr"],
+            weight_decay=self.params["weight_decay"],
+            device=self.device,
+            random_state=0 if self.random_state is None else self.random_state,
+            show_progress_bar=self.show_progress_bar,
+            desc="TRIPLEX target CNN",
+        )
+        encoder.cnn.requires_grad_(not encoder.freeze_cnn)
+        encoder.cnn.cpu()
+
+    @torch.no_grad()
+    def _freeze_target_maps(self, views: dict, batch_size: int = 256) -> None:
+        """A frozen trunk runs once per spot: its feature maps replace the patches in the views."""
+        encoder = self.net_.net.encoders["target"] if "target" in self.net_.net.encoders else None
+        if encoder is None or not encoder.freeze_cnn or "patches" not in views:
+            return
+        patches = views.pop("patches")
+        encoder.cnn.to(self.device)
+        on_gpu = str(self.device).startswith("cuda")
+        maps = []
+        for start in range(0, len(patches), batch_size):
+            chunk = self.net_.scale_pixels(patches[start : start + batch_size]).to(self.device)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
+                maps.append(encoder.feature_maps(chunk).float().cpu())
+        encoder.cnn.cpu().train()  # unused from here on; train mode keeps Lightning from warning about eval modules
+        views["target_maps"] = torch.cat(maps)
+
     def _load_target_cnn(self) -> None:
         from ...pp._encoders import load_encoder
 
         loaded, spec = load_encoder("resnet18", checkpoint=self.params["target_checkpoint"])
         trunk = nn.Sequential(*list(loaded.children())[:-2])
-        self.net_.net.target.cnn.load_state_dict(trunk.state_dict())
+        self.net_.net.encoders["target"].cnn.load_state_dict(trunk.state_dict())
         self.net_.pixel_mean.copy_(torch.tensor(spec.mean))
         self.net_.pixel_std.copy_(torch.tensor(spec.std))
 
     def _predict_z(self, inputs: ModelInputs) -> np.ndarray:
         views = self._views(inputs)
+        self._freeze_target_maps(views)
         items = self._items(inputs, views, np.arange(inputs.n_spots))
         order = torch.cat([item.pop("ids") for item in items]).numpy()
         predicted = predict_network(

@@ -13,6 +13,8 @@ The fusion layer queries the spot's global token against the target and the neig
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -131,6 +133,28 @@ class APEG(nn.Module):
         return tokens + encoded[flat]
 
 
+class PEG(nn.Module):
+    """CPVT's Position Encoding Generator as TRIPLEX's ablation (Table 4): positions ignored.
+
+    The slide's tokens, in their order, are zero-padded to a square number, laid row by row on a square
+    raster, convolved depth-wise 3 x 3, and read back (residual), as for a natural image.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+
+    def forward(self, tokens: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        n, dim = tokens.shape
+        side = math.ceil(math.sqrt(n))
+        square = torch.cat([tokens, tokens.new_zeros(side * side - n, dim)])
+        encoded = self.conv(square.T.reshape(1, dim, side, side)).reshape(dim, -1).T
+        return tokens + encoded[:n]
+
+
+POSITION_ENCODINGS = {"apeg": APEG, "peg": PEG, "none": None}
+
+
 def fusion_loss(outputs: dict[str, torch.Tensor], target: torch.Tensor, alpha: float = 0.3) -> torch.Tensor:
     """TRIPLEX's loss: MSE(ŷ_F, y) + Σ_k [(1 − α) MSE(ŷ_k, y) + α MSE(ŷ_k, ŷ_F)] over the other views.
 
@@ -174,13 +198,17 @@ class TargetEncoder(TokenEncoder):
         if freeze_cnn:
             self.cnn.requires_grad_(False)
 
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        if self.freeze_cnn:
-            self.cnn.eval()  # frozen batch-norm statistics too
-            with torch.no_grad():
-                maps = self.cnn(patches)
-        else:
-            maps = self.cnn(patches)
+    def feature_maps(self, patches: torch.Tensor) -> torch.Tensor:
+        """The trunk's ``(b, 512, h, w)`` maps; a frozen trunk runs in eval mode without gradients."""
+        if not self.freeze_cnn:
+            return self.cnn(patches)
+        self.cnn.eval()  # frozen batch-norm statistics too
+        with torch.no_grad():
+            return self.cnn(patches)
+
+    def forward(self, patches: torch.Tensor | None = None, maps: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens of ``patches``, or of their precomputed ``maps`` (a frozen trunk's, computed once per slide)."""
+        maps = self.feature_maps(patches) if maps is None else maps
         x = self.project(maps.flatten(2).transpose(1, 2))
         for block in self.blocks:
             x = block(x)
@@ -204,18 +232,35 @@ class NeighbourEncoder(TokenEncoder):
 
 
 class GlobalEncoder(TokenEncoder):
-    """Frozen embeddings of all spots of one slide: a block, APEG on the array grid, the other blocks."""
+    """Frozen embeddings of all spots of one slide: a block, the position encoding (APEG), the other blocks.
 
-    def __init__(self, n_in: int, dim: int, depth: int, heads: int, mlp_ratio: float, dropout: float) -> None:
+    ``position_encoding``: ``'apeg'`` (on the array grid), ``'peg'`` (CPVT's, on a square of the tokens in
+    their order) or ``'none'``.
+    """
+
+    def __init__(
+        self,
+        n_in: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: float,
+        dropout: float,
+        position_encoding: str = "apeg",
+    ) -> None:
         super().__init__(n_in, dim, max(1, depth), heads, mlp_ratio, dropout)
-        self.apeg = APEG(dim)
+        if position_encoding not in POSITION_ENCODINGS:
+            msg = f"position_encoding must be one of {list(POSITION_ENCODINGS)}, got {position_encoding!r}."
+            raise ValueError(msg)
+        encoder = POSITION_ENCODINGS[position_encoding]
+        self.position = None if encoder is None else encoder(dim)
 
     def forward(self, spots: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         x = self.project(spots).unsqueeze(0)  # the slide is one sequence
         for i, block in enumerate(self.blocks):
             x = block(x)
-            if i == 0:
-                x = self.apeg(x[0], cells).unsqueeze(0)
+            if i == 0 and self.position is not None:
+                x = self.position(x[0], cells).unsqueeze(0)
         return self.norm(x[0])
 
 
@@ -224,13 +269,22 @@ def _masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
-class TriplexNet(nn.Module):
-    """Target, neighbour and global encoders, the fusion layer and the four gene heads.
+VIEWS = ("target", "neighbour", "global")
+FUSIONS = ("cross_attention", "sum", "concat")
 
-    ``forward(batch)`` reads ``patches`` ``(b, 3, s, s)``, ``tiles`` ``(b, grid², f)`` with ``tile_mask``,
+
+class TriplexNet(nn.Module):
+    """Target, neighbour and global encoders, the fusion layer and one gene head per view and for the fusion.
+
+    ``forward(batch)`` reads ``patches`` ``(b, 3, s, s)`` (or a frozen trunk's ``target_maps``), ``tiles`` ``(b, grid², f)`` with ``tile_mask``,
     and the slide's ``spots`` ``(n, f)`` with their grid ``cells`` ``(n, 2)`` and the batch spots' rows
-    ``index`` ``(b,)`` in it; it returns the ``fusion``, ``target``, ``neighbour`` and ``global``
-    predictions ``(b, genes)``.
+    ``index`` ``(b,)`` in it (only what its ``views`` read); it returns the ``fusion`` prediction and one
+    per view ``(b, genes)``.
+
+    Ablations (TRIPLEX's Tables 3-5): ``views`` a subset of the three (without the global view the
+    cross-attention query is a learned token; with the global view alone it is the fused token);
+    ``fusion='sum'`` (pooled view tokens added) or ``'concat'`` (concatenated, then a linear layer) instead
+    of cross-attention; ``position_encoding`` of the global view.
     """
 
     def __init__(
@@ -248,28 +302,84 @@ class TriplexNet(nn.Module):
         dropout: float = 0.1,
         grid: int = 5,
         freeze_target_cnn: bool = False,
+        views: tuple[str, ...] = VIEWS,
+        fusion: str = "cross_attention",
+        position_encoding: str = "apeg",
     ) -> None:
         super().__init__()
+        self.views = check_views(views)
+        if fusion not in FUSIONS:
+            msg = f"fusion must be one of {list(FUSIONS)}, got {fusion!r}."
+            raise ValueError(msg)
+        self.fusion = fusion
         common = {"dim": dim, "heads": heads, "mlp_ratio": mlp_ratio, "dropout": dropout}
-        self.target = TargetEncoder(depth=depth_target, freeze_cnn=freeze_target_cnn, **common)
-        self.neighbour = NeighbourEncoder(n_tile_features, depth=depth_neighbour, grid=grid, **common)
-        self.global_ = GlobalEncoder(n_spot_features, depth=depth_global, **common)
-        self.cross_target = Attention(dim, heads, dropout)
-        self.cross_neighbour = Attention(dim, heads, dropout)
+        self.encoders = nn.ModuleDict()
+        if "target" in self.views:
+            self.encoders["target"] = TargetEncoder(depth=depth_target, freeze_cnn=freeze_target_cnn, **common)
+        if "neighbour" in self.views:
+            self.encoders["neighbour"] = NeighbourEncoder(n_tile_features, depth=depth_neighbour, grid=grid, **common)
+        if "global" in self.views:
+            self.encoders["global"] = GlobalEncoder(
+                n_spot_features, depth=depth_global, position_encoding=position_encoding, **common
+            )
+        if fusion == "cross_attention":
+            self.cross = nn.ModuleDict({v: Attention(dim, heads, dropout) for v in self.views if v != "global"})
+            if "global" not in self.views:
+                self.query = nn.Parameter(torch.zeros(1, 1, dim))
+                nn.init.trunc_normal_(self.query, std=0.02)
+        elif fusion == "concat":
+            self.concat = nn.Linear(len(self.views) * dim, dim)
         self.fusion_norm = nn.LayerNorm(dim)
-        self.heads = nn.ModuleDict(
-            {name: nn.Linear(dim, n_genes) for name in ("fusion", "target", "neighbour", "global")}
-        )
+        self.heads = nn.ModuleDict({name: nn.Linear(dim, n_genes) for name in ("fusion", *self.views)})
+
+    def _tokens(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        tokens = {}
+        if "target" in self.views:
+            tokens["target"] = self.encoders["target"](batch.get("patches"), maps=batch.get("target_maps"))
+        if "neighbour" in self.views:
+            tokens["neighbour"] = self.encoders["neighbour"](batch["tiles"], batch["tile_mask"])
+        if "global" in self.views:
+            tokens["global"] = self.encoders["global"](batch["spots"], batch["cells"])[batch["index"]]
+        return tokens
+
+    def _fuse(self, tokens: dict[str, torch.Tensor], pooled: dict[str, torch.Tensor], mask: torch.Tensor | None):
+        if self.fusion == "sum":
+            return sum(pooled.values())
+        if self.fusion == "concat":
+            return self.concat(torch.cat([pooled[v] for v in self.views], dim=1))
+        if "global" in tokens:
+            query = tokens["global"].unsqueeze(1)
+        else:
+            query = self.query.expand(next(iter(tokens.values())).shape[0], -1, -1)
+        attended = [
+            self.cross[v](query, tokens[v], key_mask=mask if v == "neighbour" else None)[:, 0] for v in self.cross
+        ]
+        return sum(attended) if attended else query[:, 0]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        target = self.target(batch["patches"])
-        neighbour = self.neighbour(batch["tiles"], batch["tile_mask"])
-        global_ = self.global_(batch["spots"], batch["cells"])[batch["index"]]
-        query = global_.unsqueeze(1)
-        fused = self.cross_target(query, target) + self.cross_neighbour(query, neighbour, key_mask=batch["tile_mask"])
-        return {
-            "fusion": self.heads["fusion"](self.fusion_norm(fused[:, 0])),
-            "target": self.heads["target"](target.mean(1)),
-            "neighbour": self.heads["neighbour"](_masked_mean(neighbour, batch["tile_mask"])),
-            "global": self.heads["global"](global_),
-        }
+        tokens = self._tokens(batch)
+        mask = batch.get("tile_mask")
+        pooled = {view: _pool(view, t, mask) for view, t in tokens.items()}
+        fused = self._fuse(tokens, pooled, mask)
+        outputs = {"fusion": self.heads["fusion"](self.fusion_norm(fused))}
+        outputs.update({view: self.heads[view](pooled[view]) for view in self.views})
+        return outputs
+
+
+def _pool(view: str, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """One vector per spot and view: mean target token, mean unmasked neighbour token, the global token."""
+    if view == "target":
+        return tokens.mean(1)
+    if view == "neighbour":
+        return _masked_mean(tokens, mask)
+    return tokens
+
+
+def check_views(views) -> tuple[str, ...]:
+    """``views`` as a tuple in TRIPLEX's order; an error names the accepted ones."""
+    chosen = tuple(v for v in VIEWS if v in set(views))
+    unknown = sorted(set(views) - set(VIEWS))
+    if unknown or not chosen:
+        msg = f"views must be a non-empty subset of {list(VIEWS)}, got {list(views)}."
+        raise ValueError(msg)
+    return chosen
