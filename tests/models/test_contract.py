@@ -23,6 +23,7 @@ SMALL = {
         "tile_size": 64,
         "target_pretrain_epochs": 1,
     },
+    "spahgc": {"max_epochs": 3, "hidden": 16, "heads": 2, "n_layers": 2, "k": 3},
 }
 GENES = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19"]
 

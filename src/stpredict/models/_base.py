@@ -173,6 +173,13 @@ class Model(ABC):
         """
         return self.needs_images
 
+    def prediction_annotations(self) -> Mapping[str, Mapping[str, Any]]:
+        """What the last ``predict`` call adds beside the predictions, ``{'obsm': {suffix: value}}``.
+
+        Written to ``obsm[f'{key_added}_{suffix}']`` (e.g. SpaHGC's retrieved reference spots); default none.
+        """
+        return {}
+
     def _record_shapes(self, inputs: ModelInputs, targets: np.ndarray) -> None:
         self.n_features_ = int(inputs.features.shape[1])
         self.n_genes_ = int(targets.shape[1])
@@ -202,6 +209,7 @@ _REGISTRY: dict[str, type[Model] | str] = {
     "merge": "stpredict.models.merge:MergeModel",
     "sepal": "stpredict.models.sepal._model:SepalModel",
     "triplex": "stpredict.models.triplex._model:TriplexModel",
+    "spahgc": "stpredict.models.spahgc._model:SpahgcModel",
 }
 
 

@@ -105,6 +105,8 @@ class ModelInputs:
         Spatial graphs the model declared (``Model.graphs``), CSR ``(n_spots, n_spots)``, no edge between slides.
     images
         Patch accessor for models that read pixels (``Model.needs_images``), else ``None``.
+    spot_names
+        ``obs_names`` of the spots (e.g. to name the reference spots a model retrieves), when known.
     """
 
     features: np.ndarray
@@ -115,6 +117,7 @@ class ModelInputs:
     array_col: np.ndarray | None = None
     graphs: Mapping[str, sp.csr_matrix] = field(default_factory=dict)
     images: SlideImages | None = None
+    spot_names: np.ndarray | None = None
 
     @property
     def n_spots(self) -> int:
@@ -137,6 +140,7 @@ class ModelInputs:
             array_col=take(self.array_col),
             graphs={k: g[mask][:, mask].tocsr() for k, g in self.graphs.items()},
             images=None if self.images is None else self.images.subset(mask),
+            spot_names=take(self.spot_names),
         )
 
 
@@ -209,5 +213,6 @@ def build_inputs(
         array_col=cols,
         graphs={name: graph.connectivities for name, graph in built.items()},
         images=SlideImages(spots) if needs_images else None,
+        spot_names=spots.obs_names.to_numpy(dtype=str),
     )
     return inputs, built

@@ -67,10 +67,22 @@ class NeuralModel(Model):
         return (targets - self.scale_out_.mean.numpy()) / self.scale_out_.std.numpy()
 
     def _record_validation(
-        self, result: TrainResult, z_held: np.ndarray, val_inputs: ModelInputs, unit: np.ndarray, held, kind: str
+        self,
+        result: TrainResult,
+        z_held: np.ndarray,
+        val_inputs: ModelInputs,
+        unit: np.ndarray,
+        held,
+        kind: str,
+        predicted: np.ndarray | None = None,
     ) -> None:
-        """Per-gene Pearson of the kept weights on the held-out training groups, and the training curve."""
-        gene_pearson = per_slide_pearson(z_held, self._predict_z(val_inputs), unit)
+        """Per-gene Pearson of the kept weights on the held-out training groups, and the training curve.
+
+        ``predicted``: the held-out spots' z-scored predictions when the model made them already (else
+        ``_predict_z(val_inputs)``).
+        """
+        predicted = self._predict_z(val_inputs) if predicted is None else predicted
+        gene_pearson = per_slide_pearson(z_held, predicted, unit)
         self.validation_ = Validation(
             groups=kind,
             held_out=list(held),

@@ -87,12 +87,14 @@ def sinusoidal_2d(offsets: np.ndarray, dim: int, base: float = 10000.0) -> np.nd
     return np.concatenate(parts, axis=1).astype(np.float32)
 
 
-def import_torch_geometric() -> None:
-    """Import torch-geometric once, without the ``FutureWarning`` it raises at import.
+def import_torch_geometric():
+    """``torch_geometric``, imported without the ``FutureWarning`` it raises at import.
 
     torch-geometric 2.8 scripts helpers with ``torch.jit.script``, deprecated since torch 2.10: nothing a
     user could act on.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*torch.jit.script.* is deprecated", category=FutureWarning)
+        import torch_geometric
         import torch_geometric.nn  # noqa: F401
+    return torch_geometric

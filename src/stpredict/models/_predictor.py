@@ -282,6 +282,8 @@ class Predictor:
         - ``layers[key_added]``: predictions aligned with ``var_names``, NaN for genes not predicted (when
           ``adata`` has genes);
         - ``obsp[f'{key_added}_{graph}_connectivities']``: spatial graphs the model used, if any;
+        - ``obsm[f'{key_added}_{suffix}']``: what the model adds beside its predictions, if anything (SpaHGC:
+          ``_references``, the training spots each spot retrieved);
         - ``uns[key_added]``: model, genes, parameters, training slides, validation, timings.
 
         Examples
@@ -316,15 +318,7 @@ class Predictor:
         if device is not None:
             self.model.device = resolve_device(device, type(self.model).uses_device)
         started = time.perf_counter()
-        features = self.representation(adata, show_progress_bar=show_progress_bar)
-        model_cls = type(self.model)
-        inputs, graphs = build_inputs(
-            adata,
-            features,
-            graphs=self.model.graph_specs(),
-            needs_grid=model_cls.needs_grid,
-            needs_images=self.model.reads_pixels(),
-        )
+        inputs, graphs = self.model_inputs(adata, show_progress_bar=show_progress_bar)
         prediction = np.asarray(self.model.predict(inputs), dtype=np.float32)
         expected = (adata.n_obs, len(self.genes))
         if prediction.shape != expected:
@@ -344,6 +338,17 @@ class Predictor:
         )
         return adata if copy else None
 
+    def model_inputs(self, adata: AnnData, *, show_progress_bar: bool = False):
+        """What the model reads of ``adata`` (representation, positions, graphs, images), and the graphs built."""
+        features = self.representation(adata, show_progress_bar=show_progress_bar)
+        return build_inputs(
+            adata,
+            features,
+            graphs=self.model.graph_specs(),
+            needs_grid=type(self.model).needs_grid,
+            needs_images=self.model.reads_pixels(),
+        )
+
     def _write(self, adata: AnnData, prediction: np.ndarray, graphs, key_added: str, elapsed: float) -> None:
 
         adata.obsm[key_added] = pd.DataFrame(prediction, index=adata.obs_names, columns=self.genes)
@@ -354,6 +359,10 @@ class Predictor:
             adata.layers[key_added] = layer_values
         for name, graph in graphs.items():
             graph.write(adata, f"{key_added}_{name}", require_spatial(adata))
+        for suffix, value in self.model.prediction_annotations().get("obsm", {}).items():
+            if isinstance(value, pd.DataFrame):
+                value = value.set_axis(adata.obs_names, axis=0)
+            adata.obsm[f"{key_added}_{suffix}"] = value
         adata.uns[key_added] = {
             "model": self.model_name,
             "genes": self.genes,

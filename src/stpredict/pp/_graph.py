@@ -67,13 +67,16 @@ def _squidpy_graph(adata: AnnData, libraries: np.ndarray, kind: str, n_neighs: i
         build = sq.gr.spatial_neighbors
         kwargs = {"coord_type": "generic", "library_key": LIBRARY_KEY}
     kwargs.update({"n_neighs": n_neighs} if kind == "knn" else {"radius": radius})
-    squidpy_logger = logging.getLogger("squidpy")
-    level = squidpy_logger.level
-    squidpy_logger.setLevel(logging.WARNING)  # its per-call "Creating graph ..." banner
+    # squidpy's per-call "Creating graph ..." banner (logged through spatialdata's logger since squidpy 1.8)
+    loggers = [logging.getLogger(name) for name in ("squidpy", "spatialdata._logging")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.WARNING)
     try:
         connectivities, _ = build(minimal, copy=True, **kwargs)
     finally:
-        squidpy_logger.setLevel(level)
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
     connectivities = sp.csr_matrix(connectivities)
     if kind == "knn":
         # a kNN relation is not symmetric; a spot's neighbours are those it picks or that pick it

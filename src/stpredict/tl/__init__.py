@@ -5,6 +5,7 @@ from ._cross_validate import cross_validate
 from ._evaluate import evaluate, summarize
 from ._fit import fit, load_model, predict
 from ._fit_predict import fit_predict
+from ._hetero_graph import hetero_graph
 from ._splits import Fold, make_splits
 from ._train_encoder import TrainedEncoder, train_encoder
 
@@ -20,6 +21,7 @@ __all__ = [
     "evaluate",
     "fit",
     "fit_predict",
+    "hetero_graph",
     "load_model",
     "make_splits",
     "predict",

@@ -1,0 +1,194 @@
+"""SpaHGC's network (Shi et al. 2026) on tensors: heterogeneous layers, CNDA, CNAP, masking, contrastive loss.
+
+Built from torch-geometric's ``HeteroConv``, ``SAGEConv`` and ``TransformerConv`` (softmax(q·k/√d) v over
+a node's incoming edges, i.e. the paper's per-edge cross-node attention).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._nn import Standardize, import_torch_geometric
+from ._graph import CLOSE, NEAR, REFER, REFERENCE, REFERRED, TARGET
+
+MASKINGS = ("complementary", "random", "none")
+
+
+def feature_masks(
+    shape: tuple[int, int], ratio: float, *, complementary: bool = True, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two boolean keep-masks for the two views; each view masks out ``round(ratio * d)`` features per node.
+
+    ``complementary=True``: the second view keeps exactly what the first masks (``M`` and ``1 - M``, so it
+    masks ``d - round(ratio * d)``); ``False``: an independent draw with the same ratio (the ablation).
+    """
+    n, d = shape
+    n_masked = int(round(ratio * d))
+
+    def draw() -> torch.Tensor:
+        ranks = torch.rand((n, d), generator=generator).argsort(dim=1).argsort(dim=1)
+        return ranks >= n_masked  # True = kept
+
+    first = draw()
+    return first, (~first if complementary else draw())
+
+
+def contrastive_loss(online: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean over nodes of 2 − 2·cos(online, target) (BGRL's loss; 0 for identical views)."""
+    return (2 - 2 * F.cosine_similarity(online, target, dim=-1)).mean()
+
+
+def pearson_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 − the mean over genes of the Pearson correlation across spots."""
+    pred = pred - pred.mean(0)
+    target = target - target.mean(0)
+    r = (pred * target).sum(0) / (pred.norm(dim=0) * target.norm(dim=0)).clamp(min=1e-8)
+    return 1 - r.mean()
+
+
+def _attention(hidden: int, heads: int, dropout: float):
+    pyg = import_torch_geometric()
+    return pyg.nn.TransformerConv((hidden, hidden), hidden // heads, heads=heads, dropout=dropout, root_weight=False)
+
+
+class SpaHGCNet(nn.Module):
+    """Input projections, ``n_layers`` heterogeneous layers, CNAP, residual and MLP → genes.
+
+    Each layer: ``SAGEConv`` on target–target and on reference–reference edges, Cross-Node Dual Attention
+    (CNDA) on reference → target and target → reference edges; every node averages what its relations
+    give (``HeteroConv(aggr='mean')``: local and cross-attentional embeddings), then LeakyReLU.
+    CNAP: each target's multi-head attention over its reference neighbours' final embeddings, an output
+    projection, added to the target's own embedding (the residual) before the MLP.
+
+    ``cnda=False`` drops the cross-slice relations from the layers; ``cnap=False`` predicts from the
+    target embedding alone.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_genes: int,
+        *,
+        hidden: int = 256,
+        n_layers: int = 4,
+        heads: int = 4,
+        dropout: float = 0.1,
+        cnda: bool = True,
+        cnap: bool = True,
+    ) -> None:
+        super().__init__()
+        if hidden % heads:
+            msg = f"hidden ({hidden}) must be divisible by heads ({heads})."
+            raise ValueError(msg)
+        pyg = import_torch_geometric()
+        self.cnda, self.cnap = cnda, cnap
+        self.project = nn.ModuleDict(
+            {
+                TARGET: nn.Sequential(nn.Linear(n_features, hidden), nn.LayerNorm(hidden), nn.LeakyReLU(0.2)),
+                REFERENCE: nn.Sequential(
+                    nn.Linear(n_features + n_genes, hidden), nn.LayerNorm(hidden), nn.LeakyReLU(0.2)
+                ),
+            }
+        )
+        self.layers = nn.ModuleList()
+        for _ in range(n_layers):
+            relations = {NEAR: pyg.nn.SAGEConv(hidden, hidden), CLOSE: pyg.nn.SAGEConv(hidden, hidden)}
+            if cnda:
+                relations[REFER] = _attention(hidden, heads, dropout)
+                relations[REFERRED] = _attention(hidden, heads, dropout)
+            self.layers.append(pyg.nn.HeteroConv(relations, aggr="mean"))
+        if cnap:
+            self.pool = _attention(hidden, heads, dropout)
+            self.pool_out = nn.Linear(hidden, hidden)
+        self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, n_genes))
+
+    @staticmethod
+    def _edges(batch) -> dict[tuple[str, str, str], torch.Tensor]:
+        return {t: batch[f"edges_{t[1]}"] for t in (NEAR, REFER, REFERRED, CLOSE)}
+
+    def encode(self, x_target: torch.Tensor, x_reference: torch.Tensor, edges) -> dict[str, torch.Tensor]:
+        """Final embeddings of the target and reference nodes."""
+        x = {TARGET: self.project[TARGET](x_target), REFERENCE: self.project[REFERENCE](x_reference)}
+        if not self.cnda:
+            edges = {t: e for t, e in edges.items() if t in (NEAR, CLOSE)}
+        for layer in self.layers:
+            out = layer(x, edges)
+            x = {name: F.leaky_relu(out.get(name, x[name]), 0.2) for name in x}
+        return x
+
+    def readout(self, x: dict[str, torch.Tensor], edges) -> torch.Tensor:
+        """CNAP + residual + MLP: the genes of every target node."""
+        target = x[TARGET]
+        if self.cnap:
+            pooled = self.pool((x[REFERENCE], target), edges[REFER])
+            target = target + self.pool_out(pooled)
+        return self.head(target)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        edges = self._edges(batch)
+        return self.readout(self.encode(batch["x_target"], batch["x_reference"], edges), edges)
+
+
+class SpaHGCRegressor(nn.Module):
+    """:class:`SpaHGCNet` with its training objective: masked views, the asymmetric contrastive terms, MSE + PCC.
+
+    In training, view 1 (features kept by ``M``) goes through the encoder with gradients and gives the
+    prediction; view 2 (``1 - M``) goes through the same encoder without gradients and is the stable
+    target of the contrastive terms (the paper's asymmetric design; the public code instead encodes view 2
+    with a frozen copy of the initial encoder that is never updated). Prediction reads the unmasked graph.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_genes: int,
+        *,
+        masking: str = "complementary",
+        target_mask_ratio: float = 0.8,
+        reference_mask_ratio: float = 0.9,
+        pcc_weight: float = 0.5,
+        target_contrast_weight: float = 0.2,
+        reference_contrast_weight: float = 0.1,
+        **net_params,
+    ) -> None:
+        super().__init__()
+        if masking not in MASKINGS:
+            msg = f"masking must be one of {list(MASKINGS)}, got {masking!r}."
+            raise ValueError(msg)
+        for name, ratio in (("target_mask_ratio", target_mask_ratio), ("reference_mask_ratio", reference_mask_ratio)):
+            if not 0 <= ratio < 1:
+                msg = f"{name} must be in [0, 1), got {ratio}."
+                raise ValueError(msg)
+        self.scale_in = Standardize(n_features)  # embeddings are standardised before retrieval and the graph
+        self.net = SpaHGCNet(n_features, n_genes, **net_params)
+        self.masking = masking
+        self.ratios = {TARGET: target_mask_ratio, REFERENCE: reference_mask_ratio}
+        self.weights = (pcc_weight, target_contrast_weight, reference_contrast_weight)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.net(batch)
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        edges = self.net._edges(batch)
+        pcc_weight, target_weight, reference_weight = self.weights
+        if self.masking == "none":
+            pred = self.net.readout(self.net.encode(batch["x_target"], batch["x_reference"], edges), edges)
+            return F.mse_loss(pred, batch["y"]) + pcc_weight * pearson_loss(pred, batch["y"])
+        views = {name: self._masked(batch[f"x_{name}"], self.ratios[name]) for name in (TARGET, REFERENCE)}
+        online = self.net.encode(views[TARGET][0], views[REFERENCE][0], edges)
+        with torch.no_grad():
+            stable = self.net.encode(views[TARGET][1], views[REFERENCE][1], edges)
+        pred = self.net.readout(online, edges)
+        return (
+            F.mse_loss(pred, batch["y"])
+            + pcc_weight * pearson_loss(pred, batch["y"])
+            + target_weight * contrastive_loss(online[TARGET], stable[TARGET])
+            + reference_weight * contrastive_loss(online[REFERENCE], stable[REFERENCE])
+        )
+
+    def _masked(self, x: torch.Tensor, ratio: float) -> tuple[torch.Tensor, torch.Tensor]:
+        keep1, keep2 = feature_masks(tuple(x.shape), ratio, complementary=self.masking == "complementary")
+        keep1, keep2 = keep1.to(x.device), keep2.to(x.device)
+        return x * keep1, x * keep2
