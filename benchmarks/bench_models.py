@@ -91,6 +91,14 @@ VARIANTS = {
     "triplex_concat": ("triplex", {"fusion": "concat"}),
     "triplex_no_fusion_loss": ("triplex", {"fusion_loss": False}),
     "triplex_paper": ("triplex", dict(TRIPLEX_PAPER_PARAMS)),  # 224 px fine-tuned ResNet18, dim 512: GPU-sized
+    # SpaHGC's ablations (the paper's Tables 4-5 and its K / Q study)
+    "spahgc_no_cnda": ("spahgc", {"cnda": False}),
+    "spahgc_no_cnap": ("spahgc", {"cnap": False}),
+    "spahgc_no_mask": ("spahgc", {"masking": "none"}),
+    "spahgc_random_mask": ("spahgc", {"masking": "random"}),
+    "spahgc_k3": ("spahgc", {"k": 3}),
+    "spahgc_k15": ("spahgc", {"k": 15}),
+    "spahgc_q8": ("spahgc", {"n_neighbours": 8}),
 }
 
 

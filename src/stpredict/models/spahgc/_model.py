@@ -62,7 +62,7 @@ class SpahgcModel(NeuralModel):
     defaults = MappingProxyType(
         {
             **TRAIN_DEFAULTS,
-            "lr": 1e-4,
+            "lr": 1e-3,  # the paper's 1e-4 learns too slowly from a few training slides (docs/models.md)
             "weight_decay": 1e-4,
             "max_epochs": 200,
             "patience": 20,
