@@ -131,8 +131,9 @@ def run_one(
     folds = st.tl.make_splits(adata, **DATASETS[name][2])
     registered, params = VARIANTS.get(model, (model, {}))
     model_class = get_model(registered)
-    reads_rep = model_class(**params).reads_representation()
-    if model_class(**params).reads_pixels():  # patches and neighbour tiles of the data set's patch size
+    configured = model_class(**params)
+    reads_rep = configured.reads_representation()
+    if configured.reads_pixels():  # patches and neighbour tiles of the data set's patch size
         size, unit = DATASETS[name][3], DATASETS[name][4]
         cut = {"patch_size": size, "patch_unit": unit, "tile_size": size, "tile_unit": unit}
         params = {**params, **{k: v for k, v in cut.items() if k in model_class.defaults}}

@@ -14,13 +14,6 @@ GENES = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19", "ACTB"]
 SMALL = {"hidden": [16, 16], "heads": 2, "input_dim": 16}
 
 
-@pytest.fixture(scope="module")
-def split(_crop_norm_session):
-    adata = _crop_norm_session
-    is_test = adata.obs["library_id"] == "C4"
-    return adata[~is_test].copy(), adata[is_test].copy()
-
-
 def test_paper_configuration_is_the_papers_network():
     net = MergeGAT(256, 250, hidden=PAPER_PARAMS["hidden"], heads=PAPER_PARAMS["heads"])
     assert isinstance(net.project, torch.nn.Identity)  # 256-d embeddings go in unprojected

@@ -13,13 +13,6 @@ GENES = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19"]
 TINY_CNN = {"stage1": "cnn", "encoder_epochs": 2, "encoder_input_size": 32, "max_epochs": 5}
 
 
-@pytest.fixture(scope="module")
-def split(_crop_norm_session):
-    adata = _crop_norm_session
-    is_test = adata.obs["library_id"] == "C4"
-    return adata[~is_test].copy(), adata[is_test].copy()
-
-
 def _fit(train, **params):
     params = {"stage1": "linear", "max_epochs": 5, **params}
     return st.tl.fit(train, model="sepal", genes=GENES, layer="log1p", model_params=params)

@@ -15,13 +15,6 @@ GENES = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19"]
 SMALL = {"hidden": 16, "heads": 2, "n_layers": 2, "max_epochs": 3, "k": 3}
 
 
-@pytest.fixture(scope="module")
-def split(_crop_norm_session):
-    adata = _crop_norm_session
-    is_test = adata.obs["library_id"] == "C4"
-    return adata[~is_test].copy(), adata[is_test].copy()
-
-
 def _brute_force_topk(queries, keys, k):
     q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
     kk = keys / np.linalg.norm(keys, axis=1, keepdims=True)

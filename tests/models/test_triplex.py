@@ -16,13 +16,6 @@ GENES = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19"]
 SMALL = {"dim": 16, "heads": 2, "target_input_size": 32, "tile_size": 64, "target_pretrain_epochs": 1}
 
 
-@pytest.fixture(scope="module")
-def split(_crop_norm_session):
-    adata = _crop_norm_session
-    is_test = adata.obs["library_id"] == "C4"
-    return adata[~is_test].copy(), adata[is_test].copy()
-
-
 def test_grid_cells_start_at_zero_and_halve_visium_columns():
     rows = np.array([0, 0, 1, 1, 5, 5])
     cols = np.array([0, 2, 1, 3, 10, 11])  # slide a: hex (row + col even); slide b: square

@@ -102,6 +102,27 @@ def _nt_xent(z1, z2, temperature: float):
     return F.cross_entropy(similarity, targets)
 
 
+@torch.no_grad()
+def run_in_batches(fn, images: torch.Tensor, *, device: str = "cpu", batch_size: int = 256) -> list[torch.Tensor]:
+    """``fn`` (a frozen network, in eval mode) on ``images`` in batches on ``device``: float32 CPU outputs.
+
+    bfloat16 autocast on a GPU; one output per batch (none for no images).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from stpredict.models._image_training import run_in_batches
+    >>> [t.shape for t in run_in_batches(lambda x: x.mean((2, 3)), torch.zeros(5, 3, 8, 8), batch_size=2)]
+    [torch.Size([2, 3]), torch.Size([2, 3]), torch.Size([1, 3])]
+    """
+    on_gpu = str(device).startswith("cuda")
+    out = []
+    for start in range(0, len(images), batch_size):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
+            out.append(fn(images[start : start + batch_size].to(device)).float().cpu())
+    return out
+
+
 def train_image_network(
     network: nn.Module,
     images: torch.Tensor,

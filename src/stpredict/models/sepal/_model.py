@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .._image_training import channel_stats, resized_patches, train_image_network
+from .._image_training import channel_stats, resized_patches, run_in_batches, train_image_network
 from .._inputs import ModelInputs
 from .._neural import NeuralModel
 from .._nn import Standardize, sinusoidal_2d
@@ -208,11 +208,7 @@ class SepalModel(NeuralModel):
     @torch.no_grad()
     def _run_encoder(self, scaled: torch.Tensor, batch_size: int = 256) -> np.ndarray:
         encoder = self.net_.encoder.to(self.device).eval()
-        on_gpu = str(self.device).startswith("cuda")
-        out = []
-        for start in range(0, len(scaled), batch_size):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
-                out.append(encoder(scaled[start : start + batch_size].to(self.device)).float().cpu())
+        out = run_in_batches(encoder, scaled, device=self.device, batch_size=batch_size)
         return torch.cat(out).numpy() if out else np.empty((0, encoder.dim), np.float32)
 
     def _embeddings(self, inputs: ModelInputs) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._image_training import channel_stats, resized_patches, train_image_network
+from .._image_training import channel_stats, resized_patches, run_in_batches, train_image_network
 from .._inputs import ModelInputs
 from .._neural import NeuralModel
 from .._nn import Standardize
@@ -218,10 +218,8 @@ class TriplexModel(NeuralModel):
                 chosen = np.random.default_rng(shuffle_seed).permutation(chosen)
             where = np.searchsorted(members, chosen)
             for start in range(0, len(chosen), self.params["batch_size"]):
-                ids, rows = (
-                    chosen[start : start + self.params["batch_size"]],
-                    where[start : start + self.params["batch_size"]],
-                )
+                batch = slice(start, start + self.params["batch_size"])
+                ids, rows = chosen[batch], where[batch]
                 item = {key: views[key][ids] for key in VIEW_KEYS if key in views}
                 item.update(
                     spots=slide_spots,  # one tensor shared by every batch of the slide
@@ -293,21 +291,20 @@ class TriplexModel(NeuralModel):
         encoder.cnn.requires_grad_(not encoder.freeze_cnn)
         encoder.cnn.cpu()
 
-    @torch.no_grad()
     def _freeze_target_maps(self, views: dict, batch_size: int = 256) -> None:
         """A frozen trunk runs once per spot: its feature maps replace the patches in the views."""
         encoder = self.net_.net.encoders["target"] if "target" in self.net_.net.encoders else None
         if encoder is None or not encoder.freeze_cnn or "patches" not in views:
             return
-        patches = views.pop("patches")
-        encoder.cnn.to(self.device)
-        on_gpu = str(self.device).startswith("cuda")
-        maps = []
-        for start in range(0, len(patches), batch_size):
-            chunk = self.net_.scale_pixels(patches[start : start + batch_size]).to(self.device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=on_gpu):
-                maps.append(encoder.feature_maps(chunk).float().cpu())
-        encoder.cnn.cpu().train()  # unused from here on; train mode keeps Lightning from warning about eval modules
+        self.net_.to(self.device)  # the trunk and the pixel statistics it reads
+        maps = run_in_batches(
+            lambda chunk: encoder.feature_maps(self.net_.scale_pixels(chunk)),
+            views.pop("patches"),
+            device=self.device,
+            batch_size=batch_size,
+        )
+        self.net_.cpu()
+        encoder.cnn.train()  # unused from here on; train mode keeps Lightning from warning about eval modules
         views["target_maps"] = torch.cat(maps)
 
     def _load_target_cnn(self) -> None:
