@@ -177,6 +177,12 @@ class Model(ABC):
         """What the last ``predict`` call adds beside the predictions, ``{'obsm': {suffix: value}}``.
 
         Written to ``obsm[f'{key_added}_{suffix}']`` (e.g. SpaHGC's retrieved reference spots); default none.
+
+        Examples
+        --------
+        >>> from stpredict.models import get_model
+        >>> get_model("ridge")().prediction_annotations()
+        {}
         """
         return {}
 

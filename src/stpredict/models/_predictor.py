@@ -339,7 +339,20 @@ class Predictor:
         return adata if copy else None
 
     def model_inputs(self, adata: AnnData, *, show_progress_bar: bool = False):
-        """What the model reads of ``adata`` (representation, positions, graphs, images), and the graphs built."""
+        """What the model reads of ``adata`` (representation, positions, graphs, images), and the graphs built.
+
+        Returns ``(ModelInputs, {name: graph})``, as :meth:`predict` hands them to the model.
+
+        Examples
+        --------
+        >>> import stpredict as st
+        >>> adata = st.datasets.her2st_crop()
+        >>> st.pp.normalize(adata)
+        >>> predictor = st.tl.fit(adata[adata.obs.library_id != "C4"].copy(), model="ridge_spatial", genes=["ERBB2"])
+        >>> inputs, graphs = predictor.model_inputs(adata[adata.obs.library_id == "C4"].copy())
+        >>> inputs.features.shape, list(graphs)
+        ((70, 44), ['grid'])
+        """
         features = self.representation(adata, show_progress_bar=show_progress_bar)
         return build_inputs(
             adata,

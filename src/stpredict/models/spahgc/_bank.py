@@ -64,6 +64,16 @@ class ReferenceBank:
 
     ``embeddings`` are the standardised image representation (retrieval and node features), ``expression``
     the z-scored training targets. Arrays are read-only: the bank is frozen once the model is fitted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from stpredict.models.spahgc import ReferenceBank
+    >>> bank = ReferenceBank(np.eye(2), np.ones((2, 3)), slide=np.array(["a", "b"]), spot=np.array(["s1", "s2"]))
+    >>> bank.node_features(np.array([1])).tolist(), bank.embeddings.flags.writeable
+    ([[0.0, 1.0, 1.0, 1.0, 1.0]], False)
+    >>> ReferenceBank.from_state(bank.to_state()).spot.tolist()
+    ['s1', 's2']
     """
 
     embeddings: np.ndarray

@@ -45,6 +45,17 @@ def hetero_graph(
       other reference nodes of this graph, by cosine of [embedding ‖ expression].
 
     Also returns the matches ``(bank indices (n, k), similarities (n, k))``.
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> from stpredict.models.spahgc import ReferenceBank, hetero_graph
+    >>> rng = np.random.default_rng(0)
+    >>> bank = ReferenceBank(rng.normal(size=(20, 4)), rng.normal(size=(20, 2)), np.repeat(["a", "b"], 10), np.arange(20).astype(str))
+    >>> near = sp.csr_matrix(np.eye(3, k=1) + np.eye(3, k=-1))
+    >>> graph, (matched, similarity) = hetero_graph(rng.normal(size=(3, 4)), near, bank, k=2)
+    >>> graph["reference", "refer", "target"].num_edges, matched.shape, graph["reference"].x.shape[1]
+    (6, (3, 2), 6)
     """
     HeteroData = import_torch_geometric().data.HeteroData
     matches, similarity = cosine_topk(target_embeddings, bank.embeddings, k, allowed=allowed)
