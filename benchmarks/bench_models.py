@@ -250,6 +250,9 @@ def main() -> None:
                     table.insert(2, "target", target)
                     table["peak_rss_mb"] = peak_mb
                     tables.append(table)
+                    # written after every run so that an interrupted benchmark keeps what it finished
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
+                    pd.concat(tables, ignore_index=True).to_csv(args.out, index=False)
                     print(
                         f"  {model:>14} on {target:>5}: PCC(M) {table.pcc_m.mean():.3f}  PCC(H) {table.pcc_h.mean():.3f}  "
                         f"val {table.val_score.mean():.3f}  fit {table.groupby('fold').fit_s.first().sum():.1f} s  "
@@ -257,8 +260,6 @@ def main() -> None:
                         flush=True,
                     )
     results = pd.concat(tables, ignore_index=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    results.to_csv(args.out, index=False)
     summary = results.groupby(["dataset", "model", "target"], sort=False).agg(
         pcc_m=("pcc_m", "mean"),
         pcc_h=("pcc_h", "mean"),
