@@ -2,10 +2,12 @@
 
 from ._bundled import her2st_crop, her2st_crop_files, her2st_crop_provenance
 from ._download import default_cache_dir, fetch, her2st, mob, visium_breast_cancer
+from ._gene_ontology import gene_ontology
 
 __all__ = [
     "default_cache_dir",
     "fetch",
+    "gene_ontology",
     "her2st",
     "her2st_crop",
     "her2st_crop_files",

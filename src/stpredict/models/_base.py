@@ -123,6 +123,7 @@ class Model(ABC):
         self.validation_: Validation | None = None
         self.n_features_: int | None = None
         self.n_genes_: int | None = None
+        self.genes_: list[str] | None = None  # names of the predicted genes, set before fit and on load
 
     @classmethod
     def check_params(cls, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -216,6 +217,7 @@ _REGISTRY: dict[str, type[Model] | str] = {
     "sepal": "stpredict.models.sepal._model:SepalModel",
     "triplex": "stpredict.models.triplex._model:TriplexModel",
     "spahgc": "stpredict.models.spahgc._model:SpahgcModel",
+    "m2tglgo": "stpredict.models.m2tglgo._model:M2tglgoModel",
 }
 
 

@@ -20,6 +20,7 @@ from .._constants import ARRAY_COL, ARRAY_ROW, LIBRARY_KEY, PATIENT_KEY, SPATIAL
 from .._validate import require_grid, require_spatial, spot_libraries
 
 FEATURES_KEY = "stpredict_features"  # where st.pp records how image features were computed
+CARRIED_FEATURES = ("nuclei",)  # image feature methods handed to models from obsm when stored (M2TGLGO)
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,21 @@ class SlideImages:
 
         yield from iter_slide_patches(self._spots, size=size, unit=unit, batch_size=batch_size)
 
-    def features(self, method: str, **kwargs: Any) -> np.ndarray:
-        """An image representation (``st.pp.image_features`` method) of these spots, computed from pixels."""
+    def features(self, method: str, *, size: float = 224, unit: str = "px", **kwargs: Any) -> np.ndarray:
+        """An image representation (``st.pp.image_features`` method) of these spots.
+
+        Read from ``obsm`` when ``st.pp.image_features`` stored it with the same recipe (method, size, unit,
+        no checkpoint; only pixel-derived features that models read beside their representation, such as
+        ``'nuclei'``, travel with the inputs), else computed from the pixels.
+        """
         from ..pp._features import compute_image_features
 
-        return compute_image_features(self._spots, method=method, **kwargs)
+        recipe = {"method": method, "size": size, "unit": unit, "checkpoint": None}
+        if not kwargs:
+            for key, record in self._spots.uns.get(FEATURES_KEY, {}).items():
+                if {k: record.get(k) for k in recipe} == recipe and key in self._spots.obsm:
+                    return np.asarray(self._spots.obsm[key], dtype=np.float32)
+        return compute_image_features(self._spots, method=method, size=size, unit=unit, **kwargs)
 
     def neighbour_features(
         self, method: str = "handcrafted", *, tile_size: float = 224, unit: str = "px", grid: int = 5, **kwargs: Any
@@ -155,7 +166,8 @@ def spot_patients(adata: AnnData) -> np.ndarray:
 def expression_free_copy(adata: AnnData) -> AnnData:
     """Spot positions, slide/patient/grid columns and image references of ``adata``: no genes, no layers.
 
-    Neighbour views stored by ``st.pp.neighbour_features`` (image features, recorded with their recipe in
+    Neighbour views stored by ``st.pp.neighbour_features`` and nuclei features stored by
+    ``st.pp.image_features(method='nuclei')`` (image features, recorded with their recipe in
     ``uns['stpredict_features']``) come along so models need not recompute them; nothing else of ``obsm``.
     """
     columns = [c for c in (LIBRARY_KEY, PATIENT_KEY, ARRAY_ROW, ARRAY_COL) if c in adata.obs]
@@ -170,6 +182,14 @@ def expression_free_copy(adata: AnnData) -> AnnData:
     }
     for key in views:
         obsm[key], obsm[f"{key}_mask"] = np.asarray(adata.obsm[key]), np.asarray(adata.obsm[f"{key}_mask"])
+    carried = {  # small per-spot image features that models read beside their representation
+        key: dict(record)
+        for key, record in adata.uns.get(FEATURES_KEY, {}).items()
+        if record.get("method") in CARRIED_FEATURES and key in adata.obsm
+    }
+    for key in carried:
+        obsm[key] = np.asarray(adata.obsm[key])
+    views.update(carried)
     if views:
         uns[FEATURES_KEY] = views
     return AnnData(obs=obs, obsm=obsm, uns=uns)

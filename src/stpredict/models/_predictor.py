@@ -436,6 +436,7 @@ class Predictor:
         model_cls = get_model(meta["model"])
         model = model_cls(random_state=meta["random_state"], device="cpu", **meta["params"])
         model.n_features_, model.n_genes_ = int(meta["n_features"]), int(meta["n_genes"])
+        model.genes_ = list(meta["genes"])
         model.load_state_dict({k.removeprefix("model/"): v for k, v in arrays.items()})
         model.validation_ = Validation.from_json(meta["validation"])
         return cls(model=model, **{name: meta[name] for name in RECORDED})

@@ -5,6 +5,8 @@ from ._cross_validate import cross_validate
 from ._evaluate import evaluate, summarize
 from ._fit import fit, load_model, predict
 from ._fit_predict import fit_predict
+from ._gene_correlation import gene_correlation
+from ._gene_similarity import gene_similarity
 from ._hetero_graph import hetero_graph
 from ._splits import Fold, make_splits
 from ._train_encoder import TrainedEncoder, train_encoder
@@ -21,6 +23,8 @@ __all__ = [
     "evaluate",
     "fit",
     "fit_predict",
+    "gene_correlation",
+    "gene_similarity",
     "hetero_graph",
     "load_model",
     "make_splits",

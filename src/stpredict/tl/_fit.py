@@ -167,6 +167,7 @@ def fit(
         needs_images=estimator.reads_pixels(),
     )
     estimator.n_features_, estimator.n_genes_ = int(features.shape[1]), len(chosen)
+    estimator.genes_ = list(chosen)  # models with gene priors (M2TGLGO's Gene Ontology graph) read the names
     estimator.fit(inputs, targets)
     if estimator.validation_ is None:
         msg = f"Model {model!r} did not record its validation (Model.fit must set `validation_`)."

@@ -1,0 +1,248 @@
+"""M2TGLGO's networks and losses (Shi et al., CVPR 2025): tensors only.
+
+- MMGE (Eq. 1-6): per modality an intra-modal GAT and the inter-modal attention, mixed γ·intra + (1-γ)·inter,
+  over two layers; the modality embeddings concatenated, a linear layer and a sigmoid give the spots' H.
+- Gene predictors P: one GAT over the Gene Ontology gene graph on gene node features; prediction H·Pᵀ.
+- Losses: MSE, adjacency reconstruction (Eq. 7-8) and the spatial-oriented neighbourhood ranking (Eq. 9).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .._nn import Standardize, import_torch_geometric
+
+MODALITIES = ("deep", "morphology", "topology")
+#: columns of ``st.pp.image_features(method='nuclei')`` per nuclei modality (the 18th, the count, is not used)
+NUCLEI_COLUMNS = {"morphology": slice(0, 14), "topology": slice(14, 17)}
+QUARTILES = (0.25, 0.5, 0.75, 1.0)
+
+
+class InterModal(nn.Module):
+    """Inter-modal aggregation (Eq. 2-4): ``X'_m = ReLU(X_m Q_m)``, ``H^IT_m = Σ_k β_mk X'_k``.
+
+    β is a softmax over modalities of the agreement between projections. The paper's score is the trace
+    ``tr(X'_m X'_kᵀ)``, a sum over all spots of a slide that saturates the softmax on any real slide; as in
+    the authors' code, the mean over spots of the cosine similarity is used instead (same ordering, bounded).
+    """
+
+    def __init__(self, in_dims: dict[str, int], out_dim: int) -> None:
+        super().__init__()
+        self.project = nn.ModuleDict({m: nn.Linear(d, out_dim, bias=False) for m, d in in_dims.items()})
+
+    def forward(self, xs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        names = list(self.project)
+        projected = torch.stack([F.relu(self.project[m](xs[m])) for m in names])  # (M, N, D)
+        unit = F.normalize(projected, dim=-1)
+        agreement = torch.einsum("mnd,knd->mk", unit, unit) / projected.shape[1]
+        beta = torch.softmax(agreement, dim=1)
+        mixed = torch.einsum("mk,knd->mnd", beta, projected)
+        return {m: mixed[i] for i, m in enumerate(names)}, beta
+
+
+class MMGELayer(nn.Module):
+    """One layer of the multi-modal graph embedding: ``H_m = γ σ(GAT_m(X_m)) + (1-γ) H^IT_m`` (Eq. 1, 5)."""
+
+    def __init__(self, in_dims: dict[str, int], out_dim: int, *, gamma: float, dropout: float) -> None:
+        super().__init__()
+        pyg = import_torch_geometric()
+        self.intra = nn.ModuleDict({m: pyg.nn.GATConv(d, out_dim, heads=1) for m, d in in_dims.items()})
+        self.inter = InterModal(in_dims, out_dim)
+        self.gamma = gamma
+        self.dropout = dropout
+
+    def forward(self, xs: dict[str, torch.Tensor], edges: torch.Tensor) -> dict[str, torch.Tensor]:
+        intra = {
+            m: torch.sigmoid(gat(F.dropout(xs[m], self.dropout, self.training), edges)) for m, gat in self.intra.items()
+        }
+        inter, _ = self.inter(xs)
+        return {m: self.gamma * intra[m] + (1 - self.gamma) * inter[m] for m in intra}
+
+
+class M2TGLGONet(nn.Module):
+    """Spot embeddings H from the modalities' spot graph, gene predictors P, prediction ``H·Pᵀ`` (Eq. 13).
+
+    ``gene_features`` ``(genes, f)`` and ``gene_edges`` ``(2, E)`` define the gene graph of the GO prior;
+    without them (``gene_features=None``) every gene has its own free predictor (the "without GO" ablation).
+    ``learn_gene_features`` makes the gene node features trainable (initialised with ``gene_features``).
+    """
+
+    def __init__(
+        self,
+        in_dims: dict[str, int],
+        n_genes: int,
+        *,
+        hidden: tuple[int, ...] = (256, 512),
+        gamma: float = 0.75,
+        dropout: float = 0.5,
+        gene_features: torch.Tensor | None = None,
+        gene_edges: torch.Tensor | None = None,
+        learn_gene_features: bool = False,
+    ) -> None:
+        super().__init__()
+        dims = dict(in_dims)
+        layers = []
+        for width in hidden:
+            layers.append(MMGELayer(dims, width, gamma=gamma, dropout=dropout))
+            dims = dict.fromkeys(dims, width)
+        self.layers = nn.ModuleList(layers)
+        self.fuse = nn.Linear(len(dims) * hidden[-1], hidden[-1])  # W_S of Eq. 6
+        if gene_features is None:
+            self.predictors = nn.Parameter(torch.randn(n_genes, hidden[-1]) / hidden[-1] ** 0.5)
+        else:
+            pyg = import_torch_geometric()
+            if learn_gene_features:
+                self.gene_features = nn.Parameter(gene_features.clone().float())
+            else:
+                self.register_buffer("gene_features", gene_features.clone().float())
+            self.register_buffer("gene_edges", gene_edges.clone().long(), persistent=False)
+            self.gene_gat = pyg.nn.GATConv(gene_features.shape[1], hidden[-1], heads=1)
+
+    def embed(self, xs: dict[str, torch.Tensor], edges: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            xs = layer(xs, edges)
+        return torch.sigmoid(self.fuse(torch.cat([xs[m] for m in xs], dim=1)))
+
+    def gene_predictors(self) -> torch.Tensor:
+        if hasattr(self, "predictors"):
+            return self.predictors
+        return self.gene_gat(self.gene_features, self.gene_edges)
+
+    def forward(self, xs: dict[str, torch.Tensor], edges: torch.Tensor) -> torch.Tensor:
+        return self.embed(xs, edges) @ self.gene_predictors().T
+
+
+def pair_similarity(h: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """Eq. 7 on pairs: ``σ(cos(h_i, h_j))`` for each column ``(i, j)`` of ``pairs``."""
+    unit = F.normalize(h, dim=-1)
+    return torch.sigmoid((unit[pairs[0]] * unit[pairs[1]]).sum(-1))
+
+
+def reconstruction_loss(
+    h: torch.Tensor, edges: torch.Tensor, *, dense_limit: int = 4096, generator=None
+) -> torch.Tensor:
+    """Eq. 8: mean over all spot pairs of ``(A_ij - σ(cos(h_i, h_j)))²``.
+
+    Exact on an ``N x N`` matrix up to ``dense_limit`` spots; beyond, the edges exactly and the (almost all
+    zero) rest from ``16 N`` uniformly drawn pairs, an unbiased estimate in memory O(N + E).
+    """
+    n = h.shape[0]
+    if n <= dense_limit:
+        unit = F.normalize(h, dim=-1)
+        similarity = torch.sigmoid(unit @ unit.T)
+        adjacency = torch.zeros(n, n, device=h.device)
+        adjacency[edges[1], edges[0]] = 1.0
+        return ((adjacency - similarity) ** 2).mean()
+    n_edges = edges.shape[1]
+    on_edges = ((1.0 - pair_similarity(h, edges)) ** 2).sum()
+    sampled = torch.randint(0, n, (2, 16 * n), device=h.device, generator=generator)
+    keys = torch.sort(edges[0] * n + edges[1]).values
+    drawn = sampled[0] * n + sampled[1]
+    is_edge = keys[torch.searchsorted(keys, drawn).clamp(max=len(keys) - 1)] == drawn
+    off_edges = (pair_similarity(h, sampled[:, ~is_edge]) ** 2).mean() * (n * n - n_edges)
+    return (on_edges + off_edges) / (n * n)
+
+
+def neighbourhood_quartiles(
+    similarity: torch.Tensor, spot: torch.Tensor, n_spots: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per spot, the 25/50/75/100 % quantiles (linear interpolation) of the similarities of its pairs.
+
+    ``spot`` names the spot of each pair. Returns ``(n_spots, 4)`` quantiles and which spots have pairs.
+    """
+    by_value = torch.argsort(similarity)
+    order = by_value[torch.argsort(spot[by_value], stable=True)]  # grouped by spot, ascending within
+    ranked = similarity[order]
+    counts = torch.bincount(spot, minlength=n_spots)
+    starts = torch.cumsum(counts, 0) - counts
+    present = counts > 0
+    last = (counts - 1).clamp(min=0).to(similarity.dtype)
+    columns = []
+    for q in QUARTILES:
+        position = last * q
+        low = position.floor().long()
+        high = position.ceil().long()
+        fraction = position - low
+        index_low = (starts + low).clamp(max=max(len(ranked) - 1, 0))
+        index_high = (starts + high).clamp(max=max(len(ranked) - 1, 0))
+        value = ranked[index_low] * (1 - fraction) + ranked[index_high] * fraction if len(ranked) else fraction
+        columns.append(value)
+    return torch.stack(columns, dim=1), present
+
+
+def ranking_loss(h: torch.Tensor, hops: list[torch.Tensor], margin: float = 0.01) -> torch.Tensor:
+    """SONRM (Eq. 9): each quartile of a spot's similarities must fall with the hop by at least ``margin``.
+
+    ``Σ_q max(0, Q²_q − Q¹_q + ε) + max(0, Q³_q − Q²_q + ε)``, averaged over spots that have neighbours at
+    every hop (the paper sums over spots; the mean keeps the weight independent of the slide's size).
+    """
+    n = h.shape[0]
+    quartiles, present = [], torch.ones(n, dtype=torch.bool, device=h.device)
+    for pairs in hops:
+        values, has = neighbourhood_quartiles(pair_similarity(h, pairs), pairs[0], n)
+        quartiles.append(values)
+        present &= has
+    if not present.any():
+        return h.sum() * 0.0
+    terms = sum(F.relu(far - near + margin) for near, far in zip(quartiles[:-1], quartiles[1:], strict=True))
+    return terms[present].sum(dim=1).mean()
+
+
+class M2TGLGORegressor(nn.Module):
+    """:class:`M2TGLGONet` on standardised inputs, with the objective MSE + reconstruction + ranking (Eq. 15).
+
+    Batches are one slide: ``x`` (deep representation), ``nuclei`` (the 18 nuclei columns), ``edges``
+    (kNN), ``hop1..hop3`` (SONRM pairs), and in training ``y``.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_genes: int,
+        *,
+        modalities: tuple[str, ...] = MODALITIES,
+        reconstruction_weight: float = 1.0,
+        ranking_weight: float = 1.0,
+        margin: float = 0.01,
+        dense_limit: int = 4096,
+        **net_params,
+    ) -> None:
+        super().__init__()
+        unknown = sorted(set(modalities) - set(MODALITIES))
+        if unknown or not modalities:
+            msg = f"modalities must be a non-empty subset of {list(MODALITIES)}, got {list(modalities)}."
+            raise ValueError(msg)
+        self.modalities = tuple(modalities)
+        self.scale_in = Standardize(n_features)
+        self.scale_nuclei = Standardize(18)
+        dims = {"deep": n_features, "morphology": 14, "topology": 3}
+        self.net = M2TGLGONet({m: dims[m] for m in self.modalities}, n_genes, **net_params)
+        self.weights = (reconstruction_weight, ranking_weight)
+        self.margin = margin
+        self.dense_limit = dense_limit
+
+    def _modalities(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        xs = {}
+        if "deep" in self.modalities:
+            xs["deep"] = self.scale_in(batch["x"])
+        nuclei = self.scale_nuclei(batch["nuclei"]) if "nuclei" in batch else None
+        for name, columns in NUCLEI_COLUMNS.items():
+            if name in self.modalities:
+                xs[name] = nuclei[:, columns]
+        return xs
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.net(self._modalities(batch), batch["edges"])
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        h = self.net.embed(self._modalities(batch), batch["edges"])
+        loss = F.mse_loss(h @ self.net.gene_predictors().T, batch["y"])
+        reconstruction_weight, ranking_weight = self.weights
+        if reconstruction_weight:
+            loss = loss + reconstruction_weight * reconstruction_loss(h, batch["edges"], dense_limit=self.dense_limit)
+        if ranking_weight:
+            hops = [batch[f"hop{r}"] for r in (1, 2, 3) if f"hop{r}" in batch]
+            loss = loss + ranking_weight * ranking_loss(h, hops, self.margin)
+        return loss
