@@ -18,7 +18,14 @@ def toy_go():
     """BP: R <- A, R <- B, A <- C, A <- D, B <-(part_of) D; MF: E <- F.  Genes g1 {C, F}, g2 {D}, g3 {C, D}."""
     terms = pd.Series({"R": "BP", "A": "BP", "B": "BP", "C": "BP", "D": "BP", "E": "MF", "F": "MF"})
     edges = pd.DataFrame(
-        [("A", "R", "is_a"), ("B", "R", "is_a"), ("C", "A", "is_a"), ("D", "A", "is_a"), ("D", "B", "part_of"), ("F", "E", "is_a")],
+        [
+            ("A", "R", "is_a"),
+            ("B", "R", "is_a"),
+            ("C", "A", "is_a"),
+            ("D", "A", "is_a"),
+            ("D", "B", "part_of"),
+            ("F", "E", "is_a"),
+        ],
         columns=["child", "parent", "relation"],
     )
     annotations = pd.DataFrame(
@@ -173,7 +180,9 @@ def test_download_fetches_official_files_and_says_when_offline(ncbi_files, tmp_p
     fetched = []
 
     def local_copy(url, output_file, pooch):  # a pooch downloader serving the tiny files
-        name = {"go-basic.obo": "go-basic.obo", "gene2go.gz": "gene2go.gz"}.get(url.rsplit("/", 1)[-1], "Homo_sapiens.gene_info.gz")
+        name = {"go-basic.obo": "go-basic.obo", "gene2go.gz": "gene2go.gz"}.get(
+            url.rsplit("/", 1)[-1], "Homo_sapiens.gene_info.gz"
+        )
         fetched.append(url)
         output = output_file if isinstance(output_file, str) else output_file.name
         with open(ncbi_files / name, "rb") as source, open(output, "wb") as target:

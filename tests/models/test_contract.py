@@ -24,6 +24,7 @@ SMALL = {
         "target_pretrain_epochs": 1,
     },
     "spahgc": {"max_epochs": 3, "hidden": 16, "heads": 2, "n_layers": 2, "k": 3},
+    "m2tglgo": {"max_epochs": 3, "hidden": [16, 32], "gene_dim": 8, "patch_size": 64},  # nuclei on 64 px patches
 }
 GENES = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19"]
 

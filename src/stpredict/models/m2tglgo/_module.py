@@ -18,6 +18,7 @@ MODALITIES = ("deep", "morphology", "topology")
 #: columns of ``st.pp.image_features(method='nuclei')`` per nuclei modality (the 18th, the count, is not used)
 NUCLEI_COLUMNS = {"morphology": slice(0, 14), "topology": slice(14, 17)}
 QUARTILES = (0.25, 0.5, 0.75, 1.0)
+ACTIVATIONS = {"sigmoid": torch.sigmoid, "relu": F.relu, "none": lambda x: x}
 
 
 class InterModal(nn.Module):
@@ -35,19 +36,21 @@ class InterModal(nn.Module):
     def forward(self, xs: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         names = list(self.project)
         projected = torch.stack([F.relu(self.project[m](xs[m])) for m in names])  # (M, N, D)
-        unit = F.normalize(projected, dim=-1)
-        agreement = torch.einsum("mnd,knd->mk", unit, unit) / projected.shape[1]
-        beta = torch.softmax(agreement, dim=1)
-        mixed = torch.einsum("mk,knd->mnd", beta, projected)
+        flat = F.normalize(projected, dim=-1).flatten(1)  # (M, N·D): one matmul sums over spots and channels
+        beta = torch.softmax(flat @ flat.T / projected.shape[1], dim=1)
+        mixed = (beta @ projected.flatten(1)).view_as(projected)
         return {m: mixed[i] for i, m in enumerate(names)}, beta
 
 
 class MMGELayer(nn.Module):
     """One layer of the multi-modal graph embedding: ``H_m = γ σ(GAT_m(X_m)) + (1-γ) H^IT_m`` (Eq. 1, 5)."""
 
-    def __init__(self, in_dims: dict[str, int], out_dim: int, *, gamma: float, dropout: float) -> None:
+    def __init__(
+        self, in_dims: dict[str, int], out_dim: int, *, gamma: float, dropout: float, activation: str = "sigmoid"
+    ) -> None:
         super().__init__()
         pyg = import_torch_geometric()
+        self.activation = ACTIVATIONS[activation]
         self.intra = nn.ModuleDict({m: pyg.nn.GATConv(d, out_dim, heads=1) for m, d in in_dims.items()})
         self.inter = InterModal(in_dims, out_dim)
         self.gamma = gamma
@@ -55,7 +58,8 @@ class MMGELayer(nn.Module):
 
     def forward(self, xs: dict[str, torch.Tensor], edges: torch.Tensor) -> dict[str, torch.Tensor]:
         intra = {
-            m: torch.sigmoid(gat(F.dropout(xs[m], self.dropout, self.training), edges)) for m, gat in self.intra.items()
+            m: self.activation(gat(F.dropout(xs[m], self.dropout, self.training), edges))
+            for m, gat in self.intra.items()
         }
         inter, _ = self.inter(xs)
         return {m: self.gamma * intra[m] + (1 - self.gamma) * inter[m] for m in intra}
@@ -80,12 +84,19 @@ class M2TGLGONet(nn.Module):
         gene_features: torch.Tensor | None = None,
         gene_edges: torch.Tensor | None = None,
         learn_gene_features: bool = False,
+        activation: str = "sigmoid",
+        output_activation: str = "sigmoid",
     ) -> None:
         super().__init__()
+        for name, value in (("activation", activation), ("output_activation", output_activation)):
+            if value not in ACTIVATIONS:
+                msg = f"{name} must be one of {list(ACTIVATIONS)}, got {value!r}."
+                raise ValueError(msg)
+        self.output_activation = ACTIVATIONS[output_activation]
         dims = dict(in_dims)
         layers = []
         for width in hidden:
-            layers.append(MMGELayer(dims, width, gamma=gamma, dropout=dropout))
+            layers.append(MMGELayer(dims, width, gamma=gamma, dropout=dropout, activation=activation))
             dims = dict.fromkeys(dims, width)
         self.layers = nn.ModuleList(layers)
         self.fuse = nn.Linear(len(dims) * hidden[-1], hidden[-1])  # W_S of Eq. 6
@@ -103,7 +114,7 @@ class M2TGLGONet(nn.Module):
     def embed(self, xs: dict[str, torch.Tensor], edges: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
             xs = layer(xs, edges)
-        return torch.sigmoid(self.fuse(torch.cat([xs[m] for m in xs], dim=1)))
+        return self.output_activation(self.fuse(torch.cat([xs[m] for m in xs], dim=1)))
 
     def gene_predictors(self) -> torch.Tensor:
         if hasattr(self, "predictors"):
