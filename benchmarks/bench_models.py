@@ -41,6 +41,7 @@ from anndata import AnnData
 
 import stpredict as st
 from stpredict.models import get_model
+from stpredict.models.m2tglgo import PAPER_PARAMS as M2TGLGO_PAPER_PARAMS
 from stpredict.models.merge import PAPER_PARAMS
 from stpredict.models.triplex import PAPER_PARAMS as TRIPLEX_PAPER_PARAMS
 
@@ -99,7 +100,18 @@ VARIANTS = {
     "spahgc_k3": ("spahgc", {"k": 3}),
     "spahgc_k15": ("spahgc", {"k": 15}),
     "spahgc_q8": ("spahgc", {"n_neighbours": 8}),
+    # M2TGLGO's ablations (the paper's Tables 3-4): no GO prior, no SONRM, no reconstruction, one modality
+    "m2tglgo_no_go": ("m2tglgo", {"go_prior": False}),
+    "m2tglgo_no_ranking": ("m2tglgo", {"ranking_weight": 0.0}),
+    "m2tglgo_no_reconstruction": ("m2tglgo", {"reconstruction_weight": 0.0}),
+    "m2tglgo_no_losses": ("m2tglgo", {"ranking_weight": 0.0, "reconstruction_weight": 0.0}),
+    "m2tglgo_deep": ("m2tglgo", {"modalities": ["deep"]}),
+    "m2tglgo_nuclei": ("m2tglgo", {"modalities": ["morphology", "topology"]}),
+    "m2tglgo_go_fixed": ("m2tglgo", {"gene_features": "go"}),  # GO SVD gene features kept fixed (as Gene2Vec)
+    "m2tglgo_paper": ("m2tglgo", dict(M2TGLGO_PAPER_PARAMS)),
 }
+# data sets whose genes the bundled (human) Gene Ontology does not annotate: M2TGLGO runs without its GO prior
+WITHOUT_GO = {"mob"}
 
 
 def encoder_embeddings(adata: AnnData, folds: list, name: str, cache: Path, device: str) -> dict[str, np.ndarray]:
@@ -137,6 +149,8 @@ def run_one(
         size, unit = DATASETS[name][3], DATASETS[name][4]
         cut = {"patch_size": size, "patch_unit": unit, "tile_size": size, "tile_unit": unit}
         params = {**params, **{k: v for k, v in cut.items() if k in model_class.defaults}}
+    if registered == "m2tglgo" and name in WITHOUT_GO:
+        params = {**params, "go_prior": False}  # mouse genes: the bundled GO annotates human genes
     layer = target_layer(target)
     options = {
         "model": registered,
@@ -196,6 +210,9 @@ def prepare(name: str, shared: Path, targets: list[str], rep: str, models: list[
             )
     if rep != ENCODER_REP and rep not in adata.obsm:
         st.pp.image_features(adata, size=size, unit=unit, show_progress_bar=False, key_added=rep)
+    if any(VARIANTS.get(m, (m,))[0] == "m2tglgo" for m in models):
+        # M2TGLGO's nuclei morphology and topology, computed once and read by every fold and variant
+        st.pp.image_features(adata, method="nuclei", size=size, unit=unit, n_jobs=-1, show_progress_bar=False)
     if any(VARIANTS.get(m, (m,))[0] == "triplex" for m in models):
         # TRIPLEX's neighbour tiles encoded once and stored with their recipe: every fold and variant reads them
         st.pp.neighbour_features(adata, tile_size=size, unit=unit, show_progress_bar=False)
