@@ -192,6 +192,15 @@ def test_download_fetches_official_files_and_says_when_offline(ncbi_files, tmp_p
     assert len(go.annotations) == 2
     assert any("geneontology.org" in u for u in fetched) and any("ncbi.nlm.nih.gov" in u for u in fetched)
 
+    with pytest.raises(ValueError, match="Checksum mismatch"):  # a pinned release is verified
+        st.datasets.gene_ontology(
+            download=True,
+            release="2026-01-23",
+            known_hashes={"go-basic.obo": "0" * 64},
+            cache_dir=tmp_path / "pinned",
+            downloader=local_copy,
+        )
+
     def offline(url, output_file, pooch):
         raise OSError("no network")
 

@@ -32,6 +32,7 @@ def gene_ontology(
     taxon: int = 9606,
     release: str = "current",
     gene_info: str | PathLike | None = None,
+    known_hashes: dict[str, str] | None = None,
     cache_dir: str | PathLike | None = None,
     downloader: Callable | None = None,
 ) -> GeneOntology:
@@ -47,8 +48,10 @@ def gene_ontology(
     - ``download=True``: ``go-basic.obo`` from geneontology.org (``release='current'`` or a date such as
       ``'2026-01-23'``) and NCBI's ``gene2go.gz`` and ``gene_info`` of ``taxon`` (9606 human, 10090 mouse),
       cached in ``cache_dir`` (see :func:`default_cache_dir`). These sources publish no checksums and
-      change with each release, so the files are cached, not verified; the release read is recorded in
-      ``GeneOntology.source``.
+      their "current" files change with each release, so files are verified only against
+      ``known_hashes`` (``{'go-basic.obo' | 'gene2go.gz' | '<species>.gene_info.gz': sha256}``; pooch
+      logs each file's sha256 on its first download, so a dated release can be pinned); the release read
+      is recorded in ``GeneOntology.source``.
 
     Returns
     -------
@@ -68,7 +71,8 @@ def gene_ontology(
     if path is not None:
         return _local(str(Path(path).resolve()), taxon, None if gene_info is None else str(Path(gene_info).resolve()))
     if download:
-        return _downloaded(taxon, release, cache_dir, downloader)
+        hashes = tuple(sorted((known_hashes or {}).items()))
+        return _downloaded(taxon, release, hashes, None if cache_dir is None else str(cache_dir), downloader)
     if taxon != BUNDLED_RELEASE["taxon"]:
         msg = (
             f"The bundled Gene Ontology annotates human genes (taxon 9606), not taxon {taxon}. Use "
@@ -121,21 +125,18 @@ def _local(path: str, taxon: int, gene_info: str | None) -> GeneOntology:
 
 
 @lru_cache(maxsize=2)
-def _downloaded(taxon: int, release: str, cache_dir, downloader) -> GeneOntology:
+def _downloaded(taxon: int, release: str, hashes: tuple, cache_dir, downloader) -> GeneOntology:
     if taxon not in GENE_INFO:
         msg = f"No NCBI gene_info download known for taxon {taxon}; known: {sorted(GENE_INFO)}. Use path= instead."
         raise ValueError(msg)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     url = GO_CURRENT_URL if release == "current" else GO_RELEASE_URL.format(release=release)
-    obo = fetch(f"go/{release}/go-basic.obo", url, None, cache_dir=cache, downloader=downloader)
+    known = dict(hashes)
     info_name = Path(GENE_INFO[taxon]).name
-    info = fetch(
-        f"go/ncbi/{info_name}",
-        NCBI_GENE_URL + "GENE_INFO/" + GENE_INFO[taxon],
-        None,
-        cache_dir=cache,
-        downloader=downloader,
-    )
-    gene2go = fetch("go/ncbi/gene2go.gz", NCBI_GENE_URL + "gene2go.gz", None, cache_dir=cache, downloader=downloader)
+    obo = fetch(f"go/{release}/go-basic.obo", url, known.get("go-basic.obo"), cache_dir=cache, downloader=downloader)
+    info_url = NCBI_GENE_URL + "GENE_INFO/" + GENE_INFO[taxon]
+    info = fetch(f"go/ncbi/{info_name}", info_url, known.get(info_name), cache_dir=cache, downloader=downloader)
+    gene2go_url = NCBI_GENE_URL + "gene2go.gz"
+    gene2go = fetch("go/ncbi/gene2go.gz", gene2go_url, known.get("gene2go.gz"), cache_dir=cache, downloader=downloader)
     logger.info("gene_ontology: reading %s, %s and %s (taxon %d)", obo.name, gene2go.name, info.name, taxon)
     return read_gene_ontology(obo, gene2go, gene_info=info, taxon=taxon)
