@@ -2,12 +2,14 @@
 
 from ..models import Model, ModelInputs, Predictor, Validation, available_models, register_model
 from ._cross_validate import cross_validate
+from ._enrichment import enrichment
 from ._evaluate import evaluate, summarize
 from ._fit import fit, load_model, predict
 from ._fit_predict import fit_predict
 from ._gene_correlation import gene_correlation
 from ._gene_similarity import gene_similarity
 from ._hetero_graph import hetero_graph
+from ._regions import cluster_predictions, differential_expression, region_agreement
 from ._splits import Fold, make_splits
 from ._train_encoder import TrainedEncoder, train_encoder
 
@@ -19,7 +21,10 @@ __all__ = [
     "TrainedEncoder",
     "Validation",
     "available_models",
+    "cluster_predictions",
     "cross_validate",
+    "differential_expression",
+    "enrichment",
     "evaluate",
     "fit",
     "fit_predict",
@@ -29,6 +34,7 @@ __all__ = [
     "load_model",
     "make_splits",
     "predict",
+    "region_agreement",
     "register_model",
     "summarize",
     "train_encoder",

@@ -1,0 +1,84 @@
+"""What users do with predictions: regions, their agreement with labels, markers and gene-set enrichment."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import hypergeom
+
+import stpredict as st
+
+
+@pytest.fixture
+def gmt(tmp_path):
+    path = tmp_path / "small.gmt"
+    path.write_text(
+        "SET_A\tdesc\tG1\tG2\tG3\tG4\tG5\tG6\n"
+        "SET_B\tdesc\tG5\tG6\tG7\tG8\tG9\n"
+        "SET_C\tdesc\tG10\tG11\tG12\tG13\tG14\tOUTSIDE\n"
+        "TINY\tdesc\tG1\tG2\n"
+    )
+    return path
+
+
+def test_enrichment_pvalues_and_bh_equal_hand_computation(gmt):
+    background = [f"G{i}" for i in range(1, 31)]  # N = 30
+    query = ["G1", "G2", "G3", "G5", "G7", "G20"]  # n = 6
+    table = st.tl.enrichment(query, gene_sets=gmt, background=background).set_index("set")
+    assert "TINY" not in table.index  # 2 background genes < min_size
+    # SET_A: k=4 of K=6; SET_B: k=2 of K=5; SET_C: k=0 of K=5 (OUTSIDE is not in the background)
+    expected = {"SET_A": hypergeom.sf(3, 30, 6, 6), "SET_B": hypergeom.sf(1, 30, 5, 6), "SET_C": 1.0}
+    for name, p in expected.items():
+        assert table.loc[name, "pvalue"] == pytest.approx(p, rel=1e-12)
+    assert table.loc["SET_C", "set_size"] == 5 and table.loc["SET_A", "genes"] == ["G1", "G2", "G3", "G5"]
+    # Benjamini-Hochberg by hand: sorted p, p_(i) * m / i, cumulative minimum from the largest
+    p = np.array([expected["SET_A"], expected["SET_B"], expected["SET_C"]])
+    order = np.argsort(p)
+    adjusted = np.minimum.accumulate((p[order] * 3 / np.arange(1, 4))[::-1])[::-1]
+    hand = dict(zip(np.array(["SET_A", "SET_B", "SET_C"])[order], np.minimum(adjusted, 1), strict=True))
+    for name, value in hand.items():
+        assert table.loc[name, "padj"] == pytest.approx(value, rel=1e-12)
+
+
+def test_enrichment_of_a_de_table_uses_the_tested_genes_as_background(gmt):
+    de = pd.DataFrame(
+        {
+            "group": ["r1"] * 4 + ["r2"] * 4,
+            "names": ["G1", "G2", "G3", "G9"] * 2,
+            "pvals_adj": [0.01, 0.01, 0.5, 0.01, 0.01, 0.2, 0.2, 0.01],
+            "logfoldchanges": [1.0, 2.0, 1.0, -1.0, 1.0, 1.0, 1.0, 1.0],
+        }
+    )
+    table = st.tl.enrichment(de, gene_sets=gmt, min_size=1)
+    assert set(table["group"]) == {"r1", "r2"} and (table["n_background"] == 4).all()
+    r1 = table[table["group"] == "r1"].set_index("set")
+    assert r1.loc["SET_A", "n_query"] == 2 and r1.loc["SET_A", "overlap"] == 2  # G1, G2 up; G9 down
+    assert st.datasets.gene_sets("hallmark")["HALLMARK_E2F_TARGETS"][:2] == ["AURKA", "BRCA2"]
+
+
+def test_region_agreement_is_one_for_identical_partitions(crop):
+    crop.obs["truth"] = np.where(crop.obsm["spatial"][:, 0] > np.median(crop.obsm["spatial"][:, 0]), "tumour", "stroma")
+    crop.obs["renamed"] = crop.obs["truth"].map({"tumour": "3", "stroma": "7"})
+    crop.obs.loc[crop.obs_names[:5], "truth"] = np.nan  # unlabelled spots are left out
+    table = st.tl.region_agreement(crop, key_pred="renamed", key_true="truth")
+    assert (table["ari"] == 1.0).all() and np.allclose(table["nmi"], 1.0)
+    assert table.loc["all", "n_spots"] == crop.n_obs - 5
+    crop.obs["random"] = np.random.default_rng(0).integers(0, 2, crop.n_obs).astype(str)
+    assert abs(st.tl.region_agreement(crop, key_pred="random", key_true="truth").loc["all", "ari"]) < 0.2
+
+
+def test_regions_markers_and_enrichment_on_predictions(crop_norm):
+    train, test = crop_norm[crop_norm.obs.library_id != "C4"].copy(), crop_norm[crop_norm.obs.library_id == "C4"].copy()
+    st.pp.select_genes(train, n_genes=100)
+    predictor = st.tl.fit(train)
+    predictor.predict(test, key_added="pred")  # NaN for the genes not predicted
+    st.tl.cluster_predictions(test, layer="pred", resolution=0.5)
+    assert test.obs["pred_clusters"].nunique() >= 2 and test.uns["pred_clusters"]["n_genes"] == 100
+    st.tl.differential_expression(test, groupby="pred_clusters", layer="pred")
+    de = test.uns["de"]
+    assert set(de["names"]) <= set(predictor.genes) and de["group"].nunique() == test.obs["pred_clusters"].nunique()
+    table = st.tl.enrichment(de, gene_sets="hallmark", min_size=3)
+    assert (table["n_background"] == 100).all() and table["padj"].between(0, 1).all()
+    kmeans = st.tl.cluster_predictions(test, layer="pred", n_clusters=2, key_added="k2", copy=True)
+    assert kmeans.obs["k2"].nunique() == 2 and "k2" not in test.obs
