@@ -82,3 +82,43 @@ def test_regions_markers_and_enrichment_on_predictions(crop_norm):
     assert (table["n_background"] == 100).all() and table["padj"].between(0, 1).all()
     kmeans = st.tl.cluster_predictions(test, layer="pred", n_clusters=2, key_added="k2", copy=True)
     assert kmeans.obs["k2"].nunique() == 2 and "k2" not in test.obs
+
+
+def test_label_reader_matches_spots_by_array_position(crop, tmp_path):
+    c2 = crop.obs[crop.obs["library_id"] == "C2"]
+    rows = c2.iloc[:10]
+    table = pd.DataFrame(
+        {  # as the HER2ST files: the spot detector's adjusted positions, off the grid by a few hundredths
+            "Row.names": [f"r{i}" for i in range(10)],
+            "x": rows["array_col"].to_numpy() + 0.04,
+            "y": rows["array_row"].to_numpy() - 0.03,
+            "pixel_x": 0.0,
+            "pixel_y": 0.0,
+            "label": ["invasive cancer"] * 5 + ["connective tissue"] * 5,
+        }
+    )
+    path = tmp_path / "C2_labeled_coordinates.tsv"
+    table.to_csv(path, sep="\t", index=False)
+    assert st.io.read_pathologist_labels(path).index[0] == f"{rows['array_col'].iloc[0]}x{rows['array_row'].iloc[0]}"
+    st.io.read_pathologist_labels(path, crop)
+    labelled = crop.obs["pathologist_label"]
+    assert labelled.notna().sum() == 10 and (labelled[rows.index[:5]] == "invasive cancer").all()
+    with pytest.raises(KeyError, match="pass library_id"):
+        st.io.read_pathologist_labels(path, crop, library_id="Z9")
+
+
+@pytest.mark.shared_data
+def test_pathologist_regions_of_an_expression_only_section():
+    from helpers import shared
+
+    root = shared("her2st")
+    adata = st.io.read_st(root / "counts" / "C1.tsv.gz", root / "spots" / "C1_selection.tsv", None, patient="C")
+    assert adata.uns["spatial"]["C1"]["images"] == {}  # no public image: expression and positions only
+    st.io.read_pathologist_labels(root / "pathologist_labels" / "C1_labeled_coordinates.tsv", adata)
+    assert adata.obs["pathologist_label"].notna().sum() == 176
+    st.pp.normalize(adata)
+    st.pp.select_genes(adata, n_genes=250)
+    adata = adata[:, adata.uns["selected"]["genes"]].copy()
+    st.tl.cluster_predictions(adata, layer="log1p", n_clusters=4)
+    agreement = st.tl.region_agreement(adata, key_pred="pred_clusters", key_true="pathologist_label")
+    assert agreement.loc["C1", "ari"] > 0.05  # measured expression separates cancer from connective tissue

@@ -122,7 +122,7 @@ def _pixel_per_array_step(spots: pd.DataFrame) -> float:
 def read_st(
     counts: Table | None,
     spots: Table,
-    image: str | PathLike,
+    image: str | PathLike | None,
     *,
     library_id: str | None = None,
     patient: str | None = None,
@@ -145,7 +145,9 @@ def read_st(
     spots
         Path to (or DataFrame of) the spot selection table.
     image
-        Path to the full-resolution H&E image. Only its path and a downscaled copy are stored.
+        Path to the full-resolution H&E image. Only its path and a downscaled copy are stored. ``None``
+        reads an expression-only slide (e.g. HER2ST sections whose images are not public): positions and
+        scale factors, no image, so nothing that reads pixels applies to it.
     library_id
         Name of the slide; defaults to the counts (or spots) file name without extension.
     patient
@@ -204,21 +206,27 @@ def read_st(
         matrix = sp.csr_matrix((len(spot_table), 0), dtype=np.float32)
         var = pd.DataFrame(index=pd.Index([], dtype=str))
 
-    width, height = image_size(image)
     px, py = spot_table["pixel_x"].to_numpy(float), spot_table["pixel_y"].to_numpy(float)
-    require_spots_inside(
-        np.column_stack([px, py]),
-        width,
-        height,
-        library_id,
-        spot_table.index,
-        "lie outside",
-        "Check that the spot table's pixel_x/pixel_y refer to this image and its resolution.",
-    )
+    if image is not None:
+        width, height = image_size(image)
+        require_spots_inside(
+            np.column_stack([px, py]),
+            width,
+            height,
+            library_id,
+            spot_table.index,
+            "lie outside",
+            "Check that the spot table's pixel_x/pixel_y refer to this image and its resolution.",
+        )
 
     step_px = _pixel_per_array_step(spot_table)
     microns_per_pixel = spot_pitch_um / step_px if np.isfinite(step_px) else float("nan")
-    hires, hires_scale = downscaled_copy(image, hires_max_side)
+    images, metadata = {}, {}
+    if image is not None:  # an expression-only slide (no H&E) keeps positions and scale factors only
+        hires, hires_scale = downscaled_copy(image, hires_max_side)
+        images, metadata = {"hires": hires}, {SOURCE_IMAGE_KEY: str(Path(image).resolve())}
+    else:
+        hires_scale = 1.0
 
     obs = pd.DataFrame(index=[f"{library_id}_{s}" for s in spot_table.index])
     obs["spot_id"] = spot_table.index.to_numpy()
@@ -234,14 +242,14 @@ def read_st(
     adata.obsm[SPATIAL_KEY] = np.column_stack([px, py])
     adata.uns[SPATIAL_KEY] = {
         library_id: {
-            "images": {"hires": hires},
+            "images": images,
             "scalefactors": {
                 "tissue_hires_scalef": float(hires_scale),
                 "spot_diameter_fullres": float(spot_diameter_um / microns_per_pixel),
                 MICRONS_PER_PIXEL: float(microns_per_pixel),
             },
             "metadata": {
-                SOURCE_IMAGE_KEY: str(Path(image).resolve()),
+                **metadata,
                 GRID_KEY: "square",
                 "technology": "Spatial Transcriptomics (legacy, 100 um spots)",
             },
