@@ -122,3 +122,25 @@ def test_pathologist_regions_of_an_expression_only_section():
     st.tl.cluster_predictions(adata, layer="log1p", n_clusters=4)
     agreement = st.tl.region_agreement(adata, key_pred="pred_clusters", key_true="pathologist_label")
     assert agreement.loc["C1", "ari"] > 0.05  # measured expression separates cancer from connective tissue
+
+
+def test_enrichment_and_region_plots_draw_the_data(crop_norm):
+    sets = {
+        "A": ["g1", "g2", "g3", "g4", "g5"],
+        "B": ["g6", "g7", "g8", "g9", "g10"],
+        "C": ["g11", "g12", "g13", "g14", "g15"],
+    }
+    table = st.tl.enrichment(["g1", "g2", "g3", "g6"], gene_sets=sets, background=[f"g{i}" for i in range(1, 21)])
+    ax = st.pl.enrichment(table, show=False)
+    drawn = ax.collections[0].get_offsets()
+    shown = table.nsmallest(15, ["padj", "pvalue"]).iloc[::-1]
+    np.testing.assert_allclose(drawn[:, 0], shown["gene_ratio"])
+    np.testing.assert_allclose(ax.collections[0].get_array(), -np.log10(shown["padj"]))
+    st.tl.cluster_predictions(crop_norm, layer="log1p", n_clusters=3)
+    crop_norm.obs["half"] = np.where(
+        crop_norm.obsm["spatial"][:, 1] > np.median(crop_norm.obsm["spatial"][:, 1]), "a", "b"
+    )
+    axes = st.pl.regions(crop_norm, key_true="half", library_id="C3", show=False)
+    c3 = (crop_norm.obs["library_id"] == "C3").to_numpy()
+    points = sum(len(c.get_offsets()) for c in axes[0].collections)
+    assert points == c3.sum() and "ARI" in axes[0].get_title()

@@ -1,7 +1,8 @@
 """Plots (``st.pl``)."""
 
+from ._analyses import enrichment, regions
 from ._correlation import gene_correlation
 from ._graph import hierarchical_graph
 from ._spatial import prediction, scores
 
-__all__ = ["gene_correlation", "hierarchical_graph", "prediction", "scores"]
+__all__ = ["enrichment", "gene_correlation", "hierarchical_graph", "prediction", "regions", "scores"]

@@ -1,0 +1,163 @@
+"""Plots of the analyses of predictions: gene-set enrichment and predicted regions beside reference labels."""
+
+from __future__ import annotations
+
+from os import PathLike
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from matplotlib.axes import Axes
+
+from ._spatial import _save, slide_view
+
+
+def _finish(ax: Axes, show: bool | None, save: str | PathLike | None) -> Axes | None:
+    _save(ax.figure, save)
+    if show is None:
+        show = save is None
+    if show:
+        plt.show()
+        return None
+    return ax
+
+
+def enrichment(
+    table: pd.DataFrame,
+    *,
+    group: str | None = None,
+    n_top: int = 15,
+    ax: Axes | None = None,
+    show: bool | None = None,
+    save: str | PathLike | None = None,
+) -> Axes | None:
+    """Dot plot of :func:`stpredict.tl.enrichment`: gene ratio (x), −log10 adjusted p (colour), overlap (size).
+
+    Parameters
+    ----------
+    table
+        The enrichment table.
+    group
+        For a table of several groups (from a DE result), the group to draw (default: the first).
+    n_top
+        Sets with the smallest adjusted p-values drawn.
+    ax, show, save
+        As in scanpy: draw on ``ax``; show unless ``save`` is given; ``show=False`` returns the Axes.
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> sets = {"A": ["g1", "g2", "g3", "g4", "g5"], "B": ["g6", "g7", "g8", "g9", "g10"]}
+    >>> table = st.tl.enrichment(["g1", "g2", "g3", "g6"], gene_sets=sets, background=[f"g{i}" for i in range(1, 21)])
+    >>> ax = st.pl.enrichment(table, show=False)
+    >>> [t.get_text() for t in ax.get_yticklabels()]
+    ['B', 'A']
+    """
+    if table.empty:
+        msg = "The enrichment table is empty: no gene set had enough background genes (see min_size)."
+        raise ValueError(msg)
+    if "group" in table:
+        group = table["group"].iloc[0] if group is None else group
+        if group not in set(table["group"]):
+            msg = f"Group {group!r} not in the table (groups: {sorted(set(table['group']))})."
+            raise KeyError(msg)
+        table = table[table["group"] == group]
+    top = table.nsmallest(n_top, ["padj", "pvalue"]).iloc[::-1]  # best at the top
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 0.35 * len(top) + 1.4))
+    score = -np.log10(np.clip(top["padj"].to_numpy(float), 1e-300, 1))
+    sizes = 30 + 220 * top["overlap"].to_numpy(float) / max(float(top["overlap"].max()), 1.0)
+    points = ax.scatter(
+        top["gene_ratio"], np.arange(len(top)), s=sizes, c=score, cmap="viridis", edgecolors="black", linewidths=0.4
+    )
+    ax.set_yticks(
+        np.arange(len(top)),
+        [
+            str(s).removeprefix("HALLMARK_").replace("_", " ") if str(s).startswith("HALLMARK_") else str(s)
+            for s in top["set"]
+        ],
+    )
+    ax.set_xlabel("gene ratio (overlap / genes of interest)")
+    ax.figure.colorbar(points, ax=ax, label="−log10 adjusted p", shrink=0.8)
+    for overlap in sorted({int(top["overlap"].min()), int(top["overlap"].max())}):
+        ax.scatter(
+            [],
+            [],
+            s=30 + 220 * overlap / max(float(top["overlap"].max()), 1.0),
+            c="white",
+            edgecolors="black",
+            label=f"{overlap} gene" + ("" if overlap == 1 else "s"),
+        )
+    ax.legend(title="overlap", loc="lower right", fontsize=7, title_fontsize=7, frameon=False)
+    ax.set_title(f"enrichment{'' if group in (None, 'genes') else f' of {group}'}: top {len(top)} sets")
+    ax.margins(x=0.15, y=0.08)
+    return _finish(ax, show, save)
+
+
+def regions(
+    adata: AnnData,
+    *,
+    key_pred: str = "pred_clusters",
+    key_true: str | None = None,
+    library_id: str | None = None,
+    show_image: bool = True,
+    axes: np.ndarray | None = None,
+    show: bool | None = None,
+    save: str | PathLike | None = None,
+) -> np.ndarray | None:
+    """Predicted regions on the slide, beside reference labels (ARI in the title) when ``key_true`` is given.
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> adata = st.datasets.her2st_crop()
+    >>> st.pp.normalize(adata)
+    >>> st.tl.cluster_predictions(adata, layer="log1p", n_clusters=3)
+    >>> axes = st.pl.regions(adata, library_id="C2", show=False)
+    >>> axes[0].get_title()
+    'C2: pred_clusters'
+    """
+    from .._validate import library_ids
+    from ..tl._regions import region_agreement
+
+    library_id = library_ids(adata)[0] if library_id is None else library_id
+    view = slide_view(adata, library_id, show_image=show_image)
+    keys = [key_pred] + ([key_true] if key_true is not None else [])
+    for key in keys:
+        if key not in adata.obs:
+            msg = f"adata.obs[{key!r}] not found: run st.tl.cluster_predictions (or read the labels) first."
+            raise KeyError(msg)
+    if axes is None:
+        _, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 5), squeeze=False)
+    axes = np.asarray(axes).ravel()
+    for ax, key in zip(axes, keys, strict=True):
+        labels = adata.obs[key].astype("category").iloc[np.flatnonzero(view.mask)]
+        palette = plt.get_cmap("tab20" if len(labels.cat.categories) > 10 else "tab10")
+        if view.image is not None:
+            ax.imshow(view.image, alpha=0.5)
+        for code, name in enumerate(labels.cat.categories):
+            chosen = (labels.cat.codes == code).to_numpy()
+            ax.scatter(
+                *view.xy[chosen].T,
+                s=view.spot_size,
+                color=palette(code % palette.N),
+                label=str(name),
+                edgecolors="none",
+            )
+        unlabelled = (labels.cat.codes < 0).to_numpy()
+        if unlabelled.any():
+            ax.scatter(*view.xy[unlabelled].T, s=view.spot_size, color="0.85", label="no label", edgecolors="none")
+        ax.set_title(f"{library_id}: {key}")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+        view.frame(ax)
+    if key_true is not None:
+        ari = region_agreement(adata[view.mask], key_pred=key_pred, key_true=key_true).loc["all", "ari"]
+        axes[0].set_title(f"{library_id}: {key_pred} (ARI {ari:.2f} with {key_true})")
+    _finish(axes[0], show=False, save=save)
+    if show is None:
+        show = save is None
+    if show:
+        plt.show()
+        return None
+    return axes
