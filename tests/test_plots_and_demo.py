@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 
 import stpredict as st
+from stpredict._validate import get_matrix
 from stpredict.demo import main as demo_main
 
 
@@ -41,3 +42,19 @@ def test_prediction_plot_for_image_only_slide(crop_norm):
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["ERBB2 predicted"]
     colours = fig.axes[0].collections[0].get_array()
     np.testing.assert_allclose(colours, image_only.obsm["pred_ridge"]["ERBB2"].to_numpy())
+
+
+def test_prediction_plot_draws_the_layer_with_true_spot_sizes(crop_norm):
+    crop_norm.layers["pred"] = crop_norm.layers["log1p"] * 0.5
+    fig = st.pl.prediction(crop_norm, ["ERBB2"], layer_pred="pred", library_id="C3")
+    c3 = (crop_norm.obs["library_id"] == "C3").to_numpy()
+    expected = get_matrix(crop_norm[c3], "pred", columns=[crop_norm.var_names.get_loc("ERBB2")]).ravel()
+    panels = [ax for ax in fig.axes if ax.collections and ax.get_title().startswith("ERBB2 predicted")]
+    np.testing.assert_allclose(panels[0].collections[0].get_array(), expected, rtol=1e-6)
+    scale = crop_norm.uns["spatial"]["C3"]["scalefactors"]
+    diameter = scale["spot_diameter_fullres"] * scale["tissue_hires_scalef"]  # in hires pixels
+    ax = panels[0]
+    x0, x1 = ax.get_xlim()
+    points_per_pixel = ax.get_window_extent().width * 72 / fig.dpi / abs(x1 - x0)
+    np.testing.assert_allclose(np.sqrt(ax.collections[0].get_sizes()), diameter * points_per_pixel, rtol=1e-6)
+    assert "own colour scale" in fig._suptitle.get_text()

@@ -151,6 +151,8 @@ def regions(
         ax.set_title(f"{library_id}: {key}")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
         view.frame(ax)
+    for ax in axes:
+        view.fit_spots(ax)
     if key_true is not None:
         ari = region_agreement(adata[view.mask], key_pred=key_pred, key_true=key_true).loc["all", "ari"]
         axes[0].set_title(f"{library_id}: {key_pred} (ARI {ari:.2f} with {key_true})")

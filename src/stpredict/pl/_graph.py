@@ -129,6 +129,7 @@ def hierarchical_graph(
     ax.set_title(f"{library_id}: {n_clusters} {color} clusters, {int(centroid.sum())} centroids")
     view.frame(ax)
     ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
+    view.fit_spots(ax)
     _save(ax.figure, save)
     if show is None:
         show = save is None

@@ -24,26 +24,55 @@ def _save(fig: Figure, save: str | PathLike | None) -> None:
 
 @dataclass
 class SlideView:
-    """One slide's spots in ``hires`` image coordinates, its image and a marker size."""
+    """One slide's spots in ``hires`` image coordinates, its image, the spot diameter and a marker size."""
 
     mask: np.ndarray
     xy: np.ndarray
     image: np.ndarray | None
     spot_size: float
+    diameter: float = 0.0  # spot diameter in the same (hires pixel) units as ``xy``
+    fixed_size: bool = False  # the caller chose ``spot_size``: keep it
 
     def frame(self, ax) -> None:
-        """Zoom onto the spots (image y axis pointing down), no ticks."""
-        pad = np.sqrt(self.spot_size)
+        """Zoom onto the spots with room for whole spots at the edges, equal axes, image y axis down, no ticks."""
+        pad = (
+            0.6 * self.diameter if self.diameter > 0 else 0.02 * max(np.ptp(self.xy[:, 0]), np.ptp(self.xy[:, 1]), 1.0)
+        )
         ax.set_xlim(self.xy[:, 0].min() - pad, self.xy[:, 0].max() + pad)
         ax.set_ylim(self.xy[:, 1].max() + pad, self.xy[:, 1].min() - pad)
+        ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
+
+    def fit_spots(self, ax) -> None:
+        """Resize the Axes' spot markers so that each is drawn ``diameter`` wide in data units.
+
+        Call once the figure's layout is final (marker sizes are in points², so they follow the Axes' size).
+        """
+        if self.fixed_size or self.diameter <= 0:
+            return
+        figure = ax.figure
+        figure.canvas.draw_without_rendering() if hasattr(figure.canvas, "draw_without_rendering") else None
+        width_points = ax.get_window_extent().width * 72.0 / figure.dpi
+        x0, x1 = ax.get_xlim()
+        size = (self.diameter * width_points / abs(x1 - x0)) ** 2
+        for collection in ax.collections:
+            if (
+                hasattr(collection, "set_sizes")
+                and len(collection.get_offsets())
+                and collection.get_label() != "centroid spot"
+            ):
+                collection.set_sizes([size])
 
 
 def slide_view(
     adata: AnnData, library_id: str, *, show_image: bool = True, spot_size: float | None = None
 ) -> SlideView:
-    """Spots of ``library_id`` scaled onto its ``hires`` image (error naming the slides when absent)."""
+    """Spots of ``library_id`` scaled onto its ``hires`` image (error naming the slides when absent).
+
+    Spots are drawn ``spot_diameter_fullres`` × ``tissue_hires_scalef`` wide (see :meth:`SlideView.fit_spots`);
+    ``spot_size`` (points²) overrides it.
+    """
     mask = spot_libraries(adata) == library_id
     if not mask.any():
         msg = f"Slide {library_id!r} not in adata.obs[{LIBRARY_KEY!r}] (slides: {library_ids(adata)})."
@@ -52,11 +81,12 @@ def slide_view(
     scale = float(slide.get("scalefactors", {}).get("tissue_hires_scalef", 1.0))
     xy = np.asarray(adata.obsm[SPATIAL_KEY])[mask] * scale
     image = slide.get("images", {}).get("hires") if show_image else None
-    if spot_size is None:
-        diameter = float(slide.get("scalefactors", {}).get("spot_diameter_fullres", 100.0)) * scale
-        span = max(np.ptp(xy[:, 0]), np.ptp(xy[:, 1]), 1.0)
-        spot_size = float(np.clip((diameter / span * 3.0 * 72) ** 2, 4, 400))
-    return SlideView(mask, xy, image, spot_size)
+    diameter = float(slide.get("scalefactors", {}).get("spot_diameter_fullres", np.nan)) * scale
+    diameter = diameter if np.isfinite(diameter) else 0.0
+    fixed = spot_size is not None
+    if spot_size is None:  # a first guess for the scatter call; fit_spots sets the exact size
+        spot_size = 20.0
+    return SlideView(mask, xy, image, float(spot_size), diameter, fixed)
 
 
 def prediction(
@@ -137,7 +167,9 @@ def prediction(
     true = get_matrix(adata[mask], layer_true, columns=columns) if layer_true is not None else None
 
     panels = 2 if true is not None else 1
-    fig, axes = plt.subplots(len(genes), panels, figsize=(3.6 * panels, 3.4 * len(genes)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(genes), panels, figsize=(3.6 * panels, 3.4 * len(genes)), squeeze=False, constrained_layout=True
+    )
     pearson = column_pearson(true, pred) if true is not None else [np.nan] * len(genes)
     for row, gene in enumerate(genes):
         values = [true[:, row], pred[:, row]] if true is not None else [pred[:, row]]
@@ -150,13 +182,17 @@ def prediction(
             if image is not None:
                 ax.imshow(image, alpha=0.6)
             points = ax.scatter(xy[:, 0], xy[:, 1], c=vals, s=spot_size, cmap=cmap, vmin=vmin, vmax=vmax)
-            if not shared_scale:
-                fig.colorbar(points, ax=ax, shrink=0.8)
             ax.set_title(f"{gene} {title}", fontsize=9)
             view.frame(ax)
+            if not shared_scale:
+                colourbar = fig.colorbar(points, ax=ax, shrink=0.8)
+                colourbar.set_label(layer_true if (true is not None and col == 0) else layer_pred, fontsize=8)
         if shared_scale:
-            fig.colorbar(points, ax=axes[row, :].tolist(), shrink=0.8, label=layer_pred)
-    fig.suptitle(f"slide {library_id}", fontsize=10)
+            fig.colorbar(points, ax=axes[row, :].tolist(), shrink=0.8, label=f"{layer_true} / {layer_pred}")
+    scales = "one colour scale per gene" if shared_scale or true is None else "each panel its own colour scale"
+    fig.suptitle(f"slide {library_id} ({scales})", fontsize=10)
+    for ax in axes.ravel():
+        view.fit_spots(ax)
     _save(fig, save)
     return fig
 
