@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 import stpredict as st
 from stpredict._validate import get_matrix
@@ -23,7 +24,22 @@ def test_scores_plot(tmp_path):
     fig = st.pl.scores(table, save=tmp_path / "s.png")
     heights = sorted(round(p.get_height(), 3) for p in fig.axes[0].patches if p.get_height() > 0)
     assert heights == [0.2, 0.3, 0.3, 0.5]
-    assert "pcc_m 0.250" in fig.axes[0].get_title()
+    assert "PCC(M) 0.250" in fig.axes[0].get_title()
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["PCC(M)", "PCC(H)"]
+
+
+def test_model_comparison_draws_each_models_genes(crop_norm):
+    train, test = crop_norm[crop_norm.obs.library_id != "C4"].copy(), crop_norm[crop_norm.obs.library_id == "C4"].copy()
+    genes = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19"]
+    tables = {}
+    for model in ("ridge", "ridge_spatial"):
+        st.tl.fit(train, model=model, genes=genes).predict(test, key_added=model)
+        tables[model] = st.tl.evaluate(test, layer_true="log1p", layer_pred=model)
+    ax = st.pl.model_comparison(tables, show=False)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["ridge", "ridge_spatial"]
+    assert f"ridge {tables['ridge']['pearson'].median():.3f}" in ax.get_title()
+    with pytest.raises(ValueError, match="kind must be"):
+        st.pl.model_comparison(tables, kind="bar", show=False)
 
 
 def test_demo_runs_end_to_end(tmp_path):

@@ -3,6 +3,14 @@
 from ._analyses import enrichment, regions
 from ._correlation import gene_correlation
 from ._graph import hierarchical_graph
-from ._spatial import prediction, scores
+from ._spatial import model_comparison, prediction, scores
 
-__all__ = ["enrichment", "gene_correlation", "hierarchical_graph", "prediction", "regions", "scores"]
+__all__ = [
+    "enrichment",
+    "gene_correlation",
+    "hierarchical_graph",
+    "model_comparison",
+    "prediction",
+    "regions",
+    "scores",
+]

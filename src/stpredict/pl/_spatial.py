@@ -229,18 +229,105 @@ def scores(
     """
     import seaborn as sns
 
-    metrics = [m for m in metrics if m in table]
+    wanted = list(metrics)
+    metrics = [m for m in wanted if m in table]
     if not metrics:
-        msg = f"None of the metrics {list(metrics)} is a column of the table ({list(table.columns)})."
+        msg = f"None of the metrics {wanted} is a column of the table ({list(table.columns)})."
         raise KeyError(msg)
     long = table.melt(id_vars=[by], value_vars=metrics, var_name="metric", value_name="score")
-    fig, ax = plt.subplots(figsize=(1.2 + 0.9 * table[by].nunique() * len(metrics) / 2, 3.2))
+    long["metric"] = long["metric"].map(lambda m: METRIC_NAMES.get(m, m))
+    n_slides = table[by].nunique()
+    fig, ax = plt.subplots(figsize=(max(3.6, 1.6 + 0.45 * n_slides * len(metrics)), 3.4))
     sns.barplot(long, x=by, y="score", hue="metric", ax=ax)
     means = table[metrics].mean()
-    ax.set_title("mean: " + ", ".join(f"{m} {v:.3f}" for m, v in means.items()), fontsize=9)
+    ax.set_title(
+        "mean over slides: " + ", ".join(f"{METRIC_NAMES.get(m, m)} {v:.3f}" for m, v in means.items()), fontsize=9
+    )
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("held-out slide")
+    ax.set_xlabel("held-out slide" if n_slides > 1 else f"held-out slide ({table[by].iloc[0]})")
+    ax.set_ylabel("score")
+    if n_slides > 8:
+        ax.tick_params(axis="x", labelrotation=90)
     ax.legend(title=None, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     _save(fig, save)
     return fig
+
+
+#: how metrics are named in plots (the field's names)
+METRIC_NAMES = {
+    "pcc_m": "PCC(M)",
+    "pcc_h": "PCC(H)",
+    "pcc_patch": "PCC-Patch",
+    "mse": "MSE",
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "r2": "R²",
+    "r2_patch": "R²-Patch",
+    "pearson": "Pearson r",
+}
+
+
+def model_comparison(
+    results: dict[str, pd.DataFrame] | pd.DataFrame,
+    *,
+    metric: str = "pearson",
+    kind: str = "box",
+    ax=None,
+    show: bool | None = None,
+    save: str | PathLike | None = None,
+):
+    """Per-gene score distributions of several models, one box (or violin) per model.
+
+    Parameters
+    ----------
+    results
+        ``{model: per-gene table}`` (tables of :func:`stpredict.tl.evaluate`), or one long table with a
+        ``model`` column.
+    metric
+        Per-gene column to compare (default: the per-gene Pearson).
+    kind
+        ``'box'`` or ``'violin'``.
+    ax, show, save
+        As in scanpy: draw on ``ax``; show unless ``save`` is given; ``show=False`` returns the Axes.
+
+    Examples
+    --------
+    >>> import pandas as pd, stpredict as st
+    >>> a = pd.DataFrame({"gene": list("xyz"), "pearson": [0.1, 0.2, 0.3]})
+    >>> b = pd.DataFrame({"gene": list("xyz"), "pearson": [0.2, 0.3, 0.5]})
+    >>> ax = st.pl.model_comparison({"ridge": a, "triplex": b}, show=False)
+    >>> [t.get_text() for t in ax.get_xticklabels()]
+    ['ridge', 'triplex']
+    """
+    import seaborn as sns
+
+    if isinstance(results, dict):
+        long = pd.concat([t.assign(model=name) for name, t in results.items()], ignore_index=True)
+    else:
+        long = results
+    for column in ("model", metric):
+        if column not in long:
+            msg = f"The results need a {column!r} column (got {list(long.columns)})."
+            raise KeyError(msg)
+    if kind not in ("box", "violin"):
+        msg = f"kind must be 'box' or 'violin', got {kind!r}."
+        raise ValueError(msg)
+    order = list(pd.unique(long["model"]))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.6 + 1.1 * len(order), 3.6))
+    draw = sns.boxplot if kind == "box" else sns.violinplot
+    draw(long, x="model", y=metric, order=order, ax=ax, color="0.85")
+    medians = long.groupby("model", sort=False)[metric].median()
+    ax.set_title("median: " + ", ".join(f"{m} {v:.3f}" for m, v in medians.items()), fontsize=9)
+    ax.set_ylabel(f"per-gene {METRIC_NAMES.get(metric, metric)}")
+    ax.set_xlabel("")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.figure.tight_layout()
+    _save(ax.figure, save)
+    if show is None:
+        show = save is None
+    if show:
+        plt.show()
+        return None
+    return ax
