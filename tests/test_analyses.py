@@ -144,3 +144,22 @@ def test_enrichment_and_region_plots_draw_the_data(crop_norm):
     c3 = (crop_norm.obs["library_id"] == "C3").to_numpy()
     points = sum(len(c.get_offsets()) for c in axes[0].collections)
     assert points == c3.sum() and "ARI" in axes[0].get_title()
+
+
+def test_smoothing_histogram_counts_the_layers_values(crop_norm):
+    st.pp.smooth(crop_norm, method="8n", layer="log1p", key_added="log1p_8n", show_progress_bar=False)
+    genes = ["ERBB2", "GNAS", "FASN"]
+    ax = st.pl.smoothing_histogram(crop_norm, layers=["log1p", "log1p_8n"], genes=genes, bins=20, show=False)
+    from stpredict._validate import get_matrix
+
+    columns = crop_norm.var_names.get_indexer(genes)
+    raw, smooth = (get_matrix(crop_norm, layer, columns=columns).ravel() for layer in ("log1p", "log1p_8n"))
+    edges = np.linspace(min(raw.min(), smooth.min()), max(raw.max(), smooth.max()), 21)
+    drawn = [patch.get_path().vertices for patch in ax.patches]
+    assert len(drawn) == 2
+    counts = np.histogram(raw, bins=edges)[0]
+    step_heights = drawn[0][1:-1:2, 1][: len(counts)]  # a step outline visits each bin's height twice
+    np.testing.assert_allclose(step_heights, counts)
+    assert "zeros" in ax.get_legend().get_texts()[0].get_text()
+    with pytest.raises(KeyError, match="not found in adata.layers"):
+        st.pl.smoothing_histogram(crop_norm, layers=["log1p", "nope"], show=False)

@@ -1,6 +1,6 @@
 """Plots (``st.pl``)."""
 
-from ._analyses import enrichment, regions
+from ._analyses import enrichment, regions, smoothing_histogram
 from ._correlation import gene_correlation
 from ._graph import hierarchical_graph
 from ._spatial import model_comparison, prediction, scores
