@@ -10,17 +10,7 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.axes import Axes
 
-from ._spatial import _save, slide_view
-
-
-def _finish(ax: Axes, show: bool | None, save: str | PathLike | None) -> Axes | None:
-    _save(ax.figure, save)
-    if show is None:
-        show = save is None
-    if show:
-        plt.show()
-        return None
-    return ax
+from ._spatial import _finish, slide_view
 
 
 def enrichment(
@@ -156,13 +146,7 @@ def regions(
     if key_true is not None:
         ari = region_agreement(adata[view.mask], key_pred=key_pred, key_true=key_true).loc["all", "ari"]
         axes[0].set_title(f"{library_id}: {key_pred} (ARI {ari:.2f} with {key_true})")
-    _finish(axes[0], show=False, save=save)
-    if show is None:
-        show = save is None
-    if show:
-        plt.show()
-        return None
-    return axes
+    return None if _finish(axes[0], show, save) is None else axes
 
 
 def smoothing_histogram(

@@ -12,7 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.collections import LineCollection
 
 from .._validate import check_adata, library_ids
-from ._spatial import _save, slide_view
+from ._spatial import _finish, slide_view
 
 EDGE_STYLE = {
     "spatial": {"colors": "0.35", "linewidths": 0.4, "alpha": 0.5},
@@ -130,10 +130,4 @@ def hierarchical_graph(
     view.frame(ax)
     ax.legend(loc="upper right", fontsize=7, framealpha=0.8)
     view.fit_spots(ax)
-    _save(ax.figure, save)
-    if show is None:
-        show = save is None
-    if show:
-        plt.show()
-        return None
-    return ax
+    return _finish(ax, show, save)

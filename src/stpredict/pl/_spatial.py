@@ -22,6 +22,17 @@ def _save(fig: Figure, save: str | PathLike | None) -> None:
         fig.savefig(save, dpi=150, bbox_inches="tight")
 
 
+def _finish(ax, show: bool | None, save: str | PathLike | None):
+    """Save, then show (scanpy's default: unless ``save`` is given) or return the Axes."""
+    _save(ax.figure, save)
+    if show is None:
+        show = save is None
+    if show:
+        plt.show()
+        return None
+    return ax
+
+
 @dataclass
 class SlideView:
     """One slide's spots in ``hires`` image coordinates, its image, the spot diameter and a marker size."""
@@ -324,10 +335,4 @@ def model_comparison(
     ax.set_xlabel("")
     ax.axhline(0, color="black", linewidth=0.6)
     ax.figure.tight_layout()
-    _save(ax.figure, save)
-    if show is None:
-        show = save is None
-    if show:
-        plt.show()
-        return None
-    return ax
+    return _finish(ax, show, save)
