@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -82,6 +83,26 @@ def test_regions_markers_and_enrichment_on_predictions(crop_norm):
     assert (table["n_background"] == 100).all() and table["padj"].between(0, 1).all()
     kmeans = st.tl.cluster_predictions(test, layer="pred", n_clusters=2, key_added="k2", copy=True)
     assert kmeans.obs["k2"].nunique() == 2 and "k2" not in test.obs
+
+
+def test_regions_of_an_image_only_slide_use_the_predicted_dataframe(crop_norm):
+    train = crop_norm[crop_norm.obs.library_id != "C4"].copy()
+    files = st.datasets.her2st_crop_files()["C4"]
+    image_only = st.io.read_st(None, files["spots"], files["image"], library_id="C4")
+    assert image_only.n_vars == 0
+    genes = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19", "IGKC"]
+    st.tl.fit(train, genes=genes).predict(image_only, key_added="pred")
+    st.tl.cluster_predictions(image_only, layer="pred", n_clusters=2)
+    assert image_only.uns["pred_clusters"]["n_genes"] == len(genes)
+    st.tl.differential_expression(image_only, groupby="pred_clusters", layer="pred")
+    de = image_only.uns["de"]
+    assert sorted(de["names"].unique()) == sorted(genes)
+    # the same clustering as on an AnnData built by hand from the DataFrame
+    frame = image_only.obsm["pred"]
+    by_hand = ad.AnnData(frame.to_numpy(), obs=pd.DataFrame(index=frame.index), var=pd.DataFrame(index=frame.columns))
+    st.tl.cluster_predictions(by_hand, layer=None, n_clusters=2)
+    image_only.obs["by_hand"] = by_hand.obs["pred_clusters"].to_numpy()
+    assert st.tl.region_agreement(image_only, key_pred="pred_clusters", key_true="by_hand").loc["all", "ari"] == 1.0
 
 
 def test_label_reader_matches_spots_by_array_position(crop, tmp_path):

@@ -11,7 +11,9 @@ from stpredict.demo import main as demo_main
 
 def test_prediction_plot_shows_truth_and_prediction(crop_norm, tmp_path):
     crop_norm.layers["pred"] = crop_norm.layers["log1p"] * 0.5 + 1
-    fig = st.pl.prediction(crop_norm, ["ERBB2", "GNAS"], layer_pred="pred", library_id="C2", save=tmp_path / "p.png")
+    fig = st.pl.prediction(
+        crop_norm, ["ERBB2", "GNAS"], layer_pred="pred", library_id="C2", save=tmp_path / "p.png", show=False
+    )
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == ["ERBB2 measured", "ERBB2 predicted (r = 1.00)", "GNAS measured", "GNAS predicted (r = 1.00)"]
     scatter = fig.axes[0].collections[0]
@@ -21,11 +23,27 @@ def test_prediction_plot_shows_truth_and_prediction(crop_norm, tmp_path):
 
 def test_scores_plot(tmp_path):
     table = pd.DataFrame({"library_id": ["C2", "C3"], "pcc_m": [0.2, 0.3], "pcc_h": [0.3, 0.5]})
-    fig = st.pl.scores(table, save=tmp_path / "s.png")
-    heights = sorted(round(p.get_height(), 3) for p in fig.axes[0].patches if p.get_height() > 0)
+    ax = st.pl.scores(table, save=tmp_path / "s.png", show=False)
+    heights = sorted(round(p.get_height(), 3) for p in ax.patches if p.get_height() > 0)
     assert heights == [0.2, 0.3, 0.3, 0.5]
-    assert "PCC(M) 0.250" in fig.axes[0].get_title()
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["PCC(M)", "PCC(H)"]
+    assert "PCC(M) 0.250" in ax.get_title()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["PCC(M)", "PCC(H)"]
+    assert (tmp_path / "s.png").stat().st_size > 5_000
+    assert st.pl.scores(table, show=True) is None  # shown, nothing returned (scanpy)
+
+
+def test_plots_draw_on_the_users_axes(crop_norm):
+    import matplotlib.pyplot as plt
+
+    crop_norm.layers["pred"] = crop_norm.layers["log1p"] * 0.5
+    fig, axes = plt.subplots(2, 2)
+    out = st.pl.prediction(crop_norm, ["ERBB2", "GNAS"], layer_pred="pred", library_id="C3", ax=axes, show=False)
+    assert out is fig and axes[1, 1].get_title().startswith("GNAS predicted")
+    with pytest.raises(ValueError, match="ax= has 1 Axes but the plot has 2 panels"):
+        st.pl.prediction(crop_norm, ["ERBB2"], layer_pred="pred", ax=axes[0, 0], show=False)
+    table = pd.DataFrame({"library_id": ["C2"], "pcc_m": [0.2]})
+    assert st.pl.scores(table, ax=axes[0, 0], show=False) is axes[0, 0]
+    plt.close(fig)
 
 
 def test_model_comparison_draws_each_models_genes(crop_norm):
@@ -54,7 +72,7 @@ def test_prediction_plot_for_image_only_slide(crop_norm):
     files = st.datasets.her2st_crop_files()["C4"]
     image_only = st.io.read_st(None, files["spots"], files["image"], library_id="C4")
     st.tl.fit_predict(train, image_only, genes=["ERBB2", "GNAS"])
-    fig = st.pl.prediction(image_only, ["ERBB2"], layer_pred="pred_ridge", library_id="C4")
+    fig = st.pl.prediction(image_only, ["ERBB2"], layer_pred="pred_ridge", library_id="C4", show=False)
     assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["ERBB2 predicted"]
     colours = fig.axes[0].collections[0].get_array()
     np.testing.assert_allclose(colours, image_only.obsm["pred_ridge"]["ERBB2"].to_numpy())
@@ -62,7 +80,7 @@ def test_prediction_plot_for_image_only_slide(crop_norm):
 
 def test_prediction_plot_draws_the_layer_with_true_spot_sizes(crop_norm):
     crop_norm.layers["pred"] = crop_norm.layers["log1p"] * 0.5
-    fig = st.pl.prediction(crop_norm, ["ERBB2"], layer_pred="pred", library_id="C3")
+    fig = st.pl.prediction(crop_norm, ["ERBB2"], layer_pred="pred", library_id="C3", show=False)
     c3 = (crop_norm.obs["library_id"] == "C3").to_numpy()
     expected = get_matrix(crop_norm[c3], "pred", columns=[crop_norm.var_names.get_loc("ERBB2")]).ravel()
     panels = [ax for ax in fig.axes if ax.collections and ax.get_title().startswith("ERBB2 predicted")]

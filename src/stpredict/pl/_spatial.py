@@ -111,8 +111,10 @@ def prediction(
     cmap: str = "viridis",
     shared_scale: bool = False,
     spot_size: float | None = None,
+    ax=None,
+    show: bool | None = None,
     save: str | PathLike | None = None,
-) -> Figure:
+) -> Figure | None:
     """Measured and predicted expression side by side on one slide, with the per-gene Pearson.
 
     Each gene gets a row; columns are the measurement (if ``layer_true`` is given) and the prediction,
@@ -140,12 +142,15 @@ def prediction(
         One colour scale per gene for both panels instead of one per panel.
     spot_size
         Marker size in points² (default: from the spot diameter).
-    save
-        File to write the figure to.
+    ax
+        Axes to draw on: one per panel (genes × [measured,] predicted), e.g. from ``plt.subplots``; by default
+        a new figure.
+    show, save
+        As in scanpy: write the figure to ``save``; show it unless ``save`` is given (``show=False`` returns it).
 
     Returns
     -------
-    The figure.
+    The figure, when ``show=False``.
 
     Examples
     --------
@@ -153,7 +158,9 @@ def prediction(
     >>> adata = st.datasets.her2st_crop()
     >>> st.pp.normalize(adata)
     >>> adata.layers["pred"] = adata.layers["log1p"] + 0.1
-    >>> fig = st.pl.prediction(adata, ["ERBB2"], layer_pred="pred", library_id="C3")
+    >>> fig = st.pl.prediction(adata, ["ERBB2"], layer_pred="pred", library_id="C3", show=False)
+    >>> len(fig.axes)  # measured, predicted and their colour bars
+    4
     """
     check_adata(adata)
     genes = as_gene_list(genes)
@@ -178,9 +185,8 @@ def prediction(
     true = get_matrix(adata[mask], layer_true, columns=columns) if layer_true is not None else None
 
     panels = 2 if true is not None else 1
-    fig, axes = plt.subplots(
-        len(genes), panels, figsize=(3.6 * panels, 3.4 * len(genes)), squeeze=False, constrained_layout=True
-    )
+    own_figure = ax is None
+    fig, axes = _panel_axes(ax, len(genes), panels)
     pearson = column_pearson(true, pred) if true is not None else [np.nan] * len(genes)
     for row, gene in enumerate(genes):
         values = [true[:, row], pred[:, row]] if true is not None else [pred[:, row]]
@@ -201,10 +207,35 @@ def prediction(
         if shared_scale:
             fig.colorbar(points, ax=axes[row, :].tolist(), shrink=0.8, label=f"{layer_true} / {layer_pred}")
     scales = "one colour scale per gene" if shared_scale or true is None else "each panel its own colour scale"
-    fig.suptitle(f"slide {library_id} ({scales})", fontsize=10)
-    for ax in axes.ravel():
-        view.fit_spots(ax)
+    if own_figure:
+        fig.suptitle(f"slide {library_id} ({scales})", fontsize=10)
+    for panel in axes.ravel():
+        view.fit_spots(panel)
+    return _finish_figure(fig, show, save)
+
+
+def _panel_axes(ax, rows: int, cols: int):
+    """A new ``rows`` × ``cols`` grid, or the user's Axes checked to have one per panel."""
+    if ax is None:
+        return plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False, constrained_layout=True)
+    axes = np.asarray(ax, dtype=object).ravel()
+    if axes.size != rows * cols:
+        msg = (
+            f"ax= has {axes.size} Axes but the plot has {rows * cols} panels ({rows} gene(s) × {cols}); "
+            f"pass e.g. plt.subplots({rows}, {cols})[1], or ax=None for a new figure."
+        )
+        raise ValueError(msg)
+    return axes[0].figure, axes.reshape(rows, cols)
+
+
+def _finish_figure(fig: Figure, show: bool | None, save: str | PathLike | None) -> Figure | None:
+    """As :func:`_finish`, for plots made of several Axes: the Figure is returned instead."""
     _save(fig, save)
+    if show is None:
+        show = save is None
+    if show:
+        plt.show()
+        return None
     return fig
 
 
@@ -213,8 +244,10 @@ def scores(
     *,
     metrics: Sequence[str] = ("pcc_m", "pcc_h", "pcc_patch"),
     by: str = "library_id",
+    ax=None,
+    show: bool | None = None,
     save: str | PathLike | None = None,
-) -> Figure:
+):
     """Bar chart of per-slide scores (the table returned by :func:`stpredict.tl.cross_validate`).
 
     Parameters
@@ -225,18 +258,20 @@ def scores(
         Columns to plot (missing ones are skipped).
     by
         Column naming the slide.
-    save
-        File to write the figure to.
+    ax, show, save
+        As in scanpy: draw on ``ax``; show unless ``save`` is given; ``show=False`` returns the Axes.
 
     Returns
     -------
-    The figure.
+    The Axes, when ``show=False``.
 
     Examples
     --------
     >>> import pandas as pd, stpredict as st
     >>> table = pd.DataFrame({"library_id": ["C2", "C3"], "pcc_m": [0.2, 0.3], "pcc_h": [0.3, 0.4]})
-    >>> fig = st.pl.scores(table)
+    >>> ax = st.pl.scores(table, show=False)
+    >>> ax.get_ylabel()
+    'score'
     """
     import seaborn as sns
 
@@ -248,7 +283,8 @@ def scores(
     long = table.melt(id_vars=[by], value_vars=metrics, var_name="metric", value_name="score")
     long["metric"] = long["metric"].map(lambda m: METRIC_NAMES.get(m, m))
     n_slides = table[by].nunique()
-    fig, ax = plt.subplots(figsize=(max(3.6, 1.6 + 0.45 * n_slides * len(metrics)), 3.4))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(3.6, 1.6 + 0.45 * n_slides * len(metrics)), 3.4))
     sns.barplot(long, x=by, y="score", hue="metric", ax=ax)
     means = table[metrics].mean()
     ax.set_title(
@@ -260,9 +296,8 @@ def scores(
     if n_slides > 8:
         ax.tick_params(axis="x", labelrotation=90)
     ax.legend(title=None, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
-    fig.tight_layout()
-    _save(fig, save)
-    return fig
+    ax.figure.tight_layout()
+    return _finish(ax, show, save)
 
 
 #: how metrics are named in plots (the field's names)

@@ -14,14 +14,22 @@ from .._validate import check_adata, get_matrix, spot_libraries
 
 
 def _finite_genes(adata: AnnData, layer: str | None) -> tuple[np.ndarray, pd.Index]:
-    """The layer's genes that have values on every spot (a prediction layer holds NaN for genes not predicted)."""
-    values = get_matrix(adata, layer, dtype=np.float32)
+    """The layer's genes that have values on every spot (a prediction layer holds NaN for genes not predicted).
+
+    ``layer`` may also name the ``obsm`` DataFrame that prediction writes for slides without measured genes
+    (image-only slides have no ``var`` to hold a layer).
+    """
+    if layer is not None and layer not in adata.layers and isinstance(adata.obsm.get(layer), pd.DataFrame):
+        frame = adata.obsm[layer]
+        values, names, where = frame.to_numpy(dtype=np.float32), pd.Index(frame.columns), f"obsm[{layer!r}]"
+    else:
+        values, names = get_matrix(adata, layer, dtype=np.float32), adata.var_names
+        where = f"layers[{layer!r}]" if layer else "X"
     keep = np.isfinite(values).all(axis=0)
     if keep.sum() < 2:
-        where = f"layers[{layer!r}]" if layer else "X"
         msg = f"{where} has {int(keep.sum())} gene(s) with values on every spot; at least 2 are needed."
         raise ValueError(msg)
-    return values[:, keep], adata.var_names[keep]
+    return values[:, keep], names[keep]
 
 
 def cluster_predictions(
@@ -46,7 +54,8 @@ def cluster_predictions(
     adata
         Spots with ``layers[layer]``, e.g. the layer written by ``predictor.predict(adata, key_added='pred')``.
     layer
-        Expression to cluster (``None``: ``X``).
+        Expression to cluster (``None``: ``X``): a layer, or the ``obsm`` DataFrame that
+        :func:`stpredict.tl.predict` writes for a slide without measured genes (e.g. ``'pred_ridge'``).
     resolution
         Leiden resolution (ignored with ``n_clusters``).
     n_clusters
@@ -160,7 +169,7 @@ def differential_expression(
     """Marker genes of groups of spots (regions, clusters, annotations) in (predicted) expression.
 
     scanpy's ``rank_genes_groups`` on the genes with values on every spot of ``layer`` (a prediction
-    layer's predicted genes), tidied by ``sc.get.rank_genes_groups_df`` into ``uns[key_added]``: one row
+    layer's predicted genes, or the columns of the ``obsm`` DataFrame written for image-only slides), tidied by ``sc.get.rank_genes_groups_df`` into ``uns[key_added]``: one row
     per (group, gene) with ``names``, ``scores``, ``logfoldchanges``, ``pvals``, ``pvals_adj``. Feed it to
     :func:`enrichment`, whose background is then the genes tested here.
 
