@@ -63,53 +63,41 @@ SEPAL_PIPELINE = {  # per data set: normalisation before the adaptive median fil
     "mob": "log1p",  # mouse: the bundled gene lengths are human (GENCODE), so no TPM here
 }
 ENCODER_REP = "X_encoder"  # per fold: a ResNet18 trained by st.tl.train_encoder on that fold's training slides only
-# name: (registered model, model_params); any other name is a registered model with its defaults
+# name: (registered model, model_params); any other name is a registered model with its defaults.
+# Every model's published ablations are MODEL_ABLATION (st.tl.model_ablations); further variants below.
 VARIANTS = {
-    "merge_1hop": ("merge", {"clusterings": []}),  # MERGE's ablation: the 8-NN spatial graph only
-    "merge_paper": ("merge", dict(PAPER_PARAMS)),  # the paper's 18 M-weight network, 400 epochs
-    # SEPAL: default = CNN stage 1 trained on the fold's patches (reads pixels, not the shared representation)
-    "sepal_stage1": ("sepal", {"stage2": False}),  # the paper's "ViT+Δ" ablation, with our CNN
-    # SEPAL with a linear stage 1 on the shared representation (the same inputs as ridge)
-    "sepal_linear": ("sepal", {"stage1": "linear"}),
-    "sepal_linear_stage1": ("sepal", {"stage1": "linear", "stage2": False}),
-    "sepal_linear_absolute": ("sepal", {"stage1": "linear", "deltas": False}),
-    "sepal_linear_2hop": ("sepal", {"stage1": "linear", "n_hops": 2}),
-    "sepal_linear_3hop": ("sepal", {"stage1": "linear", "n_hops": 3}),
-    # SEPAL with ridge's closed-form head as stage 1: does stage 2 add to the ridge baseline?
-    "sepal_ridge": ("sepal", {"stage1": "ridge"}),
-    "sepal_ridge_stage1": ("sepal", {"stage1": "ridge", "stage2": False}),
-    "sepal_ridge_2hop": ("sepal", {"stage1": "ridge", "n_hops": 2}),
-    # TRIPLEX's ablations (the paper's Tables 3-5) and its single-view models (TEM, NEM, GEM)
-    "triplex_no_target": ("triplex", {"views": ["neighbour", "global"]}),
-    "triplex_no_neighbour": ("triplex", {"views": ["target", "global"]}),
-    "triplex_no_global": ("triplex", {"views": ["target", "neighbour"]}),
-    "triplex_target": ("triplex", {"views": ["target"]}),
-    "triplex_neighbour": ("triplex", {"views": ["neighbour"]}),
-    "triplex_global": ("triplex", {"views": ["global"]}),
-    "triplex_peg": ("triplex", {"position_encoding": "peg"}),
-    "triplex_no_peg": ("triplex", {"position_encoding": "none"}),
-    "triplex_sum": ("triplex", {"fusion": "sum"}),
-    "triplex_concat": ("triplex", {"fusion": "concat"}),
-    "triplex_no_fusion_loss": ("triplex", {"fusion_loss": False}),
-    "triplex_paper": ("triplex", dict(TRIPLEX_PAPER_PARAMS)),  # 224 px fine-tuned ResNet18, dim 512: GPU-sized
-    # SpaHGC's ablations (the paper's Tables 4-5 and its K / Q study)
-    "spahgc_no_cnda": ("spahgc", {"cnda": False}),
-    "spahgc_no_cnap": ("spahgc", {"cnap": False}),
-    "spahgc_no_mask": ("spahgc", {"masking": "none"}),
-    "spahgc_random_mask": ("spahgc", {"masking": "random"}),
-    "spahgc_k3": ("spahgc", {"k": 3}),
-    "spahgc_k15": ("spahgc", {"k": 15}),
-    "spahgc_q8": ("spahgc", {"n_neighbours": 8}),
-    # M2TGLGO's ablations (the paper's Tables 3-4): no GO prior, no SONRM, no reconstruction, one modality
-    "m2tglgo_no_go": ("m2tglgo", {"go_prior": False}),
-    "m2tglgo_no_ranking": ("m2tglgo", {"ranking_weight": 0.0}),
-    "m2tglgo_no_reconstruction": ("m2tglgo", {"reconstruction_weight": 0.0}),
-    "m2tglgo_no_losses": ("m2tglgo", {"ranking_weight": 0.0, "reconstruction_weight": 0.0}),
-    "m2tglgo_deep": ("m2tglgo", {"modalities": ["deep"]}),
-    "m2tglgo_nuclei": ("m2tglgo", {"modalities": ["morphology", "topology"]}),
-    "m2tglgo_go_fixed": ("m2tglgo", {"gene_features": "go"}),  # GO SVD gene features kept fixed (as Gene2Vec)
-    "m2tglgo_paper": ("m2tglgo", dict(M2TGLGO_PAPER_PARAMS)),
+    f"{model}_{ablation}": (model, params)
+    for model in st.tl.available_models()
+    for ablation, params in st.tl.model_ablations(model).items()
 }
+VARIANTS.update(
+    {
+        "merge_paper": ("merge", dict(PAPER_PARAMS)),  # the paper's 18 M-weight network, 400 epochs
+        # SEPAL: default = CNN stage 1 trained on the fold's patches (reads pixels, not the shared representation)
+        # SEPAL with a linear stage 1 on the shared representation (the same inputs as ridge)
+        "sepal_linear": ("sepal", {"stage1": "linear"}),
+        "sepal_linear_stage1": ("sepal", {"stage1": "linear", "stage2": False}),
+        "sepal_linear_absolute": ("sepal", {"stage1": "linear", "deltas": False}),
+        "sepal_linear_2hop": ("sepal", {"stage1": "linear", "n_hops": 2}),
+        "sepal_linear_3hop": ("sepal", {"stage1": "linear", "n_hops": 3}),
+        # SEPAL with ridge's closed-form head as stage 1: does stage 2 add to the ridge baseline?
+        "sepal_ridge": ("sepal", {"stage1": "ridge"}),
+        "sepal_ridge_stage1": ("sepal", {"stage1": "ridge", "stage2": False}),
+        "sepal_ridge_2hop": ("sepal", {"stage1": "ridge", "n_hops": 2}),
+        # TRIPLEX's single-view models (TEM, NEM, GEM)
+        "triplex_target": ("triplex", {"views": ["target"]}),
+        "triplex_neighbour": ("triplex", {"views": ["neighbour"]}),
+        "triplex_global": ("triplex", {"views": ["global"]}),
+        "triplex_paper": ("triplex", dict(TRIPLEX_PAPER_PARAMS)),  # 224 px fine-tuned ResNet18, dim 512: GPU-sized
+        # SpaHGC's K / Q study
+        "spahgc_k3": ("spahgc", {"k": 3}),
+        "spahgc_k15": ("spahgc", {"k": 15}),
+        "spahgc_q8": ("spahgc", {"n_neighbours": 8}),
+        "m2tglgo_no_losses": ("m2tglgo", {"ranking_weight": 0.0, "reconstruction_weight": 0.0}),
+        "m2tglgo_go_fixed": ("m2tglgo", {"gene_features": "go"}),  # GO SVD gene features kept fixed (as Gene2Vec)
+        "m2tglgo_paper": ("m2tglgo", dict(M2TGLGO_PAPER_PARAMS)),
+    }
+)
 # data sets whose genes the bundled (human) Gene Ontology does not annotate: M2TGLGO runs without its GO prior
 WITHOUT_GO = {"mob"}
 

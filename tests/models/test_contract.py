@@ -156,3 +156,15 @@ def test_genes_must_not_be_empty(split):
     train, _ = split
     with pytest.raises(ValueError, match="genes=\\[\\]"):
         st.tl.fit(train, genes=[])
+
+
+def test_every_seed_model_declares_valid_ablations():
+    from stpredict.models import get_model
+
+    for name in ("merge", "triplex", "m2tglgo", "sepal", "spahgc"):
+        ablations = st.tl.model_ablations(name)
+        assert ablations, name
+        model_class = get_model(name)
+        for ablation, params in ablations.items():
+            checked = model_class.check_params(params)  # unknown keys would raise
+            assert any(checked[k] != model_class.defaults[k] for k in params), f"{name}_{ablation} is the default"

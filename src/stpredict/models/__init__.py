@@ -4,7 +4,7 @@ Importing this package imports no model: each built-in model's module (and torch
 imported when the model is first used.
 """
 
-from ._base import Model, Validation, available_models, get_model, register_model
+from ._base import Model, Validation, available_models, get_model, model_ablations, register_model
 from ._inputs import ModelInputs, SlideImages
 from ._predictor import Predictor
 
@@ -15,6 +15,7 @@ __all__ = [
     "SlideImages",
     "Validation",
     "available_models",
+    "model_ablations",
     "get_model",
     "register_model",
 ]

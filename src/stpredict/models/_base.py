@@ -88,6 +88,7 @@ class Model(ABC):
     Class attributes declare what the model needs, so that inputs are built and checked once:
 
     - ``defaults``: every accepted ``model_params`` key with its default (unknown keys are an error);
+    - ``ablations``: the paper's ablations, ``{name: model_params}`` (benchmarks and tutorials loop over them);
     - ``default_rep``: ``obsm`` representation used when ``use_rep=None``;
     - ``uses_device``: whether it runs on torch and honours ``device``;
     - ``graphs``: spatial graphs it reads, ``{name: st.pp.spatial_graph kwargs}``, built per slide into
@@ -100,6 +101,7 @@ class Model(ABC):
 
     name: ClassVar[str]
     defaults: ClassVar[Mapping[str, Any]] = MappingProxyType({})
+    ablations: ClassVar[Mapping[str, Mapping[str, Any]]] = MappingProxyType({})
     default_rep: ClassVar[str | None] = "X_handcrafted"
     uses_device: ClassVar[bool] = False
     graphs: ClassVar[Mapping[str, Mapping[str, Any]]] = MappingProxyType({})
@@ -278,3 +280,20 @@ def available_models() -> list[str]:
     True
     """
     return sorted(_REGISTRY)
+
+
+def model_ablations(model: str) -> dict[str, dict[str, Any]]:
+    """The ablations of a registered model's paper, as ``{name: model_params}``.
+
+    Pass the parameters to ``st.tl.fit`` or ``st.tl.cross_validate`` (``model_params=``) to compare a model
+    with its ablations on the same inputs; models without published ablations (the baselines) have none.
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> st.tl.model_ablations("merge")
+    {'1hop': {'clusterings': []}}
+    >>> st.tl.model_ablations("ridge")
+    {}
+    """
+    return {name: dict(params) for name, params in get_model(model).ablations.items()}

@@ -1,6 +1,6 @@
 """Tools: fitting, predicting and evaluating (``st.tl``)."""
 
-from ..models import Model, ModelInputs, Predictor, Validation, available_models, register_model
+from ..models import Model, ModelInputs, Predictor, Validation, available_models, model_ablations, register_model
 from ._cross_validate import cross_validate
 from ._enrichment import enrichment
 from ._evaluate import evaluate, summarize
@@ -33,6 +33,7 @@ __all__ = [
     "hetero_graph",
     "load_model",
     "make_splits",
+    "model_ablations",
     "predict",
     "region_agreement",
     "register_model",

@@ -131,6 +131,16 @@ class M2tglgoModel(NeuralModel):
             "patch_unit": "px",
         }
     )
+    #: the paper's ablations (Tables 3-4) as ``model_params``
+    ablations = MappingProxyType(
+        {
+            "no_go": {"go_prior": False},
+            "no_ranking": {"ranking_weight": 0.0},
+            "no_reconstruction": {"reconstruction_weight": 0.0},
+            "deep": {"modalities": ["deep"]},
+            "nuclei": {"modalities": ["morphology", "topology"]},
+        }
+    )
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)

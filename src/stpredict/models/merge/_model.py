@@ -77,6 +77,8 @@ class MergeModel(NeuralModel):
             "standardize": True,
         }
     )
+    #: the paper's ablations as ``model_params`` (benchmarked in ``docs/benchmarks.md``)
+    ablations = MappingProxyType({"1hop": {"clusterings": []}})  # the 8-NN spatial graph only
 
     def graph_specs(self) -> Mapping[str, Mapping[str, Any]]:
         return {"hierarchical": {"kind": "hierarchical", **self._graph_params()}}

@@ -123,6 +123,8 @@ class SepalModel(NeuralModel):
             "patch_unit": "px",
         }
     )
+    #: the paper's ablations as ``model_params``: stage 1 only (its "ViT+Δ") and absolute targets
+    ablations = MappingProxyType({"stage1": {"stage2": False}, "absolute": {"deltas": False}})
     graphs = MappingProxyType({"grid": MappingProxyType({"kind": "grid"})})
     needs_grid = True
 

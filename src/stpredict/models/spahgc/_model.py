@@ -84,6 +84,15 @@ class SpahgcModel(NeuralModel):
             "reference_contrast_weight": 0.1,
         }
     )
+    #: the paper's ablations (Tables 4-5) as ``model_params``
+    ablations = MappingProxyType(
+        {
+            "no_cnda": {"cnda": False},
+            "no_cnap": {"cnap": False},
+            "no_mask": {"masking": "none"},
+            "random_mask": {"masking": "random"},
+        }
+    )
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -151,6 +151,19 @@ class TriplexModel(NeuralModel):
             "fusion_loss": True,
         }
     )
+    #: the paper's ablations (Tables 3-5) as ``model_params``
+    ablations = MappingProxyType(
+        {
+            "no_target": {"views": ["neighbour", "global"]},
+            "no_neighbour": {"views": ["target", "global"]},
+            "no_global": {"views": ["target", "neighbour"]},
+            "no_peg": {"position_encoding": "none"},
+            "peg": {"position_encoding": "peg"},
+            "sum": {"fusion": "sum"},
+            "concat": {"fusion": "concat"},
+            "no_fusion_loss": {"fusion_loss": False},
+        }
+    )
     needs_grid = True
     needs_images = True
 
