@@ -1,13 +1,12 @@
 """Sphinx configuration for stpredict (API pages generated from the numpy-style docstrings)."""
 
+import os
 from importlib.metadata import version as _version
 
 project = "stpredict"
 author = "stpredict developers"
 copyright = "2026, stpredict developers"
 release = _version("stpredict")
-
-import os
 
 extensions = [
     "myst_nb",
