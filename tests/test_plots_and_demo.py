@@ -39,6 +39,11 @@ def test_plots_draw_on_the_users_axes(crop_norm):
     fig, axes = plt.subplots(2, 2)
     out = st.pl.prediction(crop_norm, ["ERBB2", "GNAS"], layer_pred="pred", library_id="C3", ax=axes, show=False)
     assert out is fig and axes[1, 1].get_title().startswith("GNAS predicted")
+    wide = st.pl.prediction(crop_norm, ["ERBB2", "GNAS", "FASN"], layer_pred="pred", layer_true=None, show=False)
+    panels = [a for a in wide.axes if a.get_title()]
+    assert [a.get_title() for a in panels] == ["ERBB2 predicted", "GNAS predicted", "FASN predicted"]
+    assert len({round(a.get_position().y0, 3) for a in panels}) == 1  # predictions alone: side by side
+    plt.close(wide)
     with pytest.raises(ValueError, match="ax= has 1 Axes but the plot has 2 panels"):
         st.pl.prediction(crop_norm, ["ERBB2"], layer_pred="pred", ax=axes[0, 0], show=False)
     table = pd.DataFrame({"library_id": ["C2"], "pcc_m": [0.2]})

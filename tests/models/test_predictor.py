@@ -123,3 +123,10 @@ def test_ridge_spatial_uses_neighbours():
     graph = sp.csr_matrix(np.array([[0, 1, 1, 0], [1, 0, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]], dtype=float))
     expected = np.array([(x[1] + x[2]) / 2, x[0], x[0], x[3]])  # a spot without neighbours keeps its own
     np.testing.assert_allclose(neighbour_mean(x, graph), expected)
+
+
+def test_highly_predictive_genes_are_the_best_validated(fitted):
+    fitted = fitted[0]
+    ranked = fitted.gene_pearson.sort_values(ascending=False)
+    assert fitted.highly_predictive(2) == ranked.index[:2].tolist() == ["ERBB2", "FASN"]
+    assert len(fitted.highly_predictive(50)) == len(fitted.genes)

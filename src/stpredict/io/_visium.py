@@ -81,7 +81,9 @@ def read_visium(
     >>> import stpredict as st
     >>> adata = st.io.read_visium("path/to/outs", patient="P1", source_image_path="image.tif")  # doctest: +SKIP
     """
-    import squidpy as sq  # slow import: only when reading Visium
+    from .._imports import import_squidpy
+
+    sq = import_squidpy()  # slow import: only when reading Visium
 
     path = Path(path)
     if not (path / counts_file).is_file():

@@ -186,7 +186,7 @@ def prediction(
 
     panels = 2 if true is not None else 1
     own_figure = ax is None
-    fig, axes = _panel_axes(ax, len(genes), panels)
+    fig, axes = _panel_axes(ax, len(genes), panels)  # genes x panels
     pearson = column_pearson(true, pred) if true is not None else [np.nan] * len(genes)
     for row, gene in enumerate(genes):
         values = [true[:, row], pred[:, row]] if true is not None else [pred[:, row]]
@@ -214,18 +214,29 @@ def prediction(
     return _finish_figure(fig, show, save)
 
 
-def _panel_axes(ax, rows: int, cols: int):
-    """A new ``rows`` × ``cols`` grid, or the user's Axes checked to have one per panel."""
+def _panel_axes(ax, n_genes: int, panels: int):
+    """Axes as a genes × panels array, and their figure.
+
+    A new figure (one row per gene for measured | predicted; predictions alone wrap over up to 4 columns),
+    or the user's Axes checked to have one per panel.
+    """
     if ax is None:
-        return plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False, constrained_layout=True)
+        n_cols = panels if panels > 1 else min(n_genes, 4)
+        n_rows = -(-n_genes * panels // n_cols)
+        fig, grid = plt.subplots(
+            n_rows, n_cols, figsize=(3.6 * n_cols, 3.4 * n_rows), squeeze=False, constrained_layout=True
+        )
+        for unused in grid.ravel()[n_genes * panels :]:
+            unused.set_axis_off()
+        return fig, grid.ravel()[: n_genes * panels].reshape(n_genes, panels)
     axes = np.asarray(ax, dtype=object).ravel()
-    if axes.size != rows * cols:
+    if axes.size != n_genes * panels:
         msg = (
-            f"ax= has {axes.size} Axes but the plot has {rows * cols} panels ({rows} gene(s) × {cols}); "
-            f"pass e.g. plt.subplots({rows}, {cols})[1], or ax=None for a new figure."
+            f"ax= has {axes.size} Axes but the plot has {n_genes * panels} panels ({n_genes} gene(s) × {panels}); "
+            f"pass e.g. plt.subplots({n_genes}, {panels})[1], or ax=None for a new figure."
         )
         raise ValueError(msg)
-    return axes[0].figure, axes.reshape(rows, cols)
+    return axes[0].figure, axes.reshape(n_genes, panels)
 
 
 def _finish_figure(fig: Figure, show: bool | None, save: str | PathLike | None) -> Figure | None:

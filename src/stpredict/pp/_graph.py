@@ -54,7 +54,9 @@ def _grid_graph(adata: AnnData, libraries: np.ndarray) -> tuple[sp.csr_matrix, d
 
 def _squidpy_graph(adata: AnnData, libraries: np.ndarray, kind: str, n_neighs: int, radius: float | None):
     """KNN or radius graph from ``squidpy.gr.spatial_neighbors`` with ``library_key`` (no cross-slide edges)."""
-    import squidpy as sq
+    from .._imports import import_squidpy
+
+    sq = import_squidpy()
 
     minimal = AnnData(
         obs=pd.DataFrame({LIBRARY_KEY: pd.Categorical(libraries)}, index=adata.obs_names),

@@ -140,8 +140,7 @@ def cross_validate(
         predictor.predict(test, key_added="prediction")
         predicted = time.perf_counter()
         info = test.uns["prediction"]
-        ranked = predictor.gene_pearson.dropna().sort_values(ascending=False)
-        highly_predictive = ranked.index[:n_highly_predictive].tolist()
+        highly_predictive = predictor.highly_predictive(n_highly_predictive)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # constant genes are reported in the log below
             per_gene = evaluate(
