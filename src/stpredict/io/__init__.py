@@ -4,19 +4,27 @@ from ._concat import concat
 from ._gene_ontology import GeneOntology, gene_graph, read_gene_ontology
 from ._image import load_slide_image, source_image_path
 from ._labels import read_pathologist_labels
+from ._read_wsi import read_wsi
 from ._spatialdata import read_spatialdata
 from ._st import read_st
+from ._tissue import detect_tissue
 from ._visium import read_visium
+from ._wsi import WholeSlide, is_wsi, write_pyramidal_tiff
 
 __all__ = [
     "GeneOntology",
+    "WholeSlide",
     "concat",
+    "detect_tissue",
     "gene_graph",
+    "is_wsi",
     "read_gene_ontology",
     "read_pathologist_labels",
     "load_slide_image",
     "read_spatialdata",
     "read_st",
     "read_visium",
+    "read_wsi",
     "source_image_path",
+    "write_pyramidal_tiff",
 ]

@@ -37,7 +37,12 @@ def open_image(path: str | Path) -> Image.Image:
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of an image without decoding its pixels."""
+    """(width, height) of an image without decoding its pixels (whole-slide images included)."""
+    from ._wsi import WholeSlide, is_wsi
+
+    if Path(path).is_file() and is_wsi(path):
+        with WholeSlide(path) as slide:
+            return slide.shape[1], slide.shape[0]
     with open_image(path) as image:
         return image.size
 
@@ -65,8 +70,13 @@ def downscaled_copy(path: str | Path, max_side: int = HIRES_MAX_SIDE) -> tuple[n
     """A copy of the image whose longer side is at most ``max_side`` px, and its scale factor.
 
     JPEG images are decoded directly at a reduced scale (``Image.draft``), which is much faster and
-    lighter than decoding the full image first.
+    lighter than decoding the full image first; whole-slide images are read from a low pyramid level.
     """
+    from ._wsi import WholeSlide, is_wsi
+
+    if Path(path).is_file() and is_wsi(path):
+        with WholeSlide(path) as slide:
+            return slide.thumbnail(max_side)
     with open_image(path) as image:
         full_width = image.size[0]
         target = hires_size(*image.size, max_side)
@@ -91,6 +101,22 @@ def source_image_path(adata: AnnData, library_id: str) -> Path | None:
     meta = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {}).get("metadata", {})
     path = meta.get(SOURCE_IMAGE_KEY)
     return Path(path) if path else None
+
+
+def open_slide_image(adata: AnnData, library_id: str):
+    """The slide's image for patch reading, and its scale to full resolution.
+
+    A lazily read :class:`WholeSlide` for whole-slide images (pyramidal TIFF, vendor formats), else the
+    decoded array of :func:`load_slide_image`. Close a ``WholeSlide`` when done.
+    """
+    path = source_image_path(adata, library_id)
+    if path is not None and path.is_file():
+        from ._wsi import WholeSlide, is_wsi
+
+        if is_wsi(path):
+            meta = adata.uns[SPATIAL_KEY][library_id].get("metadata", {})
+            return WholeSlide(path, backend=meta.get("wsi_backend", "auto")), 1.0
+    return load_slide_image(adata, library_id)
 
 
 def load_slide_image(adata: AnnData, library_id: str) -> tuple[np.ndarray, float]:

@@ -27,10 +27,12 @@ CARRIED_FEATURES = ("nuclei",)  # image feature methods handed to models from ob
 class SlideImages:
     """Patches of the spots of some slides, read one slide at a time from the images in ``uns['spatial']``.
 
-    Holds spot positions and image references only (an expression-free AnnData).
+    Holds spot positions and image references only (an expression-free AnnData). ``target_mpp`` resamples
+    every patch to that pixel size (the training slides' when a predictor meets a slide scanned otherwise).
     """
 
     _spots: AnnData
+    target_mpp: float | None = None
 
     def iter_patches(
         self, *, size: float = 224, unit: str = "px", batch_size: int = 256
@@ -38,7 +40,9 @@ class SlideImages:
         """``(library_id, spot positions, uint8 patches (n, s, s, 3))`` batches, slide by slide."""
         from ..pp._patches import iter_slide_patches
 
-        yield from iter_slide_patches(self._spots, size=size, unit=unit, batch_size=batch_size)
+        yield from iter_slide_patches(
+            self._spots, size=size, unit=unit, batch_size=batch_size, target_mpp=self.target_mpp
+        )
 
     def features(self, method: str, *, size: float = 224, unit: str = "px", **kwargs: Any) -> np.ndarray:
         """An image representation (``st.pp.image_features`` method) of these spots.
@@ -49,12 +53,14 @@ class SlideImages:
         """
         from ..pp._features import compute_image_features
 
-        recipe = {"method": method, "size": size, "unit": unit, "checkpoint": None}
+        recipe = {"method": method, "size": size, "unit": unit, "checkpoint": None, "target_mpp": self.target_mpp}
         if not kwargs:
             for key, record in self._spots.uns.get(FEATURES_KEY, {}).items():
                 if {k: record.get(k) for k in recipe} == recipe and key in self._spots.obsm:
                     return np.asarray(self._spots.obsm[key], dtype=np.float32)
-        return compute_image_features(self._spots, method=method, size=size, unit=unit, **kwargs)
+        return compute_image_features(
+            self._spots, method=method, size=size, unit=unit, target_mpp=self.target_mpp, **kwargs
+        )
 
     def neighbour_features(
         self, method: str = "handcrafted", *, tile_size: float = 224, unit: str = "px", grid: int = 5, **kwargs: Any
@@ -76,7 +82,14 @@ class SlideImages:
         """
         from ..pp._views import neighbour_features
 
-        recipe = {"method": method, "tile_size": tile_size, "unit": unit, "grid": grid, "checkpoint": None}
+        recipe = {
+            "method": method,
+            "tile_size": tile_size,
+            "unit": unit,
+            "grid": grid,
+            "checkpoint": None,
+            "target_mpp": self.target_mpp,
+        }
         if not kwargs:
             for key, record in self._spots.uns.get(FEATURES_KEY, {}).items():
                 if {k: record.get(k) for k in recipe} == recipe and key in self._spots.obsm:
@@ -90,12 +103,13 @@ class SlideImages:
             grid=grid,
             key_added="view",
             copy=True,
+            target_mpp=self.target_mpp,
             **options,
         )
         return computed.obsm["view"], computed.obsm["view_mask"]
 
     def subset(self, mask: np.ndarray) -> SlideImages:
-        return SlideImages(self._spots[mask].copy())
+        return SlideImages(self._spots[mask].copy(), self.target_mpp)
 
 
 @dataclass(frozen=True)
@@ -215,8 +229,12 @@ def build_inputs(
     graphs: Mapping[str, Mapping[str, Any]] | None = None,
     needs_grid: bool = False,
     needs_images: bool = False,
+    target_mpp: float | None = None,
 ) -> tuple[ModelInputs, dict[str, Any]]:
-    """Inputs of every spot of ``adata`` and the graphs built for them (to store with predictions)."""
+    """Inputs of every spot of ``adata`` and the graphs built for them (to store with predictions).
+
+    ``target_mpp``: patches that models read are resampled to this pixel size (see :class:`SlideImages`).
+    """
     graphs = graphs or {}
     spots = expression_free_copy(adata)
     has_grid = ARRAY_ROW in spots.obs and ARRAY_COL in spots.obs
@@ -232,7 +250,7 @@ def build_inputs(
         array_row=rows,
         array_col=cols,
         graphs={name: graph.connectivities for name, graph in built.items()},
-        images=SlideImages(spots) if needs_images else None,
+        images=SlideImages(spots, target_mpp) if needs_images else None,
         spot_names=spots.obs_names.to_numpy(dtype=str),
     )
     return inputs, built

@@ -40,9 +40,12 @@ RECORDED = (
     "timings",
     "versions",
     "created",
+    "train_mpp",
 )
 #: what must match between the representation a model was trained on and the one of a new slide
-RECIPE_KEYS = ("method", "size", "unit", "checkpoint_sha256", "pretrained")
+RECIPE_KEYS = ("method", "size", "unit", "checkpoint_sha256", "pretrained", "target_mpp")
+#: a slide whose pixel size differs from the training slides' by more than this is resampled (or refused)
+MPP_TOLERANCE = 0.1
 
 
 def jsonable(value: Any) -> Any:
@@ -104,6 +107,9 @@ class Predictor:
         :class:`~stpredict.models.Validation` on held-out training groups.
     random_state, device, versions, timings, created
         Provenance.
+    train_mpp
+        Microns per pixel of the training slides' images (median), when recorded: patches of new slides
+        scanned at another resolution are resampled to it.
     """
 
     def __init__(
@@ -122,6 +128,7 @@ class Predictor:
         timings: dict[str, float],
         versions: dict[str, str] | None = None,
         created: str | None = None,
+        train_mpp: float | None = None,
     ) -> None:
         self.model = model
         self.genes = list(genes)
@@ -136,6 +143,7 @@ class Predictor:
         self.timings = dict(timings)
         self.versions = versions or _versions()
         self.created = created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        self.train_mpp = float(train_mpp) if train_mpp is not None else None
 
     @property
     def model_name(self) -> str:
@@ -157,6 +165,14 @@ class Predictor:
     def gene_pearson(self) -> pd.Series:
         """Validation Pearson per gene (training groups only), for choosing "highly predictive" genes."""
         return pd.Series(self.validation.gene_pearson, index=self.genes, name="validation_pearson")
+
+    def highly_predictive(self, n: int = 50) -> list[str]:
+        """The ``n`` genes best predicted on the training slides' validation (PCC(H)'s genes).
+
+        Chosen without looking at any test slide; pass them to :func:`stpredict.tl.evaluate` as
+        ``highly_predictive=``.
+        """
+        return self.gene_pearson.dropna().sort_values(ascending=False).index[:n].tolist()
 
     def __repr__(self) -> str:
         recipe = f" ({self.rep_recipe['method']})" if self.rep_recipe else ""
@@ -182,10 +198,13 @@ class Predictor:
 
     # --- applying ---------------------------------------------------------------------------------------------
 
-    def representation(self, adata: AnnData, *, show_progress_bar: bool = False) -> np.ndarray:
+    def representation(
+        self, adata: AnnData, *, show_progress_bar: bool = False, target_mpp: float | None = None
+    ) -> np.ndarray:
         """The representation the model reads, for the spots of ``adata``: stored, checked, or computed.
 
-        ``(n_obs, 0)`` for a model that reads pixels only (``use_rep`` is ``None``).
+        ``(n_obs, 0)`` for a model that reads pixels only (``use_rep`` is ``None``). Computed representations
+        use patches resampled to ``target_mpp`` (see :meth:`target_resolution`).
         """
         if self.use_rep is None:
             return np.empty((adata.n_obs, 0), dtype=np.float32)
@@ -204,9 +223,16 @@ class Predictor:
                         + "), or delete it and let predict compute it."
                     )
                     raise ValueError(msg)
+            if target_mpp is not None and (stored or {}).get("target_mpp") != target_mpp:
+                msg = (
+                    f"adata.obsm[{self.use_rep!r}] was computed from the slide's own pixels, but this slide must be "
+                    f"seen at the training resolution ({target_mpp:.3f} µm/px). Delete it (predict then computes it "
+                    f"resampled), or recompute it with st.pp.image_features(..., target_mpp={target_mpp:.4g})."
+                )
+                raise ValueError(msg)
             features = get_rep(adata, self.use_rep)
         else:
-            features = self._compute_representation(adata, show_progress_bar)
+            features = self._compute_representation(adata, show_progress_bar, target_mpp)
         if features.shape[1] != self.n_features:
             msg = (
                 f"adata.obsm[{self.use_rep!r}] has {features.shape[1]} features but the model was trained on "
@@ -215,7 +241,9 @@ class Predictor:
             raise ValueError(msg)
         return features
 
-    def _compute_representation(self, adata: AnnData, show_progress_bar: bool) -> np.ndarray:
+    def _compute_representation(
+        self, adata: AnnData, show_progress_bar: bool, target_mpp: float | None = None
+    ) -> np.ndarray:
         from ..pp._features import compute_image_features, file_sha256
 
         recipe = self.rep_recipe
@@ -248,7 +276,50 @@ class Predictor:
             pretrained=bool(recipe.get("pretrained")),
             device=self.device,
             show_progress_bar=show_progress_bar,
+            target_mpp=target_mpp,
         ).astype(np.float64)
+
+    def target_resolution(self, adata: AnnData, *, harmonise: bool = True) -> float | None:
+        """The pixel size (µm/px) to resample ``adata``'s patches to, or ``None`` to use them as they are.
+
+        A model learns from patches of a given physical size and pixel size: a slide scanned at 0.25 µm/px
+        shows the same 224 px patch as a quarter of the tissue a 0.69 µm/px training slide showed. When the
+        training representation was computed at a fixed ``target_mpp``, that is used; otherwise slides whose
+        ``microns_per_pixel`` differs from the training slides' (``train_mpp``) by more than 10 % are
+        resampled to ``train_mpp`` (``harmonise=True``) or refused (``harmonise=False``).
+        """
+        from ..pp._patches import slide_mpp
+
+        recorded = (self.rep_recipe or {}).get("target_mpp")
+        if recorded is not None:
+            return float(recorded)
+        if self.train_mpp is None:
+            return None
+        resolutions = {library_id: slide_mpp(adata, library_id) for library_id in library_ids(adata)}
+        unknown = [k for k, v in resolutions.items() if v is None]
+        if unknown:
+            warnings.warn(
+                f"Slide(s) {unknown} record no microns_per_pixel, so their resolution cannot be checked against "
+                f"the training slides' {self.train_mpp:.3f} µm/px: predictions are wrong if it differs. Set "
+                "adata.uns['spatial'][library_id]['scalefactors']['microns_per_pixel'].",
+                UserWarning,
+                stacklevel=3,
+            )
+        differing = {
+            k: v for k, v in resolutions.items() if v is not None and abs(v / self.train_mpp - 1) > MPP_TOLERANCE
+        }
+        if not differing:
+            return None
+        detail = ", ".join(f"{k}: {v:.3f}" for k, v in differing.items())
+        if not harmonise:
+            msg = (
+                f"Slide(s) scanned at another resolution than the training slides ({self.train_mpp:.3f} µm/px): "
+                f"{detail} µm/px. Predict with harmonise=True to resample their patches to the training resolution, "
+                "or compute the representation yourself at target_mpp= the training resolution."
+            )
+            raise ValueError(msg)
+        logger.info("predict: resampling patches of %s to the training resolution %.3f µm/px", detail, self.train_mpp)
+        return self.train_mpp
 
     def predict(
         self,
@@ -256,6 +327,7 @@ class Predictor:
         *,
         key_added: str | None = None,
         device: str | None = None,
+        harmonise: bool = True,
         show_progress_bar: bool = False,
         copy: bool = False,
     ) -> AnnData | None:
@@ -269,6 +341,9 @@ class Predictor:
             Output key, default ``f'pred_{model}'``.
         device
             Override the device the model runs on (``'cpu'``, ``'cuda'`` ...).
+        harmonise
+            Resample patches of slides scanned at another resolution than the training slides to the
+            training resolution (``False``: refuse such slides). See :meth:`target_resolution`.
         show_progress_bar
             Progress bar while computing a missing representation.
         copy
@@ -318,7 +393,8 @@ class Predictor:
         if device is not None:
             self.model.device = resolve_device(device, type(self.model).uses_device)
         started = time.perf_counter()
-        inputs, graphs = self.model_inputs(adata, show_progress_bar=show_progress_bar)
+        target_mpp = self.target_resolution(adata, harmonise=harmonise)
+        inputs, graphs = self.model_inputs(adata, show_progress_bar=show_progress_bar, target_mpp=target_mpp)
         prediction = np.asarray(self.model.predict(inputs), dtype=np.float32)
         expected = (adata.n_obs, len(self.genes))
         if prediction.shape != expected:
@@ -338,7 +414,7 @@ class Predictor:
         )
         return adata if copy else None
 
-    def model_inputs(self, adata: AnnData, *, show_progress_bar: bool = False):
+    def model_inputs(self, adata: AnnData, *, show_progress_bar: bool = False, target_mpp: float | None = None):
         """What the model reads of ``adata`` (representation, positions, graphs, images), and the graphs built.
 
         Returns ``(ModelInputs, {name: graph})``, as :meth:`predict` hands them to the model.
@@ -353,13 +429,14 @@ class Predictor:
         >>> inputs.features.shape, list(graphs)
         ((70, 44), ['grid'])
         """
-        features = self.representation(adata, show_progress_bar=show_progress_bar)
+        features = self.representation(adata, show_progress_bar=show_progress_bar, target_mpp=target_mpp)
         return build_inputs(
             adata,
             features,
             graphs=self.model.graph_specs(),
             needs_grid=type(self.model).needs_grid,
             needs_images=self.model.reads_pixels(),
+            target_mpp=target_mpp,
         )
 
     def _write(self, adata: AnnData, prediction: np.ndarray, graphs, key_added: str, elapsed: float) -> None:
@@ -439,7 +516,7 @@ class Predictor:
         model.genes_ = list(meta["genes"])
         model.load_state_dict({k.removeprefix("model/"): v for k, v in arrays.items()})
         model.validation_ = Validation.from_json(meta["validation"])
-        return cls(model=model, **{name: meta[name] for name in RECORDED})
+        return cls(model=model, **{name: meta[name] for name in RECORDED if name in meta})
 
 
 def _read_model_file(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:

@@ -4,6 +4,7 @@ from ._analyses import enrichment, regions, smoothing_histogram
 from ._correlation import gene_correlation
 from ._graph import hierarchical_graph
 from ._spatial import model_comparison, prediction, scores
+from ._tissue import tissue
 
 __all__ = [
     "enrichment",
@@ -13,4 +14,6 @@ __all__ = [
     "prediction",
     "regions",
     "scores",
+    "smoothing_histogram",
+    "tissue",
 ]

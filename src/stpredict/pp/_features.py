@@ -158,14 +158,18 @@ def compute_image_features(
     device: str = "auto",
     show_progress_bar: bool = False,
     return_names: bool = False,
+    target_mpp: float | None = None,
 ) -> np.ndarray | tuple[np.ndarray, list[str]]:
     """The representation of :func:`image_features` as an array (and its feature names), without writing."""
     extractor, names = _extractor(method, checkpoint, pretrained, device)
     features = None
-    batches = iter_slide_patches(adata, size=size, unit=unit, library_key=library_key, batch_size=batch_size)
+    batches = iter_slide_patches(
+        adata, size=size, unit=unit, library_key=library_key, batch_size=batch_size, target_mpp=target_mpp
+    )
     with tqdm(total=adata.n_obs, desc=f"image features ({method})", disable=not show_progress_bar) as bar:
         for library_id, positions, patches in batches:
-            values = extractor(patches, _microns_per_pixel(adata, library_id, method), n_jobs)
+            mpp = target_mpp if target_mpp is not None else _microns_per_pixel(adata, library_id, method)
+            values = extractor(patches, mpp, n_jobs)
             if features is None:
                 features = np.empty((adata.n_obs, values.shape[1]), dtype=np.float32)
             features[positions] = values
@@ -189,6 +193,7 @@ def image_features(
     checkpoint: str | PathLike | None = None,
     pretrained: bool = False,
     device: str = "auto",
+    target_mpp: float | None = None,
     show_progress_bar: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -224,6 +229,10 @@ def image_features(
         Encoder weights (see above).
     device
         ``'auto'``, ``'cpu'`` or ``'cuda[:i]'`` for encoders.
+    target_mpp
+        Resample every slide's patches to this many microns per pixel first (resolution harmonisation:
+        slides scanned at 0.25 and 0.5 µm/px then give the same features for the same tissue). Patches cover
+        ``size`` px at ``target_mpp`` (or ``size`` µm). Default: each slide's own pixels.
     show_progress_bar
         Show a progress bar over batches.
     copy
@@ -258,6 +267,7 @@ def image_features(
         device=device,
         show_progress_bar=show_progress_bar,
         return_names=True,
+        target_mpp=target_mpp,
     )
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features
@@ -266,6 +276,7 @@ def image_features(
         "n_jobs": n_jobs,
         "size": size,
         "unit": unit,
+        "target_mpp": target_mpp,
         "feature_names": names,
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "checkpoint_sha256": file_sha256(checkpoint) if checkpoint is not None else None,

@@ -10,15 +10,18 @@ import numpy as np
 from anndata import AnnData
 
 from .._constants import LIBRARY_KEY
-from ._patches import cut_patches, extract_patches, iter_slide_images, patch_size_px
+from ._patches import cut_patches, extract_patches, iter_slide_images, patch_geometry
 
 
-def neighbour_tiles(image: np.ndarray, centres: np.ndarray, tile: int, grid: int = 5) -> tuple[np.ndarray, np.ndarray]:
+def neighbour_tiles(
+    image, centres: np.ndarray, tile: int, grid: int = 5, out_tile: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``grid x grid`` tiles of ``tile`` px around each centre, and which tiles lie inside the image.
 
     The region (``grid * tile`` px square) is centred on the spot, so the middle tile is the spot's own
-    patch. Tiles are returned row by row (top-left first). A tile is masked (``False``) when it lies
-    entirely outside the image; partly outside tiles are kept and padded white.
+    patch. Tiles are returned row by row (top-left first), resampled to ``out_tile`` px when given. A tile is
+    masked (``False``) when it lies entirely outside the image; partly outside tiles are kept and padded
+    white. ``image`` may be a :class:`~stpredict.io.WholeSlide`: each spot's region is then read once.
 
     Returns
     -------
@@ -31,11 +34,23 @@ def neighbour_tiles(image: np.ndarray, centres: np.ndarray, tile: int, grid: int
     >>> tiles.shape, bool(inside.all())
     ((1, 25, 100, 100, 3), True)
     """
+    out_tile = tile if out_tile is None else int(out_tile)
     offsets = (np.arange(grid) - grid // 2) * tile
     dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
     shifts = np.column_stack([dx.ravel(), dy.ravel()])  # (x, y) offsets, row-major over the grid
     tile_centres = (np.rint(centres)[:, None, :] + shifts[None]).reshape(-1, 2)
-    tiles = cut_patches(image, tile_centres, tile).reshape(len(centres), grid * grid, tile, tile, -1)
+    if isinstance(image, np.ndarray):
+        tiles = cut_patches(image, tile_centres, tile, out_tile)
+        tiles = tiles.reshape(len(centres), grid * grid, out_tile, out_tile, -1)
+    else:  # one region read per spot, split into its tiles
+        # the region's centre, such that it starts where the top-left tile starts (0 for an odd grid)
+        shift = (grid * tile) // 2 - (grid // 2) * tile - tile // 2
+        regions = cut_patches(image, np.rint(centres) + shift, grid * tile, grid * out_tile)
+        tiles = (
+            regions.reshape(len(centres), grid, out_tile, grid, out_tile, 3)
+            .transpose(0, 1, 3, 2, 4, 5)
+            .reshape(len(centres), grid * grid, out_tile, out_tile, 3)
+        )
     height, width = image.shape[:2]
     half = tile // 2
     x0, y0 = tile_centres[:, 0] - half, tile_centres[:, 1] - half
@@ -51,6 +66,7 @@ def iter_neighbour_views(
     grid: int = 5,
     batch_size: int = 16,
     library_key: str = LIBRARY_KEY,
+    target_mpp: float | None = None,
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
     """Yield ``(library_id, spot positions, tiles, inside)`` batches of TRIPLEX neighbour views.
 
@@ -70,10 +86,10 @@ def iter_neighbour_views(
         if scale != 1.0:
             msg = f"Neighbour views need the full-resolution image of slide {library_id!r}."
             raise FileNotFoundError(msg)
-        side = patch_size_px(adata, library_id, tile_size, unit)
+        side, out_side = patch_geometry(adata, library_id, tile_size, unit, target_mpp)
         for start in range(0, len(positions), batch_size):
             batch = slice(start, start + batch_size)
-            tiles, inside = neighbour_tiles(image, centres[batch], side, grid)
+            tiles, inside = neighbour_tiles(image, centres[batch], side, grid, out_side)
             yield library_id, positions[batch], tiles, inside
 
 
@@ -156,6 +172,7 @@ def neighbour_features(
     device: str = "auto",
     batch_size: int = 8,
     library_key: str = LIBRARY_KEY,
+    target_mpp: float | None = None,
     show_progress_bar: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -178,6 +195,8 @@ def neighbour_features(
         Defaults to ``f'X_{method}_neighbours'``.
     batch_size
         Spots per batch (each brings ``grid * grid`` tiles).
+    target_mpp
+        Resample tiles to this pixel size (see :func:`stpredict.pp.image_features`).
     library_key, show_progress_bar, copy
         As elsewhere.
 
@@ -201,12 +220,19 @@ def neighbour_features(
     key_added = key_added or f"X_{method}_neighbours"
     features = mask = None
     views = iter_neighbour_views(
-        adata, tile_size=tile_size, unit=unit, grid=grid, batch_size=batch_size, library_key=library_key
+        adata,
+        tile_size=tile_size,
+        unit=unit,
+        grid=grid,
+        batch_size=batch_size,
+        library_key=library_key,
+        target_mpp=target_mpp,
     )
     with tqdm(total=adata.n_obs, desc=f"neighbour views ({method})", disable=not show_progress_bar) as bar:
         for library_id, positions, tiles, inside in views:
             flat = tiles.reshape(-1, *tiles.shape[2:])
-            values = extract(flat, _microns_per_pixel(adata, library_id, method), None)
+            mpp = target_mpp if target_mpp is not None else _microns_per_pixel(adata, library_id, method)
+            values = extract(flat, mpp, None)
             values = values.reshape(len(positions), grid * grid, -1) * inside[..., None]
             if features is None:
                 features = np.zeros((adata.n_obs, grid * grid, values.shape[2]), dtype=np.float32)
@@ -221,6 +247,7 @@ def neighbour_features(
         "tile_size": tile_size,
         "unit": unit,
         "grid": grid,
+        "target_mpp": target_mpp,
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
     }
     return adata if copy else None

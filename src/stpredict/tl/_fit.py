@@ -51,6 +51,14 @@ def _training_representation(adata: AnnData, use_rep: str | None, default_rep: s
     return compute_image_features(adata, method=method).astype(np.float64), key, default_recipe(method)
 
 
+def _training_mpp(adata: AnnData) -> float | None:
+    """Median microns per pixel of the training slides (``None`` when none records it)."""
+    from ..pp._patches import slide_mpp
+
+    values = [v for v in (slide_mpp(adata, k) for k in library_ids(adata)) if v is not None]
+    return float(np.median(values)) if values else None
+
+
 def _target_provenance(adata: AnnData, layer: str | None) -> dict[str, Any]:
     """What produced the target layer (``st.pp.normalize``/``smooth`` parameters), as recorded in ``uns``."""
     found: dict[str, Any] = {"layer": layer}
@@ -185,6 +193,7 @@ def fit(
         n_train_spots=adata_train.n_obs,
         random_state=random_state,
         timings={"fit_s": time.perf_counter() - started},
+        train_mpp=_training_mpp(adata_train),
     )
     logger.info("fit: %s trained on %s (%.1f s)", model, predictor.train_slides, predictor.timings["fit_s"])
     return predictor
@@ -196,13 +205,15 @@ def predict(
     *,
     key_added: str | None = None,
     device: str | None = None,
+    harmonise: bool = True,
     show_progress_bar: bool = False,
     copy: bool = False,
 ) -> AnnData | None:
     """Apply a fitted model to new slides (same as ``predictor.predict(adata, ...)``).
 
     Writes ``obsm[key_added]`` (spots x genes), ``layers[key_added]`` (when ``adata`` has genes) and
-    ``uns[key_added]``; see :meth:`stpredict.models.Predictor.predict`.
+    ``uns[key_added]``; see :meth:`stpredict.models.Predictor.predict`. Slides scanned at another resolution
+    than the training slides are resampled to it (``harmonise=False``: refused).
 
     Examples
     --------
@@ -219,7 +230,9 @@ def predict(
     if not isinstance(predictor, Predictor):
         msg = f"`predictor` must come from st.tl.fit or st.tl.load_model, got {type(predictor).__name__}."
         raise TypeError(msg)
-    return predictor.predict(adata, key_added=key_added, device=device, show_progress_bar=show_progress_bar, copy=copy)
+    return predictor.predict(
+        adata, key_added=key_added, device=device, harmonise=harmonise, show_progress_bar=show_progress_bar, copy=copy
+    )
 
 
 def load_model(path: str | PathLike) -> Predictor:
