@@ -214,3 +214,32 @@ def test_tissue_plot_outlines_the_mask_and_draws_every_spot(slide_on_glass):
     assert ax.get_title().endswith(f"{adata.n_obs} spots")
     with pytest.raises(KeyError, match="read it with st.io.read_wsi"):
         st.pl.tissue(st.datasets.her2st_crop(), show=False)
+
+
+def test_export_to_spatialdata_round_trips_through_zarr(norm, slide_on_glass, tmp_path):
+    import spatialdata
+
+    path, *_ = slide_on_glass
+    train = norm[norm.obs["library_id"] != "C3"].copy()
+    adata = st.io.read_wsi(path, library_id="glass")
+    st.tl.fit(train, genes=["ERBB2", "IGKC"]).predict(adata, key_added="pred")
+    sdata = st.io.to_spatialdata(adata, key="pred")
+    sdata.write(tmp_path / "glass.zarr")
+    back = spatialdata.read_zarr(tmp_path / "glass.zarr")
+    image = back.images["glass_image"]
+    levels = spatialdata.get_pyramid_levels(image)
+    assert levels[0].shape == (3, 4000, 5000) and len(levels) >= 2  # a multiscale image
+    with WholeSlide(path) as slide:
+        stored = np.asarray(levels[0][:, 1000:1100, 2000:2100]).transpose(1, 2, 0)
+        np.testing.assert_array_equal(stored, slide.read(2000, 1000, 100, 100))
+    circles = back.shapes["glass_spots"]
+    np.testing.assert_allclose(np.column_stack([circles.geometry.x, circles.geometry.y]), adata.obsm["spatial"])
+    np.testing.assert_allclose(circles["radius"], 55 / 0.685 / 2)
+    table = back.tables["table"]
+    assert table.var_names.tolist() == ["ERBB2", "IGKC"]
+    np.testing.assert_allclose(table.X, adata.obsm["pred"].to_numpy(), rtol=1e-6)
+    assert table.uns["spatialdata_attrs"]["region"] == "glass_spots"
+    # stpredict reads its own export back: same spots, the predictions as expression, the image by reference
+    again = st.io.read_spatialdata(tmp_path / "glass.zarr", microns_per_pixel=0.685, grid="hex")
+    np.testing.assert_allclose(again.obsm["spatial"], adata.obsm["spatial"], atol=1e-6)
+    np.testing.assert_allclose(again.X.toarray() if hasattr(again.X, "toarray") else again.X, table.X, rtol=1e-6)

@@ -1,6 +1,7 @@
 """Reading slides into AnnData (``st.io``)."""
 
 from ._concat import concat
+from ._export import to_spatialdata
 from ._gene_ontology import GeneOntology, gene_graph, read_gene_ontology
 from ._image import load_slide_image, source_image_path
 from ._labels import read_pathologist_labels
@@ -26,5 +27,6 @@ __all__ = [
     "read_visium",
     "read_wsi",
     "source_image_path",
+    "to_spatialdata",
     "write_pyramidal_tiff",
 ]
