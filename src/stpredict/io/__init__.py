@@ -3,6 +3,7 @@
 from ._concat import concat
 from ._export import to_spatialdata
 from ._gene_ontology import GeneOntology, gene_graph, read_gene_ontology
+from ._hest import read_hest
 from ._image import load_slide_image, source_image_path
 from ._labels import read_pathologist_labels
 from ._read_wsi import read_wsi
@@ -20,6 +21,7 @@ __all__ = [
     "gene_graph",
     "is_wsi",
     "read_gene_ontology",
+    "read_hest",
     "read_pathologist_labels",
     "load_slide_image",
     "read_spatialdata",

@@ -43,7 +43,7 @@ RECORDED = (
     "train_mpp",
 )
 #: what must match between the representation a model was trained on and the one of a new slide
-RECIPE_KEYS = ("method", "size", "unit", "checkpoint_sha256", "pretrained", "target_mpp")
+RECIPE_KEYS = ("method", "size", "unit", "checkpoint_sha256", "pretrained", "target_mpp", "stain_reference")
 #: a slide whose pixel size differs from the training slides' by more than this is resampled (or refused)
 MPP_TOLERANCE = 0.1
 
@@ -277,6 +277,7 @@ class Predictor:
             device=self.device,
             show_progress_bar=show_progress_bar,
             target_mpp=target_mpp,
+            stain_reference=recipe.get("stain_reference"),
         ).astype(np.float64)
 
     def target_resolution(self, adata: AnnData, *, harmonise: bool = True) -> float | None:

@@ -9,6 +9,7 @@ from ._normalize import gene_lengths, normalize
 from ._nuclei import nuclei_feature_names, nuclei_features, segment_nuclei
 from ._patches import extract_patches
 from ._smooth import smooth
+from ._stain import estimate_stain, normalize_stain, stain_reference
 from ._views import (
     SlideRaster,
     SpotPatchDataset,
@@ -24,6 +25,7 @@ __all__ = [
     "ENCODERS",
     "load_encoder",
     "SpotPatchDataset",
+    "estimate_stain",
     "extract_patches",
     "gene_lengths",
     "handcrafted_feature_names",
@@ -34,10 +36,12 @@ __all__ = [
     "neighbour_features",
     "neighbour_tiles",
     "normalize",
+    "normalize_stain",
     "nuclei_feature_names",
     "nuclei_features",
     "segment_nuclei",
     "select_genes",
     "smooth",
     "spatial_graph",
+    "stain_reference",
 ]

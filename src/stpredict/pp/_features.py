@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping
 from os import PathLike
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from anndata import AnnData
@@ -20,6 +21,7 @@ from .._validate import check_adata
 from ._encoders import ENCODERS, embed_patches, encoder_spec, load_encoder
 from ._nuclei import nuclei_feature_names, nuclei_features
 from ._patches import iter_slide_patches
+from ._stain import normalize_stain, slide_stains
 
 _PERCENTILES = (10, 50, 90)
 _GLCM_PROPS = ("contrast", "dissimilarity", "homogeneity", "energy", "correlation")
@@ -159,15 +161,19 @@ def compute_image_features(
     show_progress_bar: bool = False,
     return_names: bool = False,
     target_mpp: float | None = None,
+    stain_reference: Mapping[str, Any] | None = None,
 ) -> np.ndarray | tuple[np.ndarray, list[str]]:
     """The representation of :func:`image_features` as an array (and its feature names), without writing."""
     extractor, names = _extractor(method, checkpoint, pretrained, device)
+    stains = slide_stains(adata, size=size, unit=unit, target_mpp=target_mpp) if stain_reference is not None else None
     features = None
     batches = iter_slide_patches(
         adata, size=size, unit=unit, library_key=library_key, batch_size=batch_size, target_mpp=target_mpp
     )
     with tqdm(total=adata.n_obs, desc=f"image features ({method})", disable=not show_progress_bar) as bar:
         for library_id, positions, patches in batches:
+            if stains is not None:
+                patches = normalize_stain(patches, stains[library_id], stain_reference)
             mpp = target_mpp if target_mpp is not None else _microns_per_pixel(adata, library_id, method)
             values = extractor(patches, mpp, n_jobs)
             if features is None:
@@ -194,6 +200,7 @@ def image_features(
     pretrained: bool = False,
     device: str = "auto",
     target_mpp: float | None = None,
+    stain_reference: Mapping[str, Any] | None = None,
     show_progress_bar: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -233,6 +240,9 @@ def image_features(
         Resample every slide's patches to this many microns per pixel first (resolution harmonisation:
         slides scanned at 0.25 and 0.5 µm/px then give the same features for the same tissue). Patches cover
         ``size`` px at ``target_mpp`` (or ``size`` µm). Default: each slide's own pixels.
+    stain_reference
+        Macenko stain normalisation: each slide's patches are re-rendered with this reference stain (from
+        :func:`stpredict.pp.stain_reference` on the training slides) before features are computed.
     show_progress_bar
         Show a progress bar over batches.
     copy
@@ -268,6 +278,7 @@ def image_features(
         show_progress_bar=show_progress_bar,
         return_names=True,
         target_mpp=target_mpp,
+        stain_reference=stain_reference,
     )
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features
@@ -277,6 +288,7 @@ def image_features(
         "size": size,
         "unit": unit,
         "target_mpp": target_mpp,
+        "stain_reference": dict(stain_reference) if stain_reference is not None else None,
         "feature_names": names,
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "checkpoint_sha256": file_sha256(checkpoint) if checkpoint is not None else None,

@@ -1,0 +1,147 @@
+"""Reader for HEST-1k samples (Jaume et al. 2024): expression, pyramidal WSI and metadata of one sample."""
+
+from __future__ import annotations
+
+import json
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .._constants import (
+    ARRAY_COL,
+    ARRAY_ROW,
+    COUNTS_LAYER,
+    GRID_KEY,
+    LIBRARY_KEY,
+    MICRONS_PER_PIXEL,
+    PATIENT_KEY,
+    SOURCE_IMAGE_KEY,
+    SPATIAL_KEY,
+)
+from .._logging import logger
+from ._image import HIRES_MAX_SIDE, require_spots_inside
+from ._wsi import WholeSlide
+
+#: spot diameter (µm) by technology, when the metadata does not give it
+SPOT_DIAMETER_UM = {"visium": 55.0, "spatial transcriptomics": 100.0, "st": 100.0}
+
+
+def _hest_files(root: Path, sample_id: str) -> dict[str, Path]:
+    files = {
+        "st": root / "st" / f"{sample_id}.h5ad",
+        "wsi": root / "wsis" / f"{sample_id}.tif",
+        "metadata": root / "metadata" / f"{sample_id}.json",
+    }
+    missing = [f"{k}: {v}" for k, v in files.items() if not v.is_file()]
+    if missing:
+        msg = (
+            f"HEST sample {sample_id!r} is incomplete under {str(root)!r} (missing {'; '.join(missing)}). A HEST-1k "
+            "download has st/<id>.h5ad, wsis/<id>.tif and metadata/<id>.json; fetch a sample with "
+            "huggingface_hub.snapshot_download('MahmoodLab/hest', repo_type='dataset', allow_patterns=['*<id>*'])."
+        )
+        raise FileNotFoundError(msg)
+    return files
+
+
+def _pixel_size(meta: dict, slide: WholeSlide, sample_id: str) -> float:
+    """HEST's estimated pixel size (checked against the spot grid) before the file's embedded one."""
+    for key in ("pixel_size_um_estimated", "pixel_size_um_embedded"):
+        value = meta.get(key)
+        if value not in (None, "") and np.isfinite(float(value)) and float(value) > 0:
+            return float(value)
+    if slide.mpp:
+        return slide.mpp
+    msg = f"HEST sample {sample_id!r}: neither its metadata nor its WSI records the pixel size."
+    raise ValueError(msg)
+
+
+def read_hest(
+    root: str | PathLike,
+    sample_id: str,
+    *,
+    library_id: str | None = None,
+    patient: str | None = None,
+    backend: str = "auto",
+    hires_max_side: int = HIRES_MAX_SIDE,
+) -> AnnData:
+    """Read one HEST-1k sample into stpredict's layout (counts, spots on the WSI, lazy image reads).
+
+    HEST-1k stores each sample as ``st/<id>.h5ad`` (counts; spot centres in WSI pixels in
+    ``obsm['spatial']``), ``wsis/<id>.tif`` (pyramidal) and ``metadata/<id>.json`` (pixel size, spot diameter,
+    technology, patient). The WSI is opened lazily: only an overview is decoded here.
+
+    Parameters
+    ----------
+    root
+        Directory of the HEST download (with ``st/``, ``wsis/``, ``metadata/``).
+    sample_id
+        Sample id, e.g. ``'TENX95'``.
+    library_id, patient
+        Slide and patient names (default: the sample id and the metadata's ``patient``).
+    backend
+        WSI backend (``'auto'``, ``'openslide'``, ``'tiffslide'``).
+    hires_max_side
+        Longer side of the stored overview.
+
+    Returns
+    -------
+    AnnData with raw counts in ``X`` and ``layers['counts']``, ``obsm['spatial']``, ``obs['array_row']`` /
+    ``obs['array_col']`` when HEST has them, and ``uns['spatial'][library_id]`` as for :func:`read_wsi`.
+    """
+    import anndata as ad
+
+    root = Path(root)
+    files = _hest_files(root, sample_id)
+    meta = json.loads(files["metadata"].read_text())
+    library_id = library_id or sample_id
+    patient = patient if patient is not None else meta.get("patient")
+    table = ad.read_h5ad(files["st"])
+    if SPATIAL_KEY not in table.obsm:
+        msg = f"{files['st']} has no obsm['spatial'] (spot centres in WSI pixels)."
+        raise KeyError(msg)
+    with WholeSlide(files["wsi"], backend=backend) as slide:
+        mpp = _pixel_size(meta, slide, sample_id)
+        hires, hires_scale = slide.thumbnail(hires_max_side)
+        height, width = slide.shape[:2]
+        backend_used = slide.backend
+    centres = np.asarray(table.obsm[SPATIAL_KEY], dtype=float)[:, :2]
+    require_spots_inside(
+        centres, width, height, library_id, table.obs_names, "lie outside", "Is obsm['spatial'] in WSI pixels?"
+    )
+    technology = str(meta.get("st_technology", "")).strip()
+    diameter_um = meta.get("spot_diameter") or SPOT_DIAMETER_UM.get(technology.lower(), 55.0)
+    counts = sp.csr_matrix(table.X, dtype=np.float32)
+    obs = pd.DataFrame(index=[f"{library_id}_{name}" for name in table.obs_names])
+    obs["spot_id"] = table.obs_names.to_numpy()
+    for key in (ARRAY_ROW, ARRAY_COL):
+        if key in table.obs:
+            obs[key] = table.obs[key].to_numpy(int)
+    obs[LIBRARY_KEY] = pd.Categorical([library_id] * len(obs))
+    obs[PATIENT_KEY] = pd.Categorical([patient] * len(obs))
+    adata = AnnData(X=counts, obs=obs, var=pd.DataFrame(index=table.var_names.astype(str)))
+    adata.var_names_make_unique()
+    adata.layers[COUNTS_LAYER] = counts.copy()
+    adata.obsm[SPATIAL_KEY] = centres
+    adata.uns[SPATIAL_KEY] = {
+        library_id: {
+            "images": {"hires": hires},
+            "scalefactors": {
+                "tissue_hires_scalef": float(hires_scale),
+                "spot_diameter_fullres": float(diameter_um) / mpp,
+                MICRONS_PER_PIXEL: mpp,
+            },
+            "metadata": {
+                SOURCE_IMAGE_KEY: str(files["wsi"].resolve()),
+                GRID_KEY: "square" if technology.lower() in ("spatial transcriptomics", "st") else "hex",
+                "technology": technology or "unknown",
+                "wsi_backend": backend_used,
+                "hest_sample": sample_id,
+            },
+        }
+    }
+    logger.info("read_hest %s: %d spots x %d genes at %.3f µm/px", sample_id, adata.n_obs, adata.n_vars, mpp)
+    return adata
