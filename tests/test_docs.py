@@ -29,7 +29,7 @@ def test_docs_build_without_warnings(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-4000:]
     html = tmp_path / "html"
-    for page in ("index", "api", "anndata", "benchmarks", "changelog", "notebooks/02_compare_models"):
+    for page in ("index", "installation", "api", "anndata", "benchmarks", "changelog", "notebooks/02_compare_models"):
         assert (html / f"{page}.html").exists(), page
     assert "model_ablations" in (html / "notebooks" / "02_compare_models.html").read_text()
     assert (html / "generated" / "stpredict.tl.fit.html").exists()

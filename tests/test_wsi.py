@@ -276,3 +276,16 @@ def test_read_hest_sample_built_from_shared_data(tmp_path, c3_image):
     )
     with pytest.raises(FileNotFoundError, match="HEST sample 'TENX95' is incomplete.*snapshot_download"):
         st.io.read_hest(tmp_path, "TENX95")
+
+
+def test_large_whole_slide_images_are_never_decoded_whole(slide_on_glass, monkeypatch):
+    from stpredict.io import _image
+
+    path, *_ = slide_on_glass
+    adata = st.io.read_wsi(path, library_id="glass")
+    image, scale = st.io.load_slide_image(adata, "glass")  # small enough: decoded through the WSI reader
+    assert image.shape == (4000, 5000, 3) and scale == 1.0
+    monkeypatch.setattr(_image, "MAX_DECODED_PIXELS", 10_000_000)
+    with pytest.raises(MemoryError, match="not decoded whole.*st.pp.extract_patches"):
+        st.io.load_slide_image(adata, "glass")
+    assert st.pp.extract_patches(adata[:3], size=100, unit="um").shape == (3, 146, 146, 3)  # regions still work

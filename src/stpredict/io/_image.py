@@ -21,6 +21,7 @@ from .._logging import logger
 Image.MAX_IMAGE_PIXELS = None
 
 HIRES_MAX_SIDE = 2000  # Space Ranger's "hires" image has 2000 px on its longer side
+MAX_DECODED_PIXELS = 400_000_000  # 1.2 GB of RGB: larger whole-slide images are only read region by region
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -135,6 +136,19 @@ def load_slide_image(adata: AnnData, library_id: str) -> tuple[np.ndarray, float
     """
     path = source_image_path(adata, library_id)
     if path is not None and path.is_file():
+        from ._wsi import WholeSlide, is_wsi
+
+        if is_wsi(path):  # whole-slide images are decoded whole only when small enough to hold
+            with WholeSlide(path) as whole:
+                height, width = whole.shape[:2]
+                if height * width > MAX_DECODED_PIXELS:
+                    msg = (
+                        f"Slide {library_id!r} is a {width} x {height} px whole-slide image ({3 * height * width / 1e9:.1f} "
+                        "GB of RGB): it is not decoded whole. Read regions with st.io.WholeSlide, or patches with "
+                        "st.pp.extract_patches (they read only what they need)."
+                    )
+                    raise MemoryError(msg)
+                return whole.read(0, 0, width, height), 1.0
         with open_image(path) as image:
             return np.asarray(image.convert("RGB")), 1.0
     slide = adata.uns.get(SPATIAL_KEY, {}).get(library_id)
