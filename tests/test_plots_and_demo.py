@@ -46,9 +46,10 @@ def test_plots_draw_on_the_users_axes(crop_norm):
     plt.close(wide)
     with pytest.raises(ValueError, match="ax= has 1 Axes but the plot has 2 panels"):
         st.pl.prediction(crop_norm, ["ERBB2"], layer_pred="pred", ax=axes[0, 0], show=False)
-    table = pd.DataFrame({"library_id": ["C2"], "pcc_m": [0.2]})
-    assert st.pl.scores(table, ax=axes[0, 0], show=False) is axes[0, 0]
     plt.close(fig)
+    _, own = plt.subplots()
+    table = pd.DataFrame({"library_id": ["C2"], "pcc_m": [0.2]})
+    assert st.pl.scores(table, ax=own, show=False) is own
 
 
 def test_model_comparison_draws_each_models_genes(crop_norm):
