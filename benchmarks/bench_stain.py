@@ -58,6 +58,40 @@ def stain_shifted_copy(adata, library_id: str, workdir: Path):
     return copy
 
 
+def ridge_rows(train, slides: dict, genes: list[str], reference: dict, patch: dict) -> list[dict]:
+    """PCC(M) of ridge on raw and on stain-normalised features (handcrafted, nuclei) for each named slide."""
+    rows = []
+    for method in ("handcrafted", "nuclei"):
+        for normalise in (False, True):
+            started = time.perf_counter()
+            options = {"method": method, "show_progress_bar": False, "n_jobs": -1, **patch}
+            if normalise:
+                options["stain_reference"] = reference
+            st.pp.image_features(train, key_added="X_rep", **options)
+            predictor = st.tl.fit(train, model="ridge", genes=genes, use_rep="X_rep")
+            for name, slide in slides.items():
+                slide = slide.copy()
+                predictor.predict(slide, key_added="pred")  # computes X_rep with the recorded recipe
+                table = st.tl.evaluate(slide, layer_pred="pred", genes=genes, inplace=False)
+                row = {
+                    "features": method,
+                    "stain_normalised": normalise,
+                    "test_slide": name,
+                    "pcc_m": float(table["pearson"].mean()),
+                    "seconds": time.perf_counter() - started,
+                }
+                print(row, flush=True)
+                rows.append(row)
+    return rows
+
+
+def write(rows: list[dict], out: Path) -> None:
+    table = pd.DataFrame(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    print(table.round(3).to_string(index=False))
+
+
 def mob_individuals(shared: Path, out: Path) -> None:
     """MOB leave-one-individual-out (200 µm patches): ridge on raw vs stain-normalised features."""
     adata = st.datasets.mob(path=shared / "mob")
@@ -69,28 +103,9 @@ def mob_individuals(shared: Path, out: Path) -> None:
         st.pp.select_genes(train, n_genes=250)
         genes = list(train.uns["selected"]["genes"])
         reference = st.pp.stain_reference(train, size=200, unit="um")
-        for method in ("handcrafted", "nuclei"):
-            for normalise in (False, True):
-                started = time.perf_counter()
-                options = {"method": method, "size": 200, "unit": "um", "show_progress_bar": False, "n_jobs": -1}
-                if normalise:
-                    options["stain_reference"] = reference
-                st.pp.image_features(train, key_added="X_rep", **options)
-                predictor = st.tl.fit(train, model="ridge", genes=genes, use_rep="X_rep")
-                slide = test.copy()
-                predictor.predict(slide, key_added="pred")
-                per_slide = st.tl.evaluate(slide, layer_pred="pred", genes=genes, inplace=False)
-                row = {
-                    "features": method,
-                    "stain_normalised": normalise,
-                    "test_slide": f"MOB individual {fold.name}",
-                    "pcc_m": float(per_slide["pearson"].mean()),
-                    "seconds": time.perf_counter() - started,
-                }
-                print(row, flush=True)
-                rows.append(row)
-    pd.DataFrame(rows).to_csv(out, index=False)
-    print(pd.DataFrame(rows).round(3).to_string(index=False))
+        slides = {f"MOB individual {fold.name}": test}
+        rows += ridge_rows(train, slides, genes, reference, {"size": 200, "unit": "um"})
+    write(rows, out)
 
 
 def main() -> None:
@@ -110,34 +125,11 @@ def main() -> None:
     st.pp.select_genes(train, n_genes=250)
     genes = list(train.uns["selected"]["genes"])
     reference = st.pp.stain_reference(train)
-    rows = []
     with tempfile.TemporaryDirectory() as workdir:
         shifted = stain_shifted_copy(test, args.test, Path(workdir))
-        for method in ("handcrafted", "nuclei"):
-            for normalise in (False, True):
-                started = time.perf_counter()
-                options = {"method": method, "show_progress_bar": False, "n_jobs": -1}
-                if normalise:
-                    options["stain_reference"] = reference
-                st.pp.image_features(train, key_added="X_rep", **options)
-                predictor = st.tl.fit(train, model="ridge", genes=genes, use_rep="X_rep")
-                for name, slide in (("original", test), ("stain-shifted", shifted)):
-                    slide = slide.copy()
-                    predictor.predict(slide, key_added="pred")  # computes X_rep with the recorded recipe
-                    table = st.tl.evaluate(slide, layer_pred="pred", genes=genes, inplace=False)
-                    row = {
-                        "features": method,
-                        "stain_normalised": normalise,
-                        "test_slide": f"{args.test} {name}",
-                        "pcc_m": float(table["pearson"].mean()),
-                        "seconds": time.perf_counter() - started,
-                    }
-                    print(row, flush=True)
-                    rows.append(row)
-    table = pd.DataFrame(rows)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
-    print(table.round(3).to_string(index=False))
+        slides = {f"{args.test} original": test, f"{args.test} stain-shifted": shifted}
+        rows = ridge_rows(train, slides, genes, reference, {})
+    write(rows, args.out)
 
 
 if __name__ == "__main__":

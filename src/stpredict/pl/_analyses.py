@@ -146,7 +146,7 @@ def regions(
     if key_true is not None:
         ari = region_agreement(adata[view.mask], key_pred=key_pred, key_true=key_true).loc["all", "ari"]
         axes[0].set_title(f"{library_id}: {key_pred} (ARI {ari:.2f} with {key_true})")
-    return None if _finish(axes[0], show, save) is None else axes
+    return _finish(axes[0], show, save, result=axes)
 
 
 def smoothing_histogram(

@@ -22,15 +22,18 @@ def _save(fig: Figure, save: str | PathLike | None) -> None:
         fig.savefig(save, dpi=150, bbox_inches="tight")
 
 
-def _finish(ax, show: bool | None, save: str | PathLike | None):
-    """Save, then show (scanpy's default: unless ``save`` is given) or return the Axes."""
+def _finish(ax, show: bool | None, save: str | PathLike | None, *, result=None):
+    """Save ``ax``'s figure, then show it (scanpy's default: unless ``save`` is given) or return ``result``.
+
+    ``result`` defaults to the Axes; plots made of several Axes return their Figure or array of Axes.
+    """
     _save(ax.figure, save)
     if show is None:
         show = save is None
     if show:
         plt.show()
         return None
-    return ax
+    return ax if result is None else result
 
 
 @dataclass
@@ -211,7 +214,7 @@ def prediction(
         fig.suptitle(f"slide {library_id} ({scales})", fontsize=10)
     for panel in axes.ravel():
         view.fit_spots(panel)
-    return _finish_figure(fig, show, save)
+    return _finish(axes[0, 0], show, save, result=fig)
 
 
 def _panel_axes(ax, n_genes: int, panels: int):
@@ -237,17 +240,6 @@ def _panel_axes(ax, n_genes: int, panels: int):
         )
         raise ValueError(msg)
     return axes[0].figure, axes.reshape(n_genes, panels)
-
-
-def _finish_figure(fig: Figure, show: bool | None, save: str | PathLike | None) -> Figure | None:
-    """As :func:`_finish`, for plots made of several Axes: the Figure is returned instead."""
-    _save(fig, save)
-    if show is None:
-        show = save is None
-    if show:
-        plt.show()
-        return None
-    return fig
 
 
 def scores(

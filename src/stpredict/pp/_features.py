@@ -20,7 +20,7 @@ from .._logging import logger
 from .._validate import check_adata
 from ._encoders import ENCODERS, embed_patches, encoder_spec, load_encoder
 from ._nuclei import nuclei_feature_names, nuclei_features
-from ._patches import iter_slide_patches
+from ._patches import iter_slide_patches, slide_mpp
 from ._stain import normalize_stain, slide_stains
 
 _PERCENTILES = (10, 50, 90)
@@ -110,14 +110,14 @@ _METHODS = {
 
 
 def _microns_per_pixel(adata: AnnData, library_id: str, method: str) -> float:
-    mpp = adata.uns.get("spatial", {}).get(library_id, {}).get("scalefactors", {}).get("microns_per_pixel")
-    if method == "nuclei" and not (mpp and np.isfinite(mpp)):
+    mpp = slide_mpp(adata, library_id)
+    if method == "nuclei" and mpp is None:
         msg = (
             f"Nuclei features need the scan resolution: slide {library_id!r} has no "
             "uns['spatial'][lib]['scalefactors']['microns_per_pixel']."
         )
         raise KeyError(msg)
-    return float(mpp) if mpp else float("nan")
+    return mpp if mpp is not None else float("nan")
 
 
 def _extractor(method: str, checkpoint, pretrained: bool, device: str):

@@ -22,8 +22,8 @@ def patch_size_px(adata: AnnData, library_id: str, size: float, unit: str) -> in
     if unit != "um":
         msg = f"Unknown size unit {unit!r}; use 'px' or 'um'."
         raise ValueError(msg)
-    mpp = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {}).get("scalefactors", {}).get(MICRONS_PER_PIXEL)
-    if not mpp or not np.isfinite(mpp):
+    mpp = slide_mpp(adata, library_id)
+    if mpp is None:
         msg = (
             f"Slide {library_id!r} has no scalefactors['{MICRONS_PER_PIXEL}'], so a size in microns cannot be "
             "converted; give the size in pixels (unit='px') or set the scale factor."
