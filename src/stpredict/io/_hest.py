@@ -91,6 +91,27 @@ def read_hest(
     -------
     AnnData with raw counts in ``X`` and ``layers['counts']``, ``obsm['spatial']``, ``obs['array_row']`` /
     ``obs['array_col']`` when HEST has them, and ``uns['spatial'][library_id]`` as for :func:`read_wsi`.
+
+    Examples
+    --------
+    A sample in HEST's layout, made here from a bundled section:
+
+    >>> import json, pathlib, numpy as np, stpredict as st
+    >>> from PIL import Image
+    >>> crop = st.datasets.her2st_crop()
+    >>> c3 = crop[crop.obs["library_id"] == "C3"].copy()
+    >>> root = pathlib.Path("hest")
+    >>> for folder in ("st", "wsis", "metadata"):
+    ...     (root / folder).mkdir(parents=True, exist_ok=True)
+    >>> table = c3.copy()
+    >>> del table.uns["spatial"]
+    >>> table.write_h5ad(root / "st" / "SPA_C3.h5ad")
+    >>> image = np.asarray(Image.open(st.io.source_image_path(c3, "C3")).convert("RGB"))
+    >>> _ = st.io.write_pyramidal_tiff(image, root / "wsis" / "SPA_C3.tif", mpp=0.685)
+    >>> meta = {"pixel_size_um_estimated": 0.685, "spot_diameter": 100, "st_technology": "Spatial Transcriptomics"}
+    >>> _ = (root / "metadata" / "SPA_C3.json").write_text(json.dumps(meta))
+    >>> st.io.read_hest(root, "SPA_C3").shape
+    (71, 13279)
     """
     import anndata as ad
 

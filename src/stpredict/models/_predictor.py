@@ -171,6 +171,15 @@ class Predictor:
 
         Chosen without looking at any test slide; pass them to :func:`stpredict.tl.evaluate` as
         ``highly_predictive=``.
+
+        Examples
+        --------
+        >>> import stpredict as st
+        >>> adata = st.datasets.her2st_crop()
+        >>> st.pp.normalize(adata)
+        >>> predictor = st.tl.fit(adata[adata.obs.library_id != "C4"].copy(), genes=["ERBB2", "GNAS", "FASN"])
+        >>> len(predictor.highly_predictive(2))
+        2
         """
         return self.gene_pearson.dropna().sort_values(ascending=False).index[:n].tolist()
 
