@@ -164,3 +164,30 @@ def check_genes_present(adata: AnnData, genes: Sequence[str], where: str = "adat
     if missing:
         msg = f"{len(missing)} gene(s) not found in {where}.var_names, e.g. {missing[:5]}."
         raise KeyError(msg)
+
+
+def spatial_entry(adata: AnnData, library_id: str) -> dict | None:
+    """``adata.uns['spatial'][library_id]``, also when its keys are not strings (e.g. integer slide ids).
+
+    Slide ids are compared as strings everywhere else (``obs[library_key]`` is read as text), so a slide
+    ``2`` stored under the integer key ``2`` must be found when asked for ``'2'``.
+    """
+    spatial = adata.uns.get(SPATIAL_KEY, {})
+    if library_id in spatial:
+        return spatial[library_id]
+    for key, value in spatial.items():
+        if str(key) == str(library_id):
+            return value
+    return None
+
+
+def check_choice(value: object, choices: Sequence[str], name: str) -> str:
+    """Refuse a value outside ``choices``, naming the parameter, the bad value and the closest choice."""
+    import difflib
+
+    if isinstance(value, str) and value in choices:
+        return value
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    msg = f"Unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}.{hint}"
+    raise ValueError(msg)

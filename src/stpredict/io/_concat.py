@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import LIBRARY_KEY, PATIENT_KEY, SPATIAL_KEY
-from .._logging import logger
+from .._logging import logger, warn
 from .._validate import check_adata, library_ids
 
 
@@ -67,5 +67,5 @@ def concat(adatas: Sequence[AnnData], *, join: Literal["inner", "outer"] = "inne
             out.obs[key] = pd.Categorical(out.obs[key].astype("string").fillna(pd.NA).astype(object))
     missing = [lib for lib in seen if lib not in out.uns.get(SPATIAL_KEY, {})]
     if missing:
-        logger.warning("concat: no uns['spatial'] entry for slide(s) %s", missing)
+        warn(f"concat: no uns['spatial'] entry for slide(s) {missing}: their images cannot be used.")
     return out

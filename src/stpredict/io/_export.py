@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._constants import LIBRARY_KEY, MICRONS_PER_PIXEL, SPATIAL_KEY
-from .._validate import check_adata, library_ids, require_spatial, spot_libraries
+from .._constants import LIBRARY_KEY, MICRONS_PER_PIXEL
+from .._validate import check_adata, library_ids, require_spatial, spatial_entry, spot_libraries
 from ._image import open_slide_image
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def to_spatialdata(adata: AnnData, *, key: str | None = None, library_id: str | 
         msg = f"Slide {library_id!r} not in adata.obs[{LIBRARY_KEY!r}] (slides: {slides})."
         raise KeyError(msg)
     spots = adata[mask].copy()
-    scalefactors = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {}).get("scalefactors", {})
+    scalefactors = (spatial_entry(adata, library_id) or {}).get("scalefactors", {})
     diameter = float(scalefactors.get("spot_diameter_fullres", np.nan))
     if not np.isfinite(diameter):
         msg = f"Slide {library_id!r} records no scalefactors['spot_diameter_fullres']: the circles need it."

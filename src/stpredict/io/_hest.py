@@ -22,6 +22,7 @@ from .._constants import (
     SOURCE_IMAGE_KEY,
     SPATIAL_KEY,
 )
+from .._files import read_h5ad
 from .._logging import logger
 from ._image import HIRES_MAX_SIDE, require_spots_inside
 from ._wsi import WholeSlide
@@ -113,14 +114,16 @@ def read_hest(
     >>> st.io.read_hest(root, "SPA_C3").shape
     (71, 13279)
     """
-    import anndata as ad
-
     root = Path(root)
     files = _hest_files(root, sample_id)
-    meta = json.loads(files["metadata"].read_text())
+    try:
+        meta = json.loads(files["metadata"].read_text())
+    except json.JSONDecodeError as err:
+        msg = f"Metadata file {str(files['metadata'])!r} is not valid JSON ({err}); download the sample again."
+        raise ValueError(msg) from err
     library_id = library_id or sample_id
     patient = patient if patient is not None else meta.get("patient")
-    table = ad.read_h5ad(files["st"])
+    table = read_h5ad(files["st"])
     if SPATIAL_KEY not in table.obsm:
         msg = f"{files['st']} has no obsm['spatial'] (spot centres in WSI pixels)."
         raise KeyError(msg)

@@ -7,15 +7,15 @@ extraction opens one slide's image at a time.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 from anndata import AnnData
 from PIL import Image, UnidentifiedImageError
 
-from .._constants import SOURCE_IMAGE_KEY, SPATIAL_KEY, SPATIALDATA_IMAGE_KEY, SPATIALDATA_STORE_KEY
-from .._logging import logger
+from .._constants import SOURCE_IMAGE_KEY, SPATIALDATA_IMAGE_KEY, SPATIALDATA_STORE_KEY
+from .._logging import logger, warn
+from .._validate import spatial_entry
 
 # H&E scans routinely exceed Pillow's decompression-bomb guard (~89 Mpx); they are trusted local files.
 Image.MAX_IMAGE_PIXELS = None
@@ -34,6 +34,18 @@ def open_image(path: str | Path) -> Image.Image:
         return Image.open(path)
     except (UnidentifiedImageError, OSError) as err:
         msg = f"Could not read image {str(path)!r} ({err}). Supported formats: JPEG, PNG, TIFF (anything Pillow opens)."
+        raise ValueError(msg) from err
+
+
+def decode_rgb(image: Image.Image, path: str | Path) -> np.ndarray:
+    """Decode an opened image to an (H, W, 3) uint8 array, with a clear error for truncated or corrupt files."""
+    try:
+        return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as err:  # Pillow's errors for truncated/corrupt data
+        msg = (
+            f"Could not decode image {str(path)!r} ({err}): the file is truncated or corrupt (e.g. an interrupted "
+            "copy or download). Copy or download it again."
+        )
         raise ValueError(msg) from err
 
 
@@ -85,7 +97,7 @@ def downscaled_copy(path: str | Path, max_side: int = HIRES_MAX_SIDE) -> tuple[n
             image.draft("RGB", target)
             small = image.convert("RGB").resize(target, Image.Resampling.LANCZOS)
         except OSError as err:
-            msg = f"Could not decode image {str(path)!r} ({err}); the file may be truncated."
+            msg = f"Could not decode image {str(path)!r} ({err}): the file is truncated or corrupt; copy it again."
             raise ValueError(msg) from err
     return np.asarray(small), target[0] / full_width
 
@@ -99,7 +111,7 @@ def source_image_path(adata: AnnData, library_id: str) -> Path | None:
     >>> st.io.source_image_path(st.datasets.her2st_crop(), "C2").name
     'C2.jpg'
     """
-    meta = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {}).get("metadata", {})
+    meta = (spatial_entry(adata, library_id) or {}).get("metadata", {})
     path = meta.get(SOURCE_IMAGE_KEY)
     return Path(path) if path else None
 
@@ -115,7 +127,7 @@ def open_slide_image(adata: AnnData, library_id: str):
         from ._wsi import WholeSlide, is_wsi
 
         if is_wsi(path):
-            meta = adata.uns[SPATIAL_KEY][library_id].get("metadata", {})
+            meta = spatial_entry(adata, library_id).get("metadata", {})
             return WholeSlide(path, backend=meta.get("wsi_backend", "auto")), 1.0
     return load_slide_image(adata, library_id)
 
@@ -150,8 +162,8 @@ def load_slide_image(adata: AnnData, library_id: str) -> tuple[np.ndarray, float
                     raise MemoryError(msg)
                 return whole.read(0, 0, width, height), 1.0
         with open_image(path) as image:
-            return np.asarray(image.convert("RGB")), 1.0
-    slide = adata.uns.get(SPATIAL_KEY, {}).get(library_id)
+            return decode_rgb(image, path), 1.0
+    slide = spatial_entry(adata, library_id)
     meta = (slide or {}).get("metadata", {})
     store, element = meta.get(SPATIALDATA_STORE_KEY), meta.get(SPATIALDATA_IMAGE_KEY)
     if path is None and store and element and Path(store).exists():
@@ -178,12 +190,10 @@ def load_slide_image(adata: AnnData, library_id: str) -> tuple[np.ndarray, float
         where = f"not found (SpatialData store {store!r} is gone)"
     else:
         where = "not recorded"
-    warnings.warn(
+    warn(
         f"Full-resolution image of slide {library_id!r} {where}; using the 'hires' image "
         f"(scale {scale:.3f}), so patches carry less detail. Set "
-        f"adata.uns['spatial'][{library_id!r}]['metadata']['{SOURCE_IMAGE_KEY}'] to the image path to fix this.",
-        UserWarning,
-        stacklevel=3,
+        f"adata.uns['spatial'][{library_id!r}]['metadata']['{SOURCE_IMAGE_KEY}'] to the image path to fix this."
     )
     logger.info("slide %s: using hires image", library_id)
     hires = np.asarray(images["hires"])

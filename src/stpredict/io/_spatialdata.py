@@ -30,7 +30,7 @@ from .._constants import (
     SPATIALDATA_IMAGE_KEY,
     SPATIALDATA_STORE_KEY,
 )
-from .._logging import logger
+from .._logging import logger, warn
 from ._image import HIRES_MAX_SIDE, hires_size, image_size, require_spots_inside
 from ._visium import make_genes_unique
 
@@ -266,9 +266,7 @@ def read_spatialdata(
     if is_counts:
         adata.layers[COUNTS_LAYER] = matrix.copy()
     else:
-        logger.warning(
-            "slide %s: table %r does not hold raw counts; layers['counts'] is not set", library_id, table_key
-        )
+        warn(f"slide {library_id!r}: table {table_key!r} does not hold raw counts; layers['counts'] is not set.")
     adata.obs[LIBRARY_KEY] = pd.Categorical([library_id] * adata.n_obs)
     adata.obs[PATIENT_KEY] = pd.Categorical([patient] * adata.n_obs)
     adata.obsm[SPATIAL_KEY] = centres
@@ -300,11 +298,10 @@ def read_spatialdata(
         }
     }
     if sdata.path is None and source_image_path is None:
-        logger.warning(
-            "slide %s: the SpatialData object is not backed by a Zarr store and no source_image_path was given, "
-            "so patches will be cut from the %d px hires copy. Write it with sdata.write(path) and read that path.",
-            library_id,
-            max(hires.shape[:2]),
+        warn(
+            f"slide {library_id!r}: the SpatialData object is not backed by a Zarr store and no source_image_path "
+            f"was given, so patches will be cut from the {max(hires.shape[:2])} px hires copy. Write it with "
+            "sdata.write(path) and read that path."
         )
     logger.info("read SpatialData slide %s: %d spots x %d genes", library_id, adata.n_obs, adata.n_vars)
     return adata

@@ -22,7 +22,7 @@ from .._constants import (
     SOURCE_IMAGE_KEY,
     SPATIAL_KEY,
 )
-from .._logging import logger
+from .._logging import logger, warn
 from .._validate import check_unique
 from ._image import HIRES_MAX_SIDE, downscaled_copy, image_size, require_spots_inside
 
@@ -54,7 +54,17 @@ def _read_counts(counts: Table) -> pd.DataFrame:
         # pandas silently renames duplicate columns ('A', 'A.1'): read the raw header to catch them.
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rt") as handle:
-            header = handle.readline().rstrip("\r\n").split("\t")[1:]
+            first_line = handle.readline().rstrip("\r\n")
+        header = first_line.split("\t")[1:]
+        if not header:
+            separator = next((s for s in (",", ";", " ") if s in first_line), None)
+            found = f"it looks {'comma' if separator == ',' else 'otherwise'}-separated" if separator else "one column"
+            msg = (
+                f"{where} is not tab-separated ({found}; first line starts {first_line[:60]!r}). Counts files are "
+                "spots x genes TSV with the spot id first; for another format pass a DataFrame, e.g. "
+                "read_st(pd.read_csv(path, index_col=0), ...)."
+            )
+            raise ValueError(msg)
         table = pd.read_csv(path, sep="\t", index_col=0, keep_default_na=False)  # "NA" is not a count
     table.index = table.index.astype(str)
     check_unique(header, "gene names", where)
@@ -65,8 +75,8 @@ def _read_counts(counts: Table) -> pd.DataFrame:
         bad = pd.to_numeric(table[column], errors="coerce").isna() & table[column].notna()
         example = table.index[bad.to_numpy()][0] if bad.any() else table.index[0]
         msg = (
-            f"Non-numeric counts in {where}: gene {column!r}, spot {example!r} holds "
-            f"{table.at[example, column]!r} ({len(non_numeric)} gene column(s) affected). "
+            f"Non-numeric counts in {where}: gene {str(column)[:60]!r}, spot {str(example)[:60]!r} holds "
+            f"{str(table.at[example, column])[:60]!r} ({len(non_numeric)} gene column(s) affected). "
             "The table must be spots x genes with numbers only (first column = spot id)."
         )
         raise ValueError(msg)
@@ -78,7 +88,7 @@ def _read_counts(counts: Table) -> pd.DataFrame:
         msg = f"{where} contains negative values; raw counts are expected."
         raise ValueError(msg)
     if not np.allclose(values, np.round(values)):
-        logger.warning("%s holds non-integer values: they are kept but are not raw UMI counts.", where)
+        warn(f"{where} holds non-integer values: they are kept but are not raw UMI counts.")
     return table
 
 
@@ -198,7 +208,7 @@ def read_st(
         if dropped_spots:
             logger.info("slide %s: %d selected spot(s) have no count row and are dropped", library_id, dropped_spots)
         if dropped_spots > 0.5 * len(spot_table):
-            logger.warning("slide %s: over half of the selected spots have no counts", library_id)
+            warn(f"slide {library_id!r}: over half of the selected spots have no count row.")
         spot_table = spot_table.loc[shared]
         matrix = sp.csr_matrix(count_table.loc[shared].to_numpy(dtype=np.float32))
         var = pd.DataFrame(index=pd.Index(count_table.columns.astype(str), name=None))

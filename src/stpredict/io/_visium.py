@@ -20,7 +20,7 @@ from .._constants import (
     SOURCE_IMAGE_KEY,
     SPATIAL_KEY,
 )
-from .._logging import logger
+from .._logging import logger, warn
 from ._image import image_size
 
 VISIUM_SPOT_DIAMETER_UM = 55.0
@@ -31,11 +31,9 @@ def make_genes_unique(adata: AnnData, library_id: str) -> None:
     if adata.var_names.is_unique:
         return
     dupes = adata.var_names[adata.var_names.duplicated()].unique()[:5].tolist()
-    warnings.warn(
+    warn(
         f"Slide {library_id!r}: gene symbols {dupes} occur more than once; they were made unique "
-        "by appending '-1', '-2', ... (scanpy's var_names_make_unique).",
-        UserWarning,
-        stacklevel=3,
+        "by appending '-1', '-2', ... (scanpy's var_names_make_unique)."
     )
     adata.var_names_make_unique()
 

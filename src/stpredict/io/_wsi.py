@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .._files import atomic_path
+
 #: vendor formats that only a WSI library reads; ``.tif``/``.tiff`` are WSIs when tiled (pyramidal)
 WSI_SUFFIXES = (".svs", ".ndpi", ".mrxs", ".scn", ".bif", ".vms", ".vmu", ".svslide")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -38,8 +40,12 @@ def is_wsi(path: str | PathLike) -> bool:
     if suffix in TIFF_SUFFIXES and path.is_file():
         import tifffile
 
-        with tifffile.TiffFile(path) as tif:
-            return bool(tif.pages[0].is_tiled)
+        try:
+            with tifffile.TiffFile(path) as tif:
+                return bool(tif.pages[0].is_tiled)
+        except (tifffile.TiffFileError, OSError, ValueError, IndexError) as err:
+            msg = f"Could not read TIFF {str(path)!r} ({err}): the file is truncated or corrupt; copy it again."
+            raise ValueError(msg) from err
     return False
 
 
@@ -162,7 +168,14 @@ class WholeSlide:
     def _region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> Image.Image:
         with warnings.catch_warnings():  # tiffslide warns on regions reaching past the edge: they are padded
             warnings.filterwarnings("ignore", message=".*out-of-bounds.*")
-            return self._slide.read_region(location, level, size)
+            try:
+                return self._slide.read_region(location, level, size)
+            except Exception as err:  # OpenSlideError / tifffile / zarr errors on damaged tiles
+                msg = (
+                    f"Could not read a region at {location} (level {level}) of {str(self.path)!r} with {self.backend} "
+                    f"({type(err).__name__}: {err}): the file is truncated or corrupt; copy it again."
+                )
+                raise ValueError(msg) from err
 
     def thumbnail(self, max_side: int = 2000) -> tuple[np.ndarray, float]:
         """An overview whose longer side is at most ``max_side`` px, and its scale to level 0."""
@@ -253,7 +266,7 @@ def write_pyramidal_tiff(
         options.update(compression="jpeg", compressionargs={"level": quality}, subsampling=(1, 1))
     elif compression is not None:
         options["compression"] = compression
-    with tifffile.TiffWriter(path, bigtiff=image.nbytes > 2**31) as tif:
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=image.nbytes > 2**31) as tif:
         level, factor = image, 1
         while True:
             tif.write(level, subfiletype=0 if factor == 1 else 1, resolution=(resolution / factor,) * 2, **options)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import time
-import warnings
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
@@ -19,7 +18,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._logging import logger
+from .._files import atomic_path
+from .._logging import logger, warn
 from .._validate import check_adata, get_rep, library_ids, require_spatial
 from ._base import Model, Validation, get_model
 from ._inputs import build_inputs
@@ -308,12 +308,10 @@ class Predictor:
         resolutions = {library_id: slide_mpp(adata, library_id) for library_id in library_ids(adata)}
         unknown = [k for k, v in resolutions.items() if v is None]
         if unknown:
-            warnings.warn(
+            warn(
                 f"Slide(s) {unknown} record no microns_per_pixel, so their resolution cannot be checked against "
                 f"the training slides' {self.train_mpp:.3f} µm/px: predictions are wrong if it differs. Set "
-                "adata.uns['spatial'][library_id]['scalefactors']['microns_per_pixel'].",
-                UserWarning,
-                stacklevel=3,
+                "adata.uns['spatial'][library_id]['scalefactors']['microns_per_pixel']."
             )
         differing = {
             k: v for k, v in resolutions.items() if v is not None and abs(v / self.train_mpp - 1) > MPP_TOLERANCE
@@ -388,11 +386,7 @@ class Predictor:
         slides = library_ids(adata)
         reused = sorted(set(slides) & set(self.train_slides))
         if reused:
-            warnings.warn(
-                f"Slide(s) {reused} were used to train this model: their predictions are in-sample, not a test.",
-                UserWarning,
-                stacklevel=2,
-            )
+            warn(f"Slide(s) {reused} were used to train this model: their predictions are in-sample, not a test.")
         if adata.n_vars > 0 and not adata.var_names.isin(self.genes).any():
             msg = (
                 f"adata shares none of the {len(self.genes)} predicted genes (e.g. {self.genes[:3]} vs "
@@ -467,6 +461,7 @@ class Predictor:
             "model": self.model_name,
             "genes": self.genes,
             "layer": self.layer,
+            "target": self.target,
             "use_rep": self.use_rep,
             "params": self.model.params,
             "train_slides": self.train_slides,
@@ -511,7 +506,8 @@ class Predictor:
         path = Path(path)
         arrays = {f"model/{k}": np.ascontiguousarray(v) for k, v in self.model.state_dict().items()}
         metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(self._metadata())}
-        save_file(arrays, str(path), metadata=metadata)
+        with atomic_path(path) as tmp:  # an interrupted save never leaves a truncated model file
+            save_file(arrays, str(tmp), metadata=metadata)
         logger.info("saved %s model to %s", self.model_name, path)
         return path
 

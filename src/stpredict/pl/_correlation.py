@@ -10,6 +10,7 @@ import numpy as np
 from anndata import AnnData
 
 from ..tl._gene_correlation import correlation_block
+from ._spatial import _save
 
 
 def clustered_order(corr: np.ndarray) -> np.ndarray:
@@ -103,6 +104,5 @@ def gene_correlation(
     fig.colorbar(image, ax=list(axes), shrink=0.7, label="Pearson r")
     where = f" — slide {record['library_id']}" if record.get("library_id") else ""
     fig.suptitle(f"gene-gene correlation of {len(genes)} genes{where}: structure score {record['score']:.3f}")
-    if save is not None:
-        fig.savefig(save, dpi=150, bbox_inches="tight")
+    _save(fig, save)
     return axes

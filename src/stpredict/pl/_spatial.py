@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -13,13 +14,25 @@ from anndata import AnnData
 from matplotlib.figure import Figure
 
 from .._constants import LIBRARY_KEY, SPATIAL_KEY
+from .._files import atomic_path
 from .._metrics import column_pearson
-from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix, library_ids, spot_libraries
+from .._validate import (
+    as_gene_list,
+    check_adata,
+    check_genes_present,
+    get_matrix,
+    library_ids,
+    spatial_entry,
+    spot_libraries,
+)
 
 
 def _save(fig: Figure, save: str | PathLike | None) -> None:
+    """Write the figure to ``save`` (format from its suffix, PNG without one), never leaving a partial file."""
     if save is not None:
-        fig.savefig(save, dpi=150, bbox_inches="tight")
+        fmt = Path(save).suffix.lstrip(".").lower() or "png"
+        with atomic_path(save) as tmp, open(tmp, "wb") as handle:
+            fig.savefig(handle, format=fmt, dpi=150, bbox_inches="tight")
 
 
 def _finish(ax, show: bool | None, save: str | PathLike | None, *, result=None):
@@ -91,7 +104,7 @@ def slide_view(
     if not mask.any():
         msg = f"Slide {library_id!r} not in adata.obs[{LIBRARY_KEY!r}] (slides: {library_ids(adata)})."
         raise KeyError(msg)
-    slide = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {})
+    slide = spatial_entry(adata, library_id) or {}
     scale = float(slide.get("scalefactors", {}).get("tissue_hires_scalef", 1.0))
     xy = np.asarray(adata.obsm[SPATIAL_KEY])[mask] * scale
     image = slide.get("images", {}).get("hires") if show_image else None

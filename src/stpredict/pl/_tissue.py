@@ -8,8 +8,7 @@ import matplotlib.pyplot as plt
 from anndata import AnnData
 from matplotlib.axes import Axes
 
-from .._constants import SPATIAL_KEY
-from .._validate import library_ids
+from .._validate import library_ids, spatial_entry
 from ._spatial import _finish, slide_view
 
 
@@ -53,7 +52,7 @@ def tissue(
     'tissue: 30% of the overview, 35 spots'
     """
     library_id = library_id or library_ids(adata)[0]
-    slide = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {})
+    slide = spatial_entry(adata, library_id) or {}
     mask = slide.get("tissue_mask")
     if mask is None:
         msg = (

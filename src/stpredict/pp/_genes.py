@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._constants import COUNTS_LAYER, LIBRARY_KEY
-from .._logging import logger
+from .._logging import logger, warn
 from .._validate import check_adata, get_matrix, library_ids, require_grid, spot_libraries
 from ._grid import grid_neighbours, infer_grid
 
@@ -40,6 +40,10 @@ def _top_expressed(counts: np.ndarray, slide: np.ndarray, min_fraction: float) -
     return pd.DataFrame({"score": counts.sum(axis=0), "eligible": _detected(counts, slide, min_fraction)})
 
 
+#: fewest spots (and detected genes) per slide for seurat_v3 highly variable genes
+MIN_HVG_SPOTS = 30
+
+
 def _hvg(counts: np.ndarray, slide: np.ndarray, var_names: pd.Index, n_genes: int) -> pd.DataFrame:
     import scanpy as sc
 
@@ -48,7 +52,24 @@ def _hvg(counts: np.ndarray, slide: np.ndarray, var_names: pd.Index, n_genes: in
         sub = AnnData(sp.csr_matrix(counts[slide == lib]), var=pd.DataFrame(index=var_names))
         detected = np.asarray(sub.X.sum(axis=0)).ravel() > 0
         sub = sub[:, detected].copy()
-        hvg = sc.pp.highly_variable_genes(sub, flavor="seurat_v3", n_top_genes=min(n_genes, sub.n_vars), inplace=False)
+        # seurat_v3's loess (scikit-misc) crashes the process on a single spot and fails on a few: refuse first
+        if sub.n_obs < MIN_HVG_SPOTS or sub.n_vars < MIN_HVG_SPOTS:
+            msg = (
+                f"method='hvg' on slide {lib!r}: {sub.n_obs} spot(s) and {sub.n_vars} detected gene(s); seurat_v3's "
+                f"variance fit needs at least {MIN_HVG_SPOTS} of each per training slide. Leave the slide out of "
+                "`train`, or use method='top_expressed'."
+            )
+            raise ValueError(msg)
+        try:
+            hvg = sc.pp.highly_variable_genes(
+                sub, flavor="seurat_v3", n_top_genes=min(n_genes, sub.n_vars), inplace=False
+            )
+        except ValueError as error:  # loess near-singularities on small or degenerate slides
+            msg = (
+                f"method='hvg': seurat_v3's mean-variance fit (loess) failed on slide {lib!r} ({sub.n_obs} spots): "
+                f"{error}. The slide has too few or too similar spots; use method='top_expressed' or more spots."
+            )
+            raise ValueError(msg) from error
         rank = pd.Series(np.nan, index=var_names)
         rank[sub.var_names] = hvg["highly_variable_rank"].to_numpy()
         ranks.append(rank)
@@ -168,7 +189,7 @@ def select_genes(
     ranked = table[table["eligible"]].sort_values("score", ascending=False, kind="stable")
     genes = ranked.index[:n_genes].tolist()
     if len(genes) < n_genes:
-        logger.warning("select_genes(%s): only %d gene(s) qualify (asked for %d)", method, len(genes), n_genes)
+        warn(f"select_genes({method}): only {len(genes)} gene(s) qualify (asked for {n_genes}).")
     if not genes:
         msg = f"No gene qualifies under {method!r} on training slides {train_libraries}."
         raise ValueError(msg)

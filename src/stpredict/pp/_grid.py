@@ -13,8 +13,9 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scipy.spatial import cKDTree
 
-from .._constants import GRID_KEY, SPATIAL_KEY
+from .._constants import GRID_KEY
 from .._logging import logger
+from .._validate import spatial_entry
 
 Grid = Literal["square", "hex"]
 
@@ -25,7 +26,7 @@ def infer_grid(adata: AnnData, library_id: str, rows: np.ndarray, cols: np.ndarr
     In Visium's doubled-column indexing ``row + col`` has the same parity for every spot; on a square
     grid both parities occur.
     """
-    meta = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {}).get("metadata", {})
+    meta = (spatial_entry(adata, library_id) or {}).get("metadata", {})
     grid = meta.get(GRID_KEY)
     if grid in ("square", "hex"):
         return grid

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._constants import COUNTS_LAYER
-from .._logging import logger
+from .._logging import logger, warn
 from .._validate import check_adata
 
 
@@ -31,6 +31,39 @@ def gene_lengths() -> pd.Series:
     with gzip.open(str(path), "rt") as handle:
         table = pd.read_csv(handle, sep="\t")
     return table.set_index("symbol")["length"].astype(float)
+
+
+def _check_counts(adata: AnnData, counts: np.ndarray, where: str, layer: str | None) -> None:
+    """Refuse what cannot be counts (NaN, inf, negatives) and warn about what does not look like counts."""
+    bad = ~np.isfinite(counts)
+    if bad.any():
+        spots, genes = np.nonzero(bad)
+        msg = (
+            f"{where} has {int(bad.sum())} NaN or infinite value(s) in {len(np.unique(spots))} spot(s), e.g. spot "
+            f"{adata.obs_names[spots[0]]!r}, gene {adata.var_names[genes[0]]!r}. Normalising would spread them over the "
+            "whole spot. Drop those spots or genes, or replace the values (e.g. with 0) before normalising."
+        )
+        raise ValueError(msg)
+    if (counts < 0).any():
+        msg = f"{where} has negative values: pass raw counts (layer='counts', or layer=None for adata.X)."
+        raise ValueError(msg)
+    produced_by_normalize = layer is not None and layer in adata.uns.get("stpredict_normalize", {})
+    if produced_by_normalize:
+        warn(
+            f"{where} was written by st.pp.normalize: it is already normalised, and normalising it again distorts "
+            "the values. Pass the raw counts (layer='counts')."
+        )
+    elif not np.allclose(counts, np.round(counts)):
+        looks_logged = counts.max() < 30
+        hint = (
+            f"Its values look log-transformed already (maximum {counts.max():.2f})"
+            if looks_logged
+            else "It may hold normalised values"
+        )
+        warn(
+            f"{where} holds non-integer values, so it is not raw counts. {hint}; normalising them again distorts "
+            "them. Pass raw counts (layer='counts'), or use this layer directly as the target."
+        )
 
 
 def normalize(
@@ -88,13 +121,18 @@ def normalize(
     if layer is not None and layer not in adata.layers:
         msg = f"Layer {layer!r} with raw counts not found in adata.layers; pass `layer=None` to use adata.X."
         raise KeyError(msg)
-    adata = adata.copy() if copy else adata
-    counts = adata.X if layer is None else adata.layers[layer]
-    counts = counts.toarray() if sp.issparse(counts) else np.asarray(counts, dtype=np.float64)
-    counts = counts.astype(np.float64, copy=False)
-    if (counts < 0).any():
-        msg = f"{'adata.X' if layer is None else f'adata.layers[{layer!r}]'} has negative values: pass raw counts."
+    where = "adata.X" if layer is None else f"adata.layers[{layer!r}]"
+    if adata.n_obs == 0 or adata.n_vars == 0:
+        msg = f"adata has {adata.n_obs} spot(s) and {adata.n_vars} gene(s): there is nothing to normalise."
         raise ValueError(msg)
+    source = adata.X if layer is None else adata.layers[layer]
+    if source is None:
+        msg = f"{where} is empty: this AnnData holds no expression values."
+        raise ValueError(msg)
+    counts = source.toarray() if sp.issparse(source) else np.asarray(source, dtype=np.float64)
+    counts = counts.astype(np.float64, copy=False)
+    _check_counts(adata, counts, where, layer)
+    adata = adata.copy() if copy else adata
 
     params: dict = {"method": method, "layer": layer}
     if method == "log1p":
@@ -102,7 +140,7 @@ def normalize(
         totals = counts.sum(axis=1, keepdims=True)
         empty = int((totals == 0).sum())
         if empty:
-            logger.warning("normalize: %d spot(s) have no counts; their values stay 0", empty)
+            warn(f"normalize: {empty} spot(s) have no counts; their values stay 0.")
         values = np.log1p(counts / np.where(totals == 0, 1.0, totals) * target_sum)
         params["target_sum"] = target_sum
     else:
@@ -115,9 +153,7 @@ def normalize(
             raise ValueError(msg)
         missing = adata.var_names[~has_length]
         if len(missing):
-            logger.warning(
-                "normalize(tpm): %d gene(s) without a known length get NaN, e.g. %s", len(missing), list(missing[:5])
-            )
+            warn(f"normalize(tpm): {len(missing)} gene(s) without a known length get NaN, e.g. {list(missing[:5])}")
         rate = np.zeros_like(counts)
         rate[:, has_length] = counts[:, has_length] / known[has_length]
         totals = rate.sum(axis=1, keepdims=True)
@@ -128,3 +164,23 @@ def normalize(
     adata.uns.setdefault("stpredict_normalize", {})[key_added] = params
     logger.info("normalize: added layer %r (%s)", key_added, method)
     return adata if copy else None
+
+
+def layer_scale(adata: AnnData, layer: str | None) -> str | None:
+    """The value scale of a layer, from what stpredict recorded: ``'counts'``, ``'log1p'``, ``'tpm'`` or ``None``.
+
+    A smoothed layer has the scale of the layer it smoothed; ``layers['counts']`` is raw counts. Layers that
+    stpredict did not write have an unknown scale (``None``). Used to tell a comparison of predictions with
+    values on another scale (e.g. log predictions against raw counts).
+    """
+    seen = set()
+    while layer is not None and layer not in seen:
+        seen.add(layer)
+        normalised = adata.uns.get("stpredict_normalize", {}).get(layer)
+        if normalised is not None:
+            return str(normalised.get("method"))
+        smoothed = adata.uns.get("stpredict_smooth", {}).get(layer)
+        if smoothed is None:
+            break
+        layer = smoothed.get("layer")
+    return "counts" if layer == COUNTS_LAYER else None

@@ -8,11 +8,92 @@ import numpy as np
 from anndata import AnnData
 from PIL import Image
 
-from .._constants import LIBRARY_KEY, MICRONS_PER_PIXEL, SPATIAL_KEY
-from .._validate import library_ids, require_spatial, spot_libraries
+from .._constants import LIBRARY_KEY, MICRONS_PER_PIXEL
+from .._logging import warn
+from .._validate import library_ids, require_spatial, spatial_entry, spot_libraries
 from ..io._image import open_slide_image
 
 BACKGROUND = 255  # outside the scan is empty glass: pad with white
+MIN_PATCH_PX = 8  # texture and nuclei features need a few pixels around the centre
+LARGE_PATCH_PX = 2048  # spots are 55-200 µm: 100-800 px at 0.25-0.5 µm/px; far larger is usually a unit mistake
+#: memory of one batch of patches as float32 (what feature extractors convert them to): batches shrink to fit
+PATCH_BATCH_BYTES = 512 * 2**20
+#: a patch is background when under this fraction of its pixels look like stained tissue
+TISSUE_FRACTION_MIN = 0.1
+#: warn when more than this share of a slide's spots have background patches (0 % on correctly placed HER2ST
+#: sections; 14-95 % with swapped, shifted or scaled coordinates or another section's image)
+BACKGROUND_SHARE_WARN = 0.1
+
+
+def check_patch_side(side: int, size: float, unit: str, library_id: str) -> None:
+    """Refuse patch sizes that cannot give features, warn about ones that are likely a unit mistake."""
+    if not np.isfinite(side) or side < MIN_PATCH_PX:
+        msg = (
+            f"Patch size {size!r} {unit} is {side} px on slide {library_id!r}; patches must be at least "
+            f"{MIN_PATCH_PX} px (spots are typically 55-200 µm, e.g. size=224 (px) or size=100, unit='um')."
+        )
+        raise ValueError(msg)
+    per_patch = 3 * 4 * side * side
+    if per_patch > 4 * PATCH_BATCH_BYTES:
+        msg = (
+            f"Patch size {size!r} {unit} is {side} px on slide {library_id!r}: one patch would take "
+            f"{per_patch / 2**30:.1f} GiB as floats. Spots are typically 55-200 µm (100-800 px); check `size` and `unit`."
+        )
+        raise MemoryError(msg)
+    if side > LARGE_PATCH_PX:
+        warn(
+            f"Patches of {side} px on slide {library_id!r} are unusually large (spots are typically 100-800 px): "
+            f"{per_patch / 2**20:.0f} MiB each as floats, so they are processed a few at a time. Check `size` and `unit`."
+        )
+
+
+def batch_size_for(side: int, batch_size: int) -> int:
+    """``batch_size`` reduced so a batch of ``side``-px patches stays within :data:`PATCH_BATCH_BYTES` as floats."""
+    return max(1, min(batch_size, PATCH_BATCH_BYTES // (3 * 4 * side * side)))
+
+
+def tissue_fraction(patches: np.ndarray) -> np.ndarray:
+    """Fraction of each patch's pixels that look like stained tissue (coloured or dark), on every 4th pixel.
+
+    Glass and pen-free background are bright and grey; haematoxylin and eosin are saturated or dark.
+    """
+    sample = patches[:, ::4, ::4, :3].astype(np.int16)
+    saturation = sample.max(axis=-1) - sample.min(axis=-1)
+    tissue = (saturation > 25) | (sample.mean(axis=-1) < 180)
+    return tissue.reshape(len(patches), -1).mean(axis=1)
+
+
+def check_spots_on_image(library_id: str, centres: np.ndarray, height: float, width: float) -> None:
+    """Refuse a slide whose spots all lie outside its image, warn when some do (coordinates or image are wrong)."""
+    outside = (centres[:, 0] < 0) | (centres[:, 1] < 0) | (centres[:, 0] >= width) | (centres[:, 1] >= height)
+    if not outside.any():
+        return
+    where = (
+        f"spot centres span x {centres[:, 0].min():.0f}-{centres[:, 0].max():.0f}, y {centres[:, 1].min():.0f}-"
+        f"{centres[:, 1].max():.0f}; the image is {width:.0f} x {height:.0f} px (full resolution)"
+    )
+    if outside.all():
+        msg = (
+            f"No spot of slide {library_id!r} lies on its image ({where}). obsm['spatial'] must hold (x, y) in "
+            "full-resolution pixels of this slide's image: check for swapped x/y, hires-scaled coordinates, or the "
+            "wrong image in uns['spatial'][library_id]['metadata']['source_image_path']."
+        )
+        raise ValueError(msg)
+    warn(
+        f"{int(outside.sum())} of {len(centres)} spots of slide {library_id!r} lie outside its image ({where}); their "
+        "patches are padded with white. Check obsm['spatial'] and the slide's image."
+    )
+
+
+def warn_background(library_id: str, fractions: np.ndarray) -> None:
+    """Warn when many of a slide's patches are background: spots and image probably do not match."""
+    share = float(np.mean(fractions < TISSUE_FRACTION_MIN)) if len(fractions) else 0.0
+    if share > BACKGROUND_SHARE_WARN:
+        warn(
+            f"{share:.0%} of the patches of slide {library_id!r} show almost no tissue (under "
+            f"{TISSUE_FRACTION_MIN:.0%} stained pixels). The spot coordinates may not match the image (swapped x/y, "
+            "wrong scale or offset, another slide's image): plot them with st.pl.tissue or sc.pl.spatial to check."
+        )
 
 
 def patch_size_px(adata: AnnData, library_id: str, size: float, unit: str) -> int:
@@ -70,7 +151,7 @@ def resize_patches(patches: np.ndarray, side: int) -> np.ndarray:
 
 def slide_mpp(adata: AnnData, library_id: str) -> float | None:
     """Microns per full-resolution pixel of a slide (``None`` when not recorded)."""
-    mpp = adata.uns.get(SPATIAL_KEY, {}).get(library_id, {}).get("scalefactors", {}).get(MICRONS_PER_PIXEL)
+    mpp = (spatial_entry(adata, library_id) or {}).get("scalefactors", {}).get(MICRONS_PER_PIXEL)
     return float(mpp) if mpp and np.isfinite(mpp) else None
 
 
@@ -107,10 +188,16 @@ def iter_slide_images(
     ``scale`` maps full-resolution pixels to ``image`` pixels (1 unless the ``hires`` fallback is used).
     """
     centres_all = require_spatial(adata)
+    if not np.isfinite(centres_all).all():
+        bad = adata.obs_names[~np.isfinite(centres_all).all(axis=1)][:5].tolist()
+        msg = f"obsm['spatial'] has missing or infinite coordinates for spot(s) {bad}; drop or fix those spots."
+        raise ValueError(msg)
     slides = spot_libraries(adata, library_key)
     for library_id in library_ids(adata, library_key):
         positions = np.flatnonzero(slides == library_id)
         image, scale = open_slide_image(adata, library_id)
+        height, width = image.shape[:2]
+        check_spots_on_image(library_id, centres_all[positions], height / scale, width / scale)
         try:
             yield library_id, positions, centres_all[positions], image, scale
         finally:
@@ -135,10 +222,34 @@ def iter_slide_patches(
     """
     for library_id, positions, centres, image, scale in iter_slide_images(adata, library_key):
         side, out_side = patch_geometry(adata, library_id, size, unit, target_mpp)
+        check_patch_side(max(side, out_side), size, unit, library_id)
         side_in_image = max(1, int(round(side * scale)))  # scale < 1: the low-resolution fallback image
-        for start in range(0, len(positions), batch_size):
-            batch = slice(start, start + batch_size)
-            yield library_id, positions[batch], cut_patches(image, centres[batch] * scale, side_in_image, out_side)
+        step = batch_size_for(max(side_in_image, out_side), batch_size)
+        fractions = []
+        for start in range(0, len(positions), step):
+            batch = slice(start, start + step)
+            patches = cut_patches(image, centres[batch] * scale, side_in_image, out_side)
+            fractions.append(tissue_fraction(patches))
+            yield library_id, positions[batch], patches
+        warn_background(library_id, np.concatenate(fractions) if fractions else np.empty(0))
+
+
+def _check_total_patch_memory(
+    adata: AnnData, size: float, unit: str, library_key: str, target_mpp: float | None
+) -> None:
+    """Refuse to hold all patches when they would take over half of the machine's memory."""
+    import psutil
+
+    sides = [patch_geometry(adata, lib, size, unit, target_mpp)[1] for lib in library_ids(adata, library_key)]
+    needed = adata.n_obs * 3 * max(sides, default=0) ** 2
+    available = psutil.virtual_memory().total
+    if needed > available / 2:
+        msg = (
+            f"extract_patches would hold {adata.n_obs} patches of {max(sides)} px: {needed / 2**30:.1f} GiB, over half "
+            f"of this machine's {available / 2**30:.0f} GiB. Compute features with st.pp.image_features (it works in "
+            "batches), iterate with st.pp.iter_neighbour_views, or extract fewer spots at a time."
+        )
+        raise MemoryError(msg)
 
 
 def extract_patches(
@@ -179,6 +290,7 @@ def extract_patches(
     >>> st.pp.extract_patches(adata[:4], size=100, unit="um").shape
     (4, 145, 145, 3)
     """
+    _check_total_patch_memory(adata, size, unit, library_key, target_mpp)
     out = None
     batches = iter_slide_patches(adata, size=size, unit=unit, library_key=library_key, target_mpp=target_mpp)
     for _, positions, patches in batches:

@@ -42,6 +42,27 @@ def _with_absent_genes(values: np.ndarray, absent: np.ndarray, fill) -> np.ndarr
     return full
 
 
+def _min_spots(method: str, settings: dict) -> int:
+    """Fewest spots per slide each method can smooth."""
+    if method == "eags":
+        return settings["n_neighbors"] + 1
+    return {"8n": 1, "spcs": 3, "adaptive_median": 2}[method]
+
+
+def _check_slide_sizes(adata: AnnData, method: str, settings: dict, library_key: str) -> None:
+    if adata.n_vars == 0:
+        msg = "adata has no genes: there is nothing to smooth."
+        raise ValueError(msg)
+    needed = _min_spots(method, settings)
+    small = {lib: int(mask.sum()) for lib, mask in slide_masks(adata, library_key).items() if mask.sum() < needed}
+    if small:
+        msg = (
+            f"smooth(method={method!r}) needs at least {needed} spots per slide; slide(s) {small} (spot counts) "
+            "have fewer. Leave them out (adata[~adata.obs.library_id.isin([...])]) or use method='8n'."
+        )
+        raise ValueError(msg)
+
+
 def smooth(
     adata: AnnData,
     *,
@@ -129,9 +150,14 @@ def smooth(
         partial = adata.var_names[missing.any(axis=0) & ~absent][:5].tolist()
         msg = f"Layer {layer!r} contains NaN for some spots of gene(s) {partial}; smoothing needs complete values."
         raise ValueError(msg)
+    if np.isinf(values).any():
+        genes = adata.var_names[np.isinf(values).any(axis=0)][:5].tolist()
+        msg = f"Layer {layer!r} contains infinite values (gene(s) {genes}); smoothing needs finite values."
+        raise ValueError(msg)
     if absent.any():
         logger.info("smooth: %d gene(s) are NaN in every spot and stay NaN", int(absent.sum()))
         values = values[:, ~absent]
+    _check_slide_sizes(adata, method, settings, library_key)
     adata = adata.copy() if copy else adata
     key_added = key_added or f"{layer or 'X'}_{method}"
     rows_all, cols_all = require_grid(adata)

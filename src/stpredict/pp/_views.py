@@ -10,6 +10,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._constants import LIBRARY_KEY
+from .._files import atomic_path
 from ._patches import cut_patches, extract_patches, iter_slide_images, patch_geometry
 
 
@@ -139,7 +140,8 @@ class SpotPatchDataset:
             raise ValueError(msg)
         patches = extract_patches(adata, size=size, unit=unit)
         if cache_path is not None:
-            np.save(cache_path, patches)
+            with atomic_path(cache_path) as tmp, open(tmp, "wb") as handle:  # never a half-written cache
+                np.save(handle, patches)
             patches = np.load(cache_path, mmap_mode="r")
         self.patches = patches
         self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)

@@ -14,13 +14,39 @@ from anndata import AnnData
 from tqdm.auto import tqdm
 
 from .._logging import logger
-from .._validate import as_gene_list, check_adata, spot_libraries
+from .._validate import as_gene_list, check_adata, library_ids, spot_libraries
 from ..models._base import get_model
 from ..pp._features import compute_image_features
 from ..pp._genes import select_genes
+from ..pp._normalize import layer_scale
 from ._evaluate import evaluate, summarize
 from ._fit import default_recipe, fit
+from ._leakage import check_no_leakage
 from ._splits import Fold, make_splits
+
+
+def _check_folds(adata: AnnData, folds: Sequence[Fold], allow_overlap: bool) -> None:
+    """Refuse folds that test on training slides, by name or as a relabelled copy, or name unknown slides."""
+    if not folds:
+        msg = "splits is empty: give folds from st.tl.make_splits or a split method name."
+        raise ValueError(msg)
+    known = set(library_ids(adata))
+    slides = spot_libraries(adata)
+    for fold in folds:
+        unknown = sorted((set(fold.train) | set(fold.test)) - known)
+        if unknown:
+            msg = f"Fold {fold.name!r} names slide(s) {unknown} that are not in adata (slides: {sorted(known)})."
+            raise KeyError(msg)
+        both = sorted(set(fold.train) & set(fold.test))
+        if both:
+            msg = f"Fold {fold.name!r} has slide(s) {both} in both its training and test slides."
+            raise ValueError(msg)
+        if not fold.train or not fold.test:
+            msg = f"Fold {fold.name!r} has no {'training' if not fold.train else 'test'} slides."
+            raise ValueError(msg)
+        if not allow_overlap:
+            train, test = adata[np.isin(slides, fold.train)], adata[np.isin(slides, fold.test)]
+            check_no_leakage(train, test)
 
 
 def cross_validate(
@@ -40,6 +66,7 @@ def cross_validate(
     trainer_params: Mapping[str, Any] | None = None,
     device: str = "auto",
     random_state: int | None = 0,
+    allow_overlap: bool = False,
     show_progress_bar: bool = True,
 ) -> pd.DataFrame:
     """Train and test a model fold by fold and score every held-out slide.
@@ -78,6 +105,9 @@ def cross_validate(
         per-gene and per-slide tables and parameters to ``adata.uns[key_added]``.
     model_params, trainer_params, device, random_state
         Passed to :func:`fit`.
+    allow_overlap
+        Skip the check that no test slide is a training slide under another name (same image and spot
+        coordinates; see :func:`fit_predict`).
     show_progress_bar
         Show a progress bar over folds.
 
@@ -99,6 +129,7 @@ def cross_validate(
     """
     check_adata(adata)
     folds = make_splits(adata, method=splits) if isinstance(splits, str) else list(splits)
+    _check_folds(adata, folds, allow_overlap)
     eval_layer = eval_layer or layer
     key_added = key_added or f"cv_{model}"
     fixed_genes = as_gene_list(genes)
@@ -178,6 +209,7 @@ def cross_validate(
         "params": {
             "model": model,
             "layer": layer,
+            "scale": layer_scale(adata, layer),
             "eval_layer": eval_layer,
             "mask_layer": mask_layer,
             "use_rep": rep,

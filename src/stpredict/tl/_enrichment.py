@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control, hypergeom
 
-from .._logging import logger
+from .._logging import warn
 
 
 def _query_genes(genes_or_de, *, pval_cutoff: float, min_logfc: float) -> tuple[dict[str, list[str]], list[str] | None]:
@@ -94,11 +94,9 @@ def enrichment(
         query = pd.Index(pd.unique(pd.Series(query, dtype=str)))
         outside = query.difference(universe)
         if len(outside):
-            logger.warning(
-                "enrichment: %d gene(s) of %r are not in the background and are ignored: %s",
-                len(outside),
-                group,
-                list(outside[:5]),
+            warn(
+                f"enrichment: {len(outside)} gene(s) of {group!r} are not in the background and are ignored: "
+                f"{list(outside[:5])}"
             )
         query = query.intersection(universe)
         hits = table[table["gene"].isin(query)]

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from anndata import AnnData
 
 from .._constants import LIBRARY_KEY
-from .._logging import logger
+from .._logging import logger, warn
 from .._metrics import column_pearson
 from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix, slide_masks
+from ..pp._normalize import layer_scale
 
 GENE_METRICS = ("pearson", "mse", "mae", "rmse", "r2")
 
@@ -67,6 +67,26 @@ def summarize(per_gene: pd.DataFrame, highly_predictive: Sequence[str] | None = 
         summary["r2_patch"] = pd.Series(per_gene.attrs.get("r2_patch", {}), dtype=float)
         summary = summary[["pcc_m", "pcc_h", "pcc_patch", "mse", "mae", "rmse", "r2", "r2_patch", "n_genes"]]
     return summary
+
+
+def _prediction_scale(adata: AnnData, layer_pred: str) -> str | None:
+    """Scale of the targets the predictions in ``layer_pred`` were trained on, as recorded in ``uns``."""
+    record = adata.uns.get(layer_pred)
+    if not isinstance(record, Mapping):
+        return None
+    if isinstance(record.get("target"), Mapping):  # Predictor.predict
+        return record["target"].get("scale")
+    return record.get("params", {}).get("scale")  # cross_validate
+
+
+def _warn_if_scales_differ(adata: AnnData, layer_pred: str, layer_true: str) -> None:
+    predicted, measured = _prediction_scale(adata, layer_pred), layer_scale(adata, layer_true)
+    if predicted and measured and predicted != measured:
+        warn(
+            f"Predictions {layer_pred!r} are on the {predicted!r} scale (their training targets) but layer_true "
+            f"{layer_true!r} is on the {measured!r} scale: the scores compare different transforms. Score against "
+            f"a layer on the {predicted!r} scale (e.g. st.pp.normalize's output)."
+        )
 
 
 def evaluate(
@@ -140,6 +160,7 @@ def evaluate(
             msg = f"Layer {layer_pred!r} holds no prediction (all NaN)."
             raise ValueError(msg)
     check_genes_present(adata, genes)
+    _warn_if_scales_differ(adata, layer_pred, layer_true)
     columns = adata.var_names.get_indexer(genes)
     pred = get_matrix(adata, layer_pred, columns=columns)
     true = get_matrix(adata, layer_true, columns=columns)
@@ -162,11 +183,9 @@ def evaluate(
         spot_r2 = _gene_scores(true[mask].T, pred[mask].T)["r2"]
         r2_patch[library_id] = float(np.nanmean(spot_r2)) if np.isfinite(spot_r2).any() else np.nan
     if n_constant:
-        warnings.warn(
+        warn(
             f"{n_constant} (slide, gene) pair(s) have constant prediction or truth: their Pearson is NaN "
-            "and left out of PCC(M).",
-            UserWarning,
-            stacklevel=2,
+            "and left out of PCC(M)."
         )
     per_gene = pd.concat(rows, ignore_index=True)
     per_gene["library_id"] = per_gene["library_id"].astype("category")

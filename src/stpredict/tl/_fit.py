@@ -20,6 +20,7 @@ from ..models._base import get_model
 from ..models._inputs import build_inputs, spot_patients
 from ..models._predictor import jsonable, representation_recipe
 from ..pp._genes import default_genes
+from ..pp._normalize import layer_scale
 
 
 def default_recipe(method: str) -> dict[str, Any]:
@@ -61,7 +62,7 @@ def _training_mpp(adata: AnnData) -> float | None:
 
 def _target_provenance(adata: AnnData, layer: str | None) -> dict[str, Any]:
     """What produced the target layer (``st.pp.normalize``/``smooth`` parameters), as recorded in ``uns``."""
-    found: dict[str, Any] = {"layer": layer}
+    found: dict[str, Any] = {"layer": layer, "scale": layer_scale(adata, layer)}
     for step in ("stpredict_normalize", "stpredict_smooth"):
         record = adata.uns.get(step, {})
         if layer in record:

@@ -10,6 +10,7 @@ from anndata import AnnData
 
 from .._validate import check_adata, library_ids
 from ._fit import fit
+from ._leakage import check_no_leakage
 
 
 def fit_predict(
@@ -25,11 +26,14 @@ def fit_predict(
     random_state: int | None = 0,
     model_params: Mapping[str, Any] = MappingProxyType({}),
     trainer_params: Mapping[str, Any] | None = None,
+    allow_overlap: bool = False,
     copy: bool = False,
 ) -> AnnData | None:
     """Train a model on slides with expression and predict expression of other slides from their images.
 
-    The same as ``st.tl.fit(adata_train, ...).predict(adata_test, ...)``, refusing slides present in both.
+    The same as ``st.tl.fit(adata_train, ...).predict(adata_test, ...)``, refusing test spots that are
+    training spots: slides of the same name, spots of the same name, or a test slide with the same image and
+    spot coordinates as a training slide (a relabelled copy).
 
     Parameters
     ----------
@@ -59,6 +63,9 @@ def fit_predict(
         Parameters of the model (e.g. ``{'alphas': [1, 10]}`` for ridge); unknown keys are an error.
     trainer_params
         Passed to ``lightning.Trainer`` for neural models.
+    allow_overlap
+        Skip the spot-name and same-image checks (not the slide-name check), for users who know their test
+        spots differ from the training spots despite sharing names or images.
     copy
         Return a modified copy of ``adata_test`` instead of writing into it.
 
@@ -91,6 +98,7 @@ def fit_predict(
             "split by slide (or better, by patient: see `st.tl.make_splits`)."
         )
         raise ValueError(msg)
+    check_no_leakage(adata_train, adata_test, allow_overlap=allow_overlap)
     predictor = fit(
         adata_train,
         model=model,

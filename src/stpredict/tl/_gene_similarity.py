@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from anndata import AnnData
 
-from .._logging import logger
+from .._logging import logger, warn
 from .._validate import check_adata
 from ..io._gene_ontology import GeneOntology, gene_graph
 
@@ -92,13 +92,10 @@ def gene_similarity(
         "unannotated": unannotated,
     }
     if unannotated:
-        logger.warning(
-            "gene_similarity: %d of %d genes have no GO annotation in %s and get no edges: %s%s",
-            len(unannotated),
-            len(genes),
-            namespaces,
-            unannotated[:10],
-            " ..." if len(unannotated) > 10 else "",
+        more = " ..." if len(unannotated) > 10 else ""
+        warn(
+            f"gene_similarity: {len(unannotated)} of {len(genes)} genes have no GO annotation in {namespaces} "
+            f"and get no edges: {unannotated[:10]}{more}"
         )
     logger.info(
         "gene_similarity: added varp[%r] and varp[%r] (%d genes, %d edges, %.1f s)",

@@ -10,8 +10,8 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import LIBRARY_KEY, PATIENT_KEY
-from .._logging import logger
-from .._validate import check_adata, library_ids
+from .._logging import warn
+from .._validate import check_adata, check_choice, library_ids
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,9 @@ def _slide_patients(adata: AnnData, library_key: str, patient_key: str) -> pd.Se
         )
         raise ValueError(msg)
     return patients.astype(str).reindex(library_ids(adata, library_key))
+
+
+SPLIT_METHODS = ("leave_one_patient_out", "group_kfold", "leave_one_slide_out")
 
 
 def make_splits(
@@ -92,6 +95,7 @@ def make_splits(
     [(['C4'], ['C2', 'C3']), (['C2', 'C3'], ['C4'])]
     """
     check_adata(adata)
+    check_choice(method, SPLIT_METHODS, "split method")
     slides = library_ids(adata, library_key)
     folds: list[Fold] = []
     if method == "leave_one_slide_out":
@@ -105,7 +109,10 @@ def make_splits(
             )
             raise ValueError(msg)
         if len(shared):
-            logger.warning("leave_one_slide_out: patients %s appear in training and test folds", sorted(set(shared)))
+            warn(
+                f"leave_one_slide_out: patient(s) {sorted(set(shared))} appear in training and test folds, so the "
+                "scores measure within-patient prediction (allowed by allow_shared_patients=True)."
+            )
         for slide in slides:
             train = [s for s in slides if s != slide]
             folds.append(Fold(slide, train, [slide], sorted(set(patients[train])), [patients[slide]]))
@@ -114,7 +121,11 @@ def make_splits(
     patients = _slide_patients(adata, library_key, patient_key)
     groups = list(pd.unique(patients.to_numpy()))
     if len(groups) < 2:
-        msg = f"Patient-grouped splits need at least 2 patients, found {groups}."
+        msg = (
+            f"method={method!r} needs at least 2 patients in obs[{patient_key!r}], found {groups}. With slides of "
+            "a single patient, use method='leave_one_slide_out' with allow_shared_patients=True (a within-patient "
+            "benchmark)."
+        )
         raise ValueError(msg)
     if method == "leave_one_patient_out":
         assignments = {p: [p] for p in groups}

@@ -21,6 +21,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._device import resolve_device
+from .._files import atomic_path
 from .._logging import logger
 from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix
 from ..pp._encoders import CHECKPOINT_FORMAT, EncoderSpec, build_backbone, embed_patches, encoder_spec
@@ -44,18 +45,19 @@ class TrainedEncoder:
         import torch
 
         path = Path(path)
-        torch.save(
-            {
-                "format": CHECKPOINT_FORMAT,
-                "arch": self.spec.name,
-                "mode": self.mode,
-                "input_size": self.spec.input_size,
-                "mean": list(self.spec.mean),
-                "std": list(self.spec.std),
-                "state_dict": self.model.state_dict(),
-            },
-            path,
-        )
+        with atomic_path(path) as tmp:  # never a truncated checkpoint
+            torch.save(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "arch": self.spec.name,
+                    "mode": self.mode,
+                    "input_size": self.spec.input_size,
+                    "mean": list(self.spec.mean),
+                    "std": list(self.spec.std),
+                    "state_dict": self.model.state_dict(),
+                },
+                tmp,
+            )
         return path
 
     def embed(self, adata: AnnData, *, batch_size: int = 128, device: str = "auto") -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..._logging import logger
+from ..._logging import warn
 from .._inputs import ModelInputs
 from .._neural import NeuralModel
 from .._train import TRAIN_DEFAULTS, TrainSettings, predict_network, single_item
@@ -66,11 +66,8 @@ def gene_prior(
         )
         raise ValueError(msg)
     if missing:
-        logger.warning(
-            "m2tglgo: %d of %d genes have no GO annotation and no gene-graph edges: %s",
-            len(missing),
-            len(genes),
-            missing[:10],
+        warn(
+            f"m2tglgo: {len(missing)} of {len(genes)} genes have no GO annotation and no gene-graph edges: {missing[:10]}"
         )
     edges = edge_index(gene_graph(similarity, n_top=n_top))
     terms, _ = go.annotation_matrix(genes, namespaces, propagate=True)

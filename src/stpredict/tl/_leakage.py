@@ -1,0 +1,79 @@
+"""Guards against test spots that are training spots under another name.
+
+Slide names are not enough: a training slide relabelled (or copied) and given as a test slide scores a
+PCC of 0.5-0.8 from memorisation. A test slide is refused when it shows the same image (same file, or the
+same pixels of its ``hires`` copy) with at least half of its spots at the same coordinates as a training
+slide, and test spots are refused when their names are training spots' names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from anndata import AnnData
+
+from .._constants import SOURCE_IMAGE_KEY
+from .._validate import require_spatial, slide_masks, spatial_entry
+
+#: share of a test slide's spots at a training slide's coordinates (same image) that counts as the same slide
+SAME_SPOTS_SHARE = 0.5
+OVERRIDE = "allow_overlap=True"
+
+
+def _image_identity(adata: AnnData, library_id: str) -> set[str]:
+    """What identifies the slide's image: its resolved file path and a digest of its ``hires`` pixels."""
+    entry = spatial_entry(adata, library_id) or {}
+    found = set()
+    path = entry.get("metadata", {}).get(SOURCE_IMAGE_KEY)
+    if path:
+        found.add("path:" + str(Path(path).resolve()))
+    hires = entry.get("images", {}).get("hires")
+    if hires is not None:
+        pixels = np.ascontiguousarray(hires)
+        found.add("hires:" + hashlib.sha256(pixels.tobytes()).hexdigest() + str(pixels.shape))
+    return found
+
+
+def _slides(adata: AnnData) -> dict[str, tuple[set[str], set[tuple[int, int]]]]:
+    """Per slide: image identity and the set of spot centres rounded to whole pixels."""
+    centres = np.rint(require_spatial(adata)).astype(np.int64)
+    return {
+        lib: (_image_identity(adata, lib), set(map(tuple, centres[mask]))) for lib, mask in slide_masks(adata).items()
+    }
+
+
+def same_slides(train: AnnData, test: AnnData) -> dict[str, str]:
+    """Test slides that are a training slide under another name: ``{test slide: training slide}``."""
+    training = _slides(train)
+    found = {}
+    for test_lib, (image, spots) in _slides(test).items():
+        for train_lib, (train_image, train_spots) in training.items():
+            if image & train_image and len(spots & train_spots) >= SAME_SPOTS_SHARE * len(spots):
+                found[test_lib] = train_lib
+                break
+    return found
+
+
+def check_no_leakage(train: AnnData, test: AnnData, *, allow_overlap: bool = False) -> None:
+    """Refuse test spots that are training spots: shared spot names, or the same image at the same places."""
+    if allow_overlap:
+        return
+    shared = test.obs_names.intersection(train.obs_names)
+    if len(shared):
+        msg = (
+            f"{len(shared)} test spot name(s) are also training spot names, e.g. {shared[:3].tolist()}: test spots "
+            "must never be trained on. If these are different spots that happen to share names (e.g. Visium "
+            "barcodes of separately read slides), make names unique per slide (adata.obs_names = "
+            "adata.obs['library_id'].astype(str) + '_' + adata.obs_names) or pass " + OVERRIDE + "."
+        )
+        raise ValueError(msg)
+    copies = same_slides(train, test)
+    if copies:
+        msg = (
+            f"Test slide(s) {copies} (test: training) show the same image with the same spot coordinates as "
+            "training slides: a relabelled copy of a training slide cannot test a model. Use a slide that was "
+            "not trained on, or pass " + OVERRIDE + " if this is intended."
+        )
+        raise ValueError(msg)
