@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import anndata as ad
 import numpy as np
 import pytest
@@ -70,11 +68,10 @@ def test_backed_spatialdata_gives_the_same_spots_patches_and_counts(slide_c3, tm
     assert adata.obs["patient"].iloc[0] == "C"
 
 
-def test_in_memory_spatialdata_falls_back_to_hires_or_a_given_image(slide_c3, caplog):
+def test_in_memory_spatialdata_falls_back_to_hires_or_a_given_image(slide_c3):
     sdata = _as_spatialdata(slide_c3, "C3")
-    with caplog.at_level(logging.WARNING, logger="stpredict"):
+    with pytest.warns(st.StPredictWarning, match="not backed by a Zarr store"):
         adata = st.io.read_spatialdata(sdata)
-    assert "not backed by a Zarr store" in caplog.text
     assert adata.obs["library_id"].iloc[0] == "spots"  # named after the spots' shapes element by default
     with pytest.warns(UserWarning, match="using the 'hires' image"):
         st.pp.extract_patches(adata[:2])

@@ -120,7 +120,18 @@ def require_spatial(adata: AnnData, spatial_key: str = SPATIAL_KEY) -> np.ndarra
             "Read slides with `st.io.read_st`/`st.io.read_visium` or set it yourself."
         )
         raise KeyError(msg)
-    return np.asarray(adata.obsm[spatial_key], dtype=np.float64)
+    coords = np.asarray(adata.obsm[spatial_key], dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[1] < 2:
+        msg = f"adata.obsm[{spatial_key!r}] must be spots x 2 (x, y), got shape {coords.shape}."
+        raise ValueError(msg)
+    if not np.isfinite(coords).all():
+        bad = adata.obs_names[~np.isfinite(coords).all(axis=1)][:5].tolist()
+        msg = (
+            f"adata.obsm[{spatial_key!r}] has missing or infinite coordinates for spot(s) {bad}; drop or fix "
+            "those spots."
+        )
+        raise ValueError(msg)
+    return coords[:, :2]
 
 
 def require_grid(adata: AnnData) -> tuple[np.ndarray, np.ndarray]:

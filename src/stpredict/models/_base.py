@@ -259,7 +259,11 @@ def register_model(name: str) -> Callable[[type[Model]], type[Model]]:
 def get_model(name: str) -> type[Model]:
     """The model class registered under ``name`` (importing its module on first use)."""
     if name not in _REGISTRY:
-        msg = f"Unknown model {name!r}; available: {available_models()}."
+        import difflib
+
+        close = difflib.get_close_matches(str(name), available_models(), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        msg = f"Unknown model {name!r}; available: {available_models()}.{hint}"
         raise ValueError(msg)
     entry = _REGISTRY[name]
     if isinstance(entry, str):

@@ -95,7 +95,10 @@ def _moran(
         x = values[in_slide]
         varies = x.std(axis=0) > 0  # False for constant genes and for genes with NaN (e.g. no TPM length)
         score = np.full(x.shape[1], np.nan)
-        score[varies] = morans_i(graph, x[:, varies].T)
+        if graph.nnz == 0:  # no two spots are neighbours: Moran's I is undefined (scanpy would divide by zero)
+            warn(f"select_genes(moran): no two spots of slide {lib!r} are array neighbours; it is not scored.")
+        elif varies.any():
+            score[varies] = morans_i(graph, x[:, varies].T)
         scores.append(score)
     scores = np.vstack(scores) if scores else np.full((1, values.shape[1]), np.nan)
     n_scored = np.isfinite(scores).sum(axis=0)

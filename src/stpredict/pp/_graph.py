@@ -86,6 +86,19 @@ def _squidpy_graph(adata: AnnData, libraries: np.ndarray, kind: str, n_neighs: i
     return connectivities
 
 
+def _check_knn_slide_sizes(libraries: np.ndarray, n_neighs: int) -> None:
+    """A slide needs more spots than neighbours per spot (scikit-learn's error would not name the slide)."""
+    names, counts = np.unique(libraries, return_counts=True)
+    small = {str(n): int(c) for n, c in zip(names, counts, strict=True) if c <= n_neighs}
+    if small:
+        msg = (
+            f"A {n_neighs}-nearest-neighbour spot graph needs more than {n_neighs} spots per slide; slide(s) {small} "
+            "(spot counts) have fewer. Leave such slides out, or lower the number of neighbours (a model's "
+            "model_params={'n_neighbours': ...})."
+        )
+        raise ValueError(msg)
+
+
 def _edge_distances(connectivities: sp.csr_matrix, coords: np.ndarray) -> sp.csr_matrix:
     """Euclidean distance (full-resolution pixels) on every edge of ``connectivities``."""
     coo = connectivities.tocoo()
@@ -122,6 +135,8 @@ def compute_spatial_graph(
         params["grid"] = grids
     else:
         n_neighs = DEFAULT_KNN if (kind == "knn" and n_neighs is None) else n_neighs
+        if kind == "knn":
+            _check_knn_slide_sizes(libraries, n_neighs)
         connectivities = _squidpy_graph(adata, libraries, kind, n_neighs or DEFAULT_KNN, radius)
         params.update({"n_neighs": n_neighs, "radius": radius})
     connectivities.setdiag(0)

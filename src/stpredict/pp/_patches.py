@@ -188,10 +188,6 @@ def iter_slide_images(
     ``scale`` maps full-resolution pixels to ``image`` pixels (1 unless the ``hires`` fallback is used).
     """
     centres_all = require_spatial(adata)
-    if not np.isfinite(centres_all).all():
-        bad = adata.obs_names[~np.isfinite(centres_all).all(axis=1)][:5].tolist()
-        msg = f"obsm['spatial'] has missing or infinite coordinates for spot(s) {bad}; drop or fix those spots."
-        raise ValueError(msg)
     slides = spot_libraries(adata, library_key)
     for library_id in library_ids(adata, library_key):
         positions = np.flatnonzero(slides == library_id)

@@ -6,6 +6,7 @@ import time
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 from tqdm.auto import tqdm
 
@@ -49,7 +50,7 @@ def _min_spots(method: str, settings: dict) -> int:
     return {"8n": 1, "spcs": 3, "adaptive_median": 2}[method]
 
 
-def _check_slide_sizes(adata: AnnData, method: str, settings: dict, library_key: str) -> None:
+def _check_slides(adata: AnnData, method: str, settings: dict, library_key: str) -> None:
     if adata.n_vars == 0:
         msg = "adata has no genes: there is nothing to smooth."
         raise ValueError(msg)
@@ -61,6 +62,18 @@ def _check_slide_sizes(adata: AnnData, method: str, settings: dict, library_key:
             "have fewer. Leave them out (adata[~adata.obs.library_id.isin([...])]) or use method='8n'."
         )
         raise ValueError(msg)
+    rows, cols = require_grid(adata)
+    for lib, mask in slide_masks(adata, library_key).items():
+        key = (rows[mask] - rows[mask].min()) * (int(np.ptp(cols[mask])) + 1) + (cols[mask] - cols[mask].min())
+        positions = pd.Index(key)
+        if positions.has_duplicates:
+            spots = adata.obs_names[mask][positions.duplicated(keep=False)][:4].tolist()
+            msg = (
+                f"Slide {lib!r} has several spots at the same array position (array_row, array_col), e.g. {spots}: "
+                "smoothing on the spot array needs one spot per position. Check obs['library_id'] (two slides "
+                "under one name?) and the array coordinates."
+            )
+            raise ValueError(msg)
 
 
 def smooth(
@@ -157,7 +170,7 @@ def smooth(
     if absent.any():
         logger.info("smooth: %d gene(s) are NaN in every spot and stay NaN", int(absent.sum()))
         values = values[:, ~absent]
-    _check_slide_sizes(adata, method, settings, library_key)
+    _check_slides(adata, method, settings, library_key)
     adata = adata.copy() if copy else adata
     key_added = key_added or f"{layer or 'X'}_{method}"
     rows_all, cols_all = require_grid(adata)
