@@ -485,7 +485,7 @@ def _(ctx):
     return lambda: st.tl.make_splits(ctx.keep(a), method="group_kfold", n_splits=5)
 
 
-@case("evaluate a missing prediction layer", raises=(KeyError, r"Layer 'pred_mlp' not found"))
+@case("evaluate missing predictions", raises=(KeyError, r"No predictions 'pred_mlp': neither adata.obsm"))
 def _(ctx):
     return lambda: st.tl.evaluate(ctx.keep(ctx.norm), layer_pred="pred_mlp")
 

@@ -183,3 +183,50 @@ def test_ridge_validation_scores_each_slide_not_pooled_patients():
     model = RidgeModel(alphas=[1.0]).fit(inputs, targets)
     assert model.validation_.groups == "patient"
     assert abs(model.validation_.gene_pearson[0]) < 0.3
+
+
+def test_predictions_never_need_a_spots_by_all_genes_layer(crop_norm, monkeypatch):
+    import scanpy as sc
+
+    from stpredict import _predictions
+
+    train, test = crop_norm[crop_norm.obs["library_id"] != "C4"].copy(), crop_norm[crop_norm.obs["library_id"] == "C4"]
+    genes = ["ERBB2", "GNAS", "FASN"]
+    small = test.copy()
+    st.tl.fit_predict(train, small, genes=genes)  # a small slide: the scanpy layer too, equal to obsm
+    np.testing.assert_array_equal(small.layers["pred_ridge"][:, small.var_names.get_indexer(genes)],
+                                  small.obsm["pred_ridge"].to_numpy())  # fmt: skip
+    assert np.isnan(np.delete(small.layers["pred_ridge"], small.var_names.get_indexer(genes), axis=1)).all()
+
+    monkeypatch.setattr(_predictions, "FULL_LAYER_AUTO_MAX_BYTES", 1000)  # as if the slide were Visium HD
+    large = test.copy()
+    with pytest.warns(st.StPredictWarning, match=r"layer aligned with all 13279 genes would take .*prediction_adata"):
+        st.tl.fit_predict(train, large, genes=genes)
+    assert "pred_ridge" not in large.layers and large.obsm["pred_ridge"].dtypes.eq(np.float32).all()
+    # every analysis reads the obsm predictions: same scores as from the layer
+    from_obsm = st.tl.evaluate(large, layer_pred="pred_ridge", inplace=False)
+    from_layer = st.tl.evaluate(small, layer_pred="pred_ridge", inplace=False)
+    np.testing.assert_allclose(from_obsm["pearson"], from_layer["pearson"], rtol=1e-6)
+    # scanpy plots an AnnData of the predicted genes, sharing spots, positions and images
+    view = st.tl.prediction_adata(large, "pred_ridge")
+    assert view.var_names.tolist() == genes and view.obsm["spatial"] is large.obsm["spatial"]
+    sc.pl.spatial(view, color="ERBB2", library_id="C4", show=False)
+    explicit = test.copy()
+    st.tl.fit_predict(train, explicit, genes=genes, full_layer=True)
+    assert "pred_ridge" in explicit.layers
+    none = test.copy()
+    st.tl.fit_predict(train, none, genes=genes, full_layer=False)
+    assert "pred_ridge" not in none.layers
+
+
+def test_cross_validate_keeps_predictions_per_predicted_gene(crop_norm):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", st.StPredictWarning)
+        folds = st.tl.make_splits(crop_norm, method="leave_one_slide_out", allow_shared_patients=True)
+    crop_norm.layers["unused"] = np.zeros(crop_norm.shape, dtype=np.float32)
+    st.tl.cross_validate(crop_norm, splits=folds, gene_selection={"n_genes": 20}, show_progress_bar=False,
+                         full_layer=False)  # fmt: skip
+    predictions = crop_norm.obsm["cv_ridge"]
+    assert predictions.shape[0] == crop_norm.n_obs and 20 <= predictions.shape[1] <= 60  # genes chosen per fold
+    assert predictions.notna().any(axis=1).all()  # every spot is predicted in its fold
+    assert "cv_ridge" not in crop_norm.layers

@@ -20,6 +20,7 @@ from anndata import AnnData
 
 from .._files import atomic_path
 from .._logging import logger, warn
+from .._predictions import write_predictions
 from .._validate import check_adata, get_rep, library_ids, require_spatial
 from ._base import Model, Validation, get_model
 from ._inputs import build_inputs
@@ -336,6 +337,7 @@ class Predictor:
         key_added: str | None = None,
         device: str | None = None,
         harmonise: bool = True,
+        full_layer: bool | None = None,
         show_progress_bar: bool = False,
         copy: bool = False,
     ) -> AnnData | None:
@@ -352,6 +354,11 @@ class Predictor:
         harmonise
             Resample patches of slides scanned at another resolution than the training slides to the
             training resolution (``False``: refuse such slides). See :meth:`target_resolution`.
+        full_layer
+            Also write ``layers[key_added]`` aligned with all of ``adata``'s genes: ``None`` (default) when it
+            takes at most 1 GiB (n_spots x n_genes x 4 bytes), ``True`` always, ``False`` never. Predictions
+            are always in ``obsm[key_added]``; :func:`~stpredict.tl.prediction_adata` makes an AnnData of them
+            for scanpy at any size.
         show_progress_bar
             Progress bar while computing a missing representation.
         copy
@@ -363,7 +370,7 @@ class Predictor:
 
         - ``obsm[key_added]``: DataFrame spots x predicted genes (also for image-only slides);
         - ``layers[key_added]``: predictions aligned with ``var_names``, NaN for genes not predicted (when
-          ``adata`` has genes);
+          ``adata`` has genes, see ``full_layer``);
         - ``obsp[f'{key_added}_{graph}_connectivities']``: spatial graphs the model used, if any;
         - ``obsm[f'{key_added}_{suffix}']``: what the model adds beside its predictions, if anything (SpaHGC:
           ``_references``, the training spots each spot retrieved);
@@ -407,7 +414,7 @@ class Predictor:
         elapsed = time.perf_counter() - started
         key_added = key_added or f"pred_{self.model_name}"
         adata = adata.copy() if copy else adata
-        self._write(adata, prediction, graphs, key_added, elapsed)
+        self._write(adata, prediction, graphs, key_added, elapsed, full_layer)
         logger.info(
             "predict: %s (trained on %s) predicted %d gene(s) for %s in %.1f s",
             self.model_name,
@@ -443,14 +450,11 @@ class Predictor:
             target_mpp=target_mpp,
         )
 
-    def _write(self, adata: AnnData, prediction: np.ndarray, graphs, key_added: str, elapsed: float) -> None:
-
-        adata.obsm[key_added] = pd.DataFrame(prediction, index=adata.obs_names, columns=self.genes)
-        if adata.n_vars > 0:
-            layer_values = np.full(adata.shape, np.nan, dtype=np.float32)
-            present = adata.var_names.get_indexer(self.genes)
-            layer_values[:, present[present >= 0]] = prediction[:, present >= 0]
-            adata.layers[key_added] = layer_values
+    def _write(
+        self, adata: AnnData, prediction: np.ndarray, graphs, key_added: str, elapsed: float, full_layer: bool | None
+    ) -> None:
+        frame = pd.DataFrame(prediction, index=adata.obs_names, columns=self.genes)
+        write_predictions(adata, key_added, frame, full_layer)
         for name, graph in graphs.items():
             graph.write(adata, f"{key_added}_{name}", require_spatial(adata))
         for suffix, value in self.model.prediction_annotations().get("obsm", {}).items():

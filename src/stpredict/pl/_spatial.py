@@ -16,10 +16,10 @@ from matplotlib.figure import Figure
 from .._constants import LIBRARY_KEY, SPATIAL_KEY
 from .._files import atomic_path
 from .._metrics import column_pearson
+from .._predictions import get_predictions
 from .._validate import (
     as_gene_list,
     check_adata,
-    check_genes_present,
     get_matrix,
     library_ids,
     spatial_entry,
@@ -180,24 +180,14 @@ def prediction(
     """
     check_adata(adata)
     genes = as_gene_list(genes)
-    from_obsm = layer_pred not in adata.layers and isinstance(adata.obsm.get(layer_pred), pd.DataFrame)
-    if from_obsm:
-        missing = [g for g in genes if g not in adata.obsm[layer_pred].columns]
-        if missing:
-            msg = f"Gene(s) {missing[:5]} not predicted in adata.obsm[{layer_pred!r}]."
-            raise KeyError(msg)
-        if layer_true is not None and not set(genes) <= set(adata.var_names):
-            layer_true = None  # an image-only slide: nothing measured to compare with
-    else:
-        check_genes_present(adata, genes)
+    predicted, _ = get_predictions(adata, layer_pred, genes)
+    if layer_true is not None and not set(genes) <= set(adata.var_names):
+        layer_true = None  # an image-only slide: nothing measured to compare with
     library_id = library_id or library_ids(adata)[0]
     view = slide_view(adata, library_id, show_image=show_image, spot_size=spot_size)
     mask, xy, image, spot_size = view.mask, view.xy, view.image, view.spot_size
     columns = adata.var_names.get_indexer(genes)
-    if from_obsm:
-        pred = adata.obsm[layer_pred].loc[adata.obs_names[mask], genes].to_numpy(dtype=float)
-    else:
-        pred = get_matrix(adata[mask], layer_pred, columns=columns)
+    pred = predicted[mask]
     true = get_matrix(adata[mask], layer_true, columns=columns) if layer_true is not None else None
 
     panels = 2 if true is not None else 1

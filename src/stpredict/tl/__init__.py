@@ -1,5 +1,6 @@
 """Tools: fitting, predicting and evaluating (``st.tl``)."""
 
+from .._predictions import prediction_adata
 from ..models import Model, ModelInputs, Predictor, Validation, available_models, model_ablations, register_model
 from ._cross_validate import cross_validate
 from ._enrichment import enrichment
@@ -35,6 +36,7 @@ __all__ = [
     "make_splits",
     "model_ablations",
     "predict",
+    "prediction_adata",
     "region_agreement",
     "register_model",
     "summarize",

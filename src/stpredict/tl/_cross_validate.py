@@ -13,7 +13,9 @@ import pandas as pd
 from anndata import AnnData
 from tqdm.auto import tqdm
 
+from .._constants import COUNTS_LAYER
 from .._logging import logger
+from .._predictions import write_predictions
 from .._validate import as_gene_list, check_adata, library_ids, spot_libraries
 from ..models._base import get_model
 from ..pp._features import compute_image_features
@@ -23,6 +25,22 @@ from ._evaluate import evaluate, summarize
 from ._fit import default_recipe, fit
 from ._leakage import check_no_leakage
 from ._splits import Fold, make_splits
+
+
+def _fold_slice(adata: AnnData, mask: np.ndarray, layers: set) -> AnnData:
+    """The spots of ``mask`` with only the layers a fold reads (a full copy would copy every layer per fold)."""
+    view = adata[mask]
+    obs = view.obs.copy()
+    for column in obs.columns[[isinstance(t, pd.CategoricalDtype) for t in obs.dtypes]]:
+        obs[column] = obs[column].cat.remove_unused_categories()  # as AnnData.copy() does
+    return AnnData(
+        X=view.X.copy() if view.X is not None else None,
+        obs=obs,
+        var=view.var.copy(),
+        obsm={key: view.obsm[key] for key in adata.obsm},
+        layers={key: view.layers[key] for key in layers if key is not None and key in adata.layers},
+        uns=dict(adata.uns),  # shallow: folds add their own keys without touching adata's
+    )
 
 
 def _check_folds(adata: AnnData, folds: Sequence[Fold], allow_overlap: bool) -> None:
@@ -67,6 +85,7 @@ def cross_validate(
     device: str = "auto",
     random_state: int | None = 0,
     allow_overlap: bool = False,
+    full_layer: bool | None = None,
     show_progress_bar: bool = True,
 ) -> pd.DataFrame:
     """Train and test a model fold by fold and score every held-out slide.
@@ -101,13 +120,17 @@ def cross_validate(
     n_highly_predictive
         Number of genes in PCC(H).
     key_added
-        Predictions of held-out spots go to ``adata.layers[key_added]`` (default ``f'cv_{model}'``); the
+        Predictions of held-out spots go to ``adata.obsm[key_added]`` (spots x genes predicted in any fold,
+        default key ``f'cv_{model}'``) and ``adata.layers[key_added]`` (see ``full_layer``); the
         per-gene and per-slide tables and parameters to ``adata.uns[key_added]``.
     model_params, trainer_params, device, random_state
         Passed to :func:`fit`.
     allow_overlap
         Skip the check that no test slide is a training slide under another name (same image and spot
         coordinates; see :func:`fit_predict`).
+    full_layer
+        Also write the predictions as a layer aligned with all genes (default: when it takes at most 1 GiB;
+        see :meth:`~stpredict.models.Predictor.predict`). They are always in ``obsm[key_added]``.
     show_progress_bar
         Show a progress bar over folds.
 
@@ -145,14 +168,14 @@ def cross_validate(
         recipe = default_recipe(rep.removeprefix("X_"))
 
     slides = spot_libraries(adata)
-    predictions = np.full(adata.shape, np.nan, dtype=np.float32)
-    per_gene_tables, per_slide_tables = [], []
+    needed = {layer, eval_layer, mask_layer, COUNTS_LAYER, dict(gene_selection).get("layer")}
+    fold_predictions, per_gene_tables, per_slide_tables = [], [], []
     for fold in tqdm(folds, desc=f"cross-validate ({model})", disable=not show_progress_bar):
         train_mask, test_mask = np.isin(slides, fold.train), np.isin(slides, fold.test)
-        train, test = adata[train_mask].copy(), adata[test_mask].copy()
+        train, test = _fold_slice(adata, train_mask, needed), _fold_slice(adata, test_mask, needed)
         if precomputed is not None:
             train.obsm[rep], test.obsm[rep] = precomputed[train_mask], precomputed[test_mask]
-            train.uns.setdefault("stpredict_features", {})[rep] = recipe
+            train.uns["stpredict_features"] = {**train.uns.get("stpredict_features", {}), rep: recipe}
         if fixed_genes is None:
             select_genes(train, **{"method": "top_expressed", "n_genes": 250, **dict(gene_selection)})
         started = time.perf_counter()
@@ -168,7 +191,7 @@ def cross_validate(
             trainer_params=trainer_params,
         )
         fitted = time.perf_counter()
-        predictor.predict(test, key_added="prediction")
+        predictor.predict(test, key_added="prediction", full_layer=False)
         predicted = time.perf_counter()
         info = test.uns["prediction"]
         highly_predictive = predictor.highly_predictive(n_highly_predictive)
@@ -194,12 +217,14 @@ def cross_validate(
         per_gene.insert(0, "fold", fold.name)
         per_gene_tables.append(per_gene)
         per_slide_tables.append(per_slide)
-        predictions[test_mask] = test.layers["prediction"]
+        fold_predictions.append(test.obsm["prediction"])
 
     per_slide = pd.concat(per_slide_tables, ignore_index=True)
     per_gene = pd.concat(per_gene_tables, ignore_index=True)
     per_gene["library_id"] = per_gene["library_id"].astype(str)
-    adata.layers[key_added] = predictions
+    # spots x every gene predicted in some fold; NaN for spots outside the test slides and genes of other folds
+    frame = pd.concat(fold_predictions).reindex(index=adata.obs_names)
+    write_predictions(adata, key_added, frame, full_layer)
     adata.uns[key_added] = {
         "per_slide": per_slide,
         "per_gene": per_gene,

@@ -11,6 +11,7 @@ from anndata import AnnData
 from .._constants import LIBRARY_KEY
 from .._logging import logger, warn
 from .._metrics import column_pearson
+from .._predictions import get_predictions
 from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix, slide_masks
 from ..pp._normalize import layer_scale
 
@@ -115,7 +116,8 @@ def evaluate(
     adata
         Slides holding both layers.
     layer_pred
-        Layer with predictions (NaN for genes not predicted).
+        Key of the predictions: ``obsm[layer_pred]`` (spots x predicted genes, written by every prediction)
+        or ``layers[layer_pred]`` (aligned with ``var_names``, NaN for genes not predicted).
     layer_true
         Layer with the measured targets, on the same scale.
     by
@@ -152,23 +154,19 @@ def evaluate(
     1.0
     """
     check_adata(adata)
-    genes = as_gene_list(genes)
-    if genes is None:
-        predicted = ~np.isnan(get_matrix(adata, layer_pred)).all(axis=0)
-        genes = adata.var_names[predicted].tolist()
-        if not genes:
-            msg = f"Layer {layer_pred!r} holds no prediction (all NaN)."
-            raise ValueError(msg)
+    pred, genes = get_predictions(adata, layer_pred, as_gene_list(genes))
+    if not genes:
+        msg = f"{layer_pred!r} holds no prediction (all NaN)."
+        raise ValueError(msg)
     check_genes_present(adata, genes)
     _warn_if_scales_differ(adata, layer_pred, layer_true)
     columns = adata.var_names.get_indexer(genes)
-    pred = get_matrix(adata, layer_pred, columns=columns)
     true = get_matrix(adata, layer_true, columns=columns)
     if mask_layer is not None:
         skip = get_matrix(adata, mask_layer, columns=columns, dtype=bool)
         true = np.where(skip, np.nan, true)
     if np.isnan(pred[~np.isnan(true)]).any():
-        msg = f"Layer {layer_pred!r} has NaN predictions for some of the scored genes; pass `genes=` to restrict."
+        msg = f"{layer_pred!r} has NaN predictions for some of the scored genes; pass `genes=` to restrict."
         raise ValueError(msg)
 
     rows, patch, r2_patch = [], {}, {}

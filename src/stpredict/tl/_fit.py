@@ -207,12 +207,14 @@ def predict(
     key_added: str | None = None,
     device: str | None = None,
     harmonise: bool = True,
+    full_layer: bool | None = None,
     show_progress_bar: bool = False,
     copy: bool = False,
 ) -> AnnData | None:
     """Apply a fitted model to new slides (same as ``predictor.predict(adata, ...)``).
 
-    Writes ``obsm[key_added]`` (spots x genes), ``layers[key_added]`` (when ``adata`` has genes) and
+    Writes ``obsm[key_added]`` (spots x genes), ``layers[key_added]`` (when ``adata`` has genes and
+    ``full_layer`` allows) and
     ``uns[key_added]``; see :meth:`stpredict.models.Predictor.predict`. Slides scanned at another resolution
     than the training slides are resampled to it (``harmonise=False``: refused).
 
@@ -232,7 +234,13 @@ def predict(
         msg = f"`predictor` must come from st.tl.fit or st.tl.load_model, got {type(predictor).__name__}."
         raise TypeError(msg)
     return predictor.predict(
-        adata, key_added=key_added, device=device, harmonise=harmonise, show_progress_bar=show_progress_bar, copy=copy
+        adata,
+        key_added=key_added,
+        device=device,
+        harmonise=harmonise,
+        full_layer=full_layer,
+        show_progress_bar=show_progress_bar,
+        copy=copy,
     )
 
 

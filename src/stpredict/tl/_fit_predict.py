@@ -27,6 +27,7 @@ def fit_predict(
     model_params: Mapping[str, Any] = MappingProxyType({}),
     trainer_params: Mapping[str, Any] | None = None,
     allow_overlap: bool = False,
+    full_layer: bool | None = None,
     copy: bool = False,
 ) -> AnnData | None:
     """Train a model on slides with expression and predict expression of other slides from their images.
@@ -66,6 +67,9 @@ def fit_predict(
     allow_overlap
         Skip the spot-name and same-image checks (not the slide-name check), for users who know their test
         spots differ from the training spots despite sharing names or images.
+    full_layer
+        Whether to also write the layer aligned with all genes (default: when it takes at most 1 GiB); see
+        :meth:`~stpredict.models.Predictor.predict`.
     copy
         Return a modified copy of ``adata_test`` instead of writing into it.
 
@@ -75,7 +79,7 @@ def fit_predict(
 
     - ``obsm[key_added]``: DataFrame spots x predicted genes (always, also for image-only slides);
     - ``layers[key_added]``: predictions aligned with ``var_names``, NaN for genes not predicted (when
-      ``adata_test`` has genes);
+      ``adata_test`` has genes, see ``full_layer``);
     - ``uns[key_added]``: model, genes, parameters, training slides, validation details, device, timings.
 
     Examples
@@ -110,4 +114,4 @@ def fit_predict(
         model_params=model_params,
         trainer_params=trainer_params,
     )
-    return predictor.predict(adata_test, key_added=key_added, copy=copy)
+    return predictor.predict(adata_test, key_added=key_added, full_layer=full_layer, copy=copy)

@@ -10,7 +10,15 @@ from anndata import AnnData
 
 from .._constants import LIBRARY_KEY
 from .._logging import logger
-from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix, library_ids, spot_libraries
+from .._predictions import get_predictions
+from .._validate import (
+    as_gene_list,
+    check_adata,
+    check_genes_present,
+    get_matrix,
+    library_ids,
+    spot_libraries,
+)
 
 
 def correlation_matrix(values: np.ndarray) -> np.ndarray:
@@ -95,10 +103,11 @@ def gene_correlation(
         if not mask.any():
             msg = f"Slide {library_id!r} not in adata.obs[{LIBRARY_KEY!r}] (slides: {library_ids(adata)})."
             raise KeyError(msg)
-    predicted_all = get_matrix(adata, layer_pred)[mask]
+    predicted_all, predicted_genes = get_predictions(adata, layer_pred, as_gene_list(genes))
+    predicted_all = predicted_all[mask]
     genes = as_gene_list(genes)
     if genes is None:
-        genes = list(adata.var_names[np.isfinite(predicted_all).all(axis=0)])
+        genes = [g for g, ok in zip(predicted_genes, np.isfinite(predicted_all).all(axis=0), strict=True) if ok]
     check_genes_present(adata, genes)
     if len(genes) < 3:
         msg = (
@@ -107,10 +116,10 @@ def gene_correlation(
         )
         raise ValueError(msg)
     columns = adata.var_names.get_indexer(genes)
-    predicted = predicted_all[:, columns]
+    predicted = predicted_all[:, [predicted_genes.index(g) for g in genes]]
     if not np.isfinite(predicted).all():
         bad = [g for g, ok in zip(genes, np.isfinite(predicted).all(axis=0), strict=True) if not ok][:5]
-        msg = f"layers[{layer_pred!r}] has NaN for genes {bad} (not predicted): leave them out of genes=."
+        msg = f"{layer_pred!r} has NaN for genes {bad} (not predicted): leave them out of genes=."
         raise ValueError(msg)
     measured = get_matrix(adata, layer_true, columns=columns)[mask]
     true_corr, pred_corr = correlation_matrix(measured), correlation_matrix(predicted)

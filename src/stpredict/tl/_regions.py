@@ -10,6 +10,7 @@ from anndata import AnnData
 
 from .._constants import LIBRARY_KEY
 from .._logging import logger
+from .._predictions import get_predictions
 from .._validate import check_adata, get_matrix, spot_libraries
 
 
@@ -19,9 +20,9 @@ def _finite_genes(adata: AnnData, layer: str | None) -> tuple[np.ndarray, pd.Ind
     ``layer`` may also name the ``obsm`` DataFrame that prediction writes for slides without measured genes
     (image-only slides have no ``var`` to hold a layer).
     """
-    if layer is not None and layer not in adata.layers and isinstance(adata.obsm.get(layer), pd.DataFrame):
-        frame = adata.obsm[layer]
-        values, names, where = frame.to_numpy(dtype=np.float32), pd.Index(frame.columns), f"obsm[{layer!r}]"
+    if layer is not None and (layer in adata.obsm or layer not in adata.layers):
+        values, genes = get_predictions(adata, layer)
+        values, names, where = values.astype(np.float32), pd.Index(genes), f"predictions {layer!r}"
     else:
         values, names = get_matrix(adata, layer, dtype=np.float32), adata.var_names
         where = f"layers[{layer!r}]" if layer else "X"
