@@ -1,27 +1,38 @@
-"""SPCS speed and memory: the numba implementation vs a dense numpy implementation on the same input.
+"""Smoothing at Visium HD scale: 8n, SPCS, adaptive median and EAGS through ``st.pp.smooth``, 4k to 1M spots.
 
-Input: a Visium-like hex grid (doubled-column indexing) whose spots carry real HER2ST expression
-(log1p of the 250 most expressed genes of sections C2-C6, spots dealt onto the grid in order, so the
-expression patterns are real and the grid is the size of a Visium or Visium HD slide).
+Two inputs of 250 genes on a Visium-like hex grid (doubled-column indexing):
 
-Each measurement runs in a fresh subprocess, so peak memory (VmHWM) is that of one call: "extra memory"
-is the peak resident memory minus the resident memory just before the call (input already built).
+- ``real``: log1p profiles of the 250 most expressed genes of HER2ST C2-C6 (~3,000 spots), dealt onto the grid
+  in order and repeated, plus Gaussian noise of sd 0.01 so that repeated profiles are not exact ties;
+- ``gauss``: structureless Gaussian data with the mean and covariance of the same profiles.
+
+Each case runs in a fresh subprocess: "extra memory" is the peak resident memory (``VmHWM``) minus the
+resident memory just before ``st.pp.smooth`` (input AnnData with a float32 layer already built); the written
+layer is part of it. For SPCS and EAGS the script also reports which neighbour search the automatic choice
+made and, when it is the approximate one, its recall@k against an exact brute-force search on 500 sampled
+spots. ``--old-src`` runs the same cases with another checkout's ``src`` (the implementation before this
+one) to report the speed-up.
 
 Usage::
 
-    python benchmarks/bench_smoothing.py --her2st ../shared/data/her2st --sizes 4096 102400
+    python benchmarks/bench_smoothing.py --her2st ../shared/data/her2st --sizes 4096 102400 1048576 \\
+        --old-src /path/to/previous/checkout/src --old-sizes 102400
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+METHODS = ("8n", "spcs", "adaptive_median", "eags")
+PROFILES = Path("benchmarks/results/her2st_profiles.npy")
 
 
 def rss_mb(field: str) -> float:
@@ -47,89 +58,130 @@ def hex_grid(n_spots: int) -> tuple[np.ndarray, np.ndarray]:
     return rows[:n_spots], cols[:n_spots]
 
 
-def spcs_dense_numpy(x, rows, cols, scores, tau_p=16, tau_s=2, alpha=0.6, beta=0.4, hexagonal=True):
-    """SPCS with dense n x n matrices, vectorised numpy (what one writes without a kernel)."""
-    n = len(x)
-    r = np.corrcoef(scores)
-    d = 1.0 - r
-    kernel = np.where(d <= 1, np.exp(-4.5 * d**2), 0.0)
-    np.fill_diagonal(kernel, 0.0)
-    top = np.argsort(-kernel, axis=1, kind="stable")[:, :tau_p]
-    pattern = np.zeros((n, n))
-    np.put_along_axis(pattern, top, np.take_along_axis(kernel, top, axis=1), axis=1)
-    pattern /= np.maximum(pattern.sum(axis=1, keepdims=True), 1e-300)
-    manhattan = np.abs(rows[:, None] - rows[None, :]) + np.abs(cols[:, None] - cols[None, :])
-    limit = tau_s * (2 if hexagonal else 1)
-    spatial = np.where((manhattan > 0) & (manhattan <= limit), 1.0 / np.maximum(manhattan, 1), 0.0)
-    spatial /= np.maximum(spatial.sum(axis=1, keepdims=True), 1e-300)
-    return (1 - alpha) * x + alpha * (beta * spatial @ x + (1 - beta) * pattern @ x)
+def values(kind: str, n_spots: int, profiles: np.ndarray) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    out = np.empty((n_spots, profiles.shape[1]), dtype=np.float32)
+    chol = np.linalg.cholesky(np.cov(profiles.T) + 1e-6 * np.eye(profiles.shape[1])) if kind == "gauss" else None
+    for start in range(0, n_spots, 65536):  # in blocks: never a float64 copy of a million spots
+        rows = np.arange(start, min(n_spots, start + 65536))
+        if kind == "real":
+            out[rows] = profiles[rows % len(profiles)] + rng.normal(scale=0.01, size=(len(rows), profiles.shape[1]))
+        else:
+            out[rows] = profiles.mean(axis=0) + rng.standard_normal((len(rows), profiles.shape[1])) @ chol.T
+    return out
 
 
-def run_case(impl: str, n_spots: int, profiles_path: str) -> dict:
-    from stpredict.pp._spcs import pattern_space, spcs
+def slide(kind: str, n_spots: int):
+    import anndata as ad
+    import pandas as pd
 
-    profiles = np.load(profiles_path)
     rows, cols = hex_grid(n_spots)
-    x = np.ascontiguousarray(profiles[np.arange(n_spots) % len(profiles)])
-    if impl == "numba":
-        spcs(x[:300], rows[:300], cols[:300], "hex")  # JIT warm-up (compiled code is cached on disk)
-    before = rss_mb("VmRSS")
-    start = time.perf_counter()
-    if impl == "numba":
-        out = spcs(x, rows, cols, "hex")
+    obs = pd.DataFrame(
+        {"library_id": pd.Categorical(["hd"] * n_spots), "array_row": rows, "array_col": cols},
+        index=pd.RangeIndex(n_spots).astype(str),
+    )
+    adata = ad.AnnData(obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(250)]))
+    adata.layers["log1p"] = values(kind, n_spots, np.load(PROFILES))
+    adata.obsm["spatial"] = np.column_stack([cols * 50.0, rows * 86.6])
+    adata.uns["spatial"] = {"hd": {"metadata": {"grid": "hex"}, "scalefactors": {}}}
+    return adata
+
+
+def search_report(adata, method: str) -> dict:
+    """The neighbour search the automatic choice makes, and the recall of the approximate one."""
+    from stpredict.pp._neighbours import nearest_neighbours
+    from stpredict.pp._spcs import pattern_space, unit_centred
+
+    x = adata.layers["log1p"]
+    if method == "spcs":
+        space, k = unit_centred(pattern_space(x, 10)), 16
     else:
-        out = spcs_dense_numpy(x, rows, cols, pattern_space(x))
-    elapsed = time.perf_counter() - start
-    return {
-        "impl": impl,
+        space, k = pattern_space(x, 50, scale=x.std(axis=0, dtype=np.float64)), 10
+    found = nearest_neighbours(space, k)
+    report = {"search": found.method}
+    if found.method != "kdtree":
+        sample = np.random.default_rng(1).choice(len(space), 500, replace=False)
+        d = ((space[sample, None, :] - space[None, :, :]) ** 2).sum(-1) if len(space) < 20000 else None
+        if d is None:
+            d = np.stack([((space - space[i]) ** 2).sum(1) for i in sample])
+        d[np.arange(500), sample] = np.inf
+        truth = np.argsort(d, axis=1)[:, :k]
+        report["recall"] = float(
+            np.mean([len(set(a) & set(b)) / k for a, b in zip(found.index[sample], truth, strict=True)])
+        )
+    return report
+
+
+def run_case(method: str, n_spots: int, kind: str) -> dict:
+    import warnings
+
+    import stpredict as st
+
+    warnings.simplefilter("ignore")
+    small = slide(kind, 2000)
+    st.pp.smooth(small, method=method, show_progress_bar=False)  # JIT warm-up (numba caches on disk)
+    adata = slide(kind, n_spots)
+    before = rss_mb("VmRSS")
+    started = time.perf_counter()
+    st.pp.smooth(adata, method=method, show_progress_bar=False)
+    elapsed = time.perf_counter() - started
+    result = {
+        "method": method,
+        "data": kind,
         "n_spots": n_spots,
-        "n_genes": x.shape[1],
-        "seconds": elapsed,
-        "extra_memory_mb": rss_mb("VmHWM") - before,
-        "checksum": float(out.sum()),
+        "seconds": round(elapsed, 2),
+        "extra_memory_mb": round(rss_mb("VmHWM") - before),
+        "checksum": float(np.nansum(adata.layers[f"log1p_{method}"], dtype=np.float64)),
     }
+    if method in ("spcs", "eags") and os.environ.get("STPREDICT_BENCH_SEARCH") == "1":
+        result.update(search_report(adata, method))
+    return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--her2st", type=Path, default=Path("../shared/data/her2st"))
-    parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 102400])
-    parser.add_argument("--dense-max", type=int, default=8192, help="largest size run with the dense version")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4096, 102400, 1048576])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--data", nargs="+", default=["real", "gauss"])
+    parser.add_argument("--old-src", help="PYTHONPATH of the previous implementation's src/")
+    parser.add_argument("--old-sizes", type=int, nargs="*", default=[102400])
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per case")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/smoothing.json"))
     parser.add_argument("--case", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.case:
         print(json.dumps(run_case(args.case[0], int(args.case[1]), args.case[2])))
         return
-    profiles_path = Path("benchmarks/results/her2st_profiles.npy")
-    profiles_path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(profiles_path, real_profiles(args.her2st))
-    results = []
-    for n in args.sizes:
-        for impl in ("numba", "dense"):
-            if impl == "dense" and n > args.dense_max:
-                print(f"dense numpy at {n} spots skipped: its n x n matrices need {8 * n * n * 6 / 1e9:.0f} GB")
-                continue
-            out = subprocess.run(
-                [sys.executable, __file__, "--case", impl, str(n), str(profiles_path)],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            results.append(result)
-            print(
-                f"{impl:6s} {n:7d} spots x {result['n_genes']} genes: {result['seconds']:8.2f} s, "
-                f"{result['extra_memory_mb']:8.0f} MB extra"
-            )
-    by = {(r["impl"], r["n_spots"]): r for r in results}
-    for n in args.sizes:
-        if ("dense", n) in by:
-            same = np.isclose(by[("dense", n)]["checksum"], by[("numba", n)]["checksum"], rtol=1e-9)
-            print(
-                f"{n} spots: numba is {by[('dense', n)]['seconds'] / by[('numba', n)]['seconds']:.1f}x faster "
-                f"than dense numpy; same result: {same}"
-            )
-    Path("benchmarks/results/smoothing.json").write_text(json.dumps(results, indent=2))
+    if not PROFILES.exists():
+        PROFILES.parent.mkdir(parents=True, exist_ok=True)
+        np.save(PROFILES, real_profiles(args.her2st))
+    plan = [(m, n, d, "new") for d in args.data for n in args.sizes for m in args.methods]
+    if args.old_src:
+        plan += [(m, n, d, "old") for d in args.data for n in args.old_sizes for m in args.methods]
+    results = json.loads(args.out.read_text()) if args.out.exists() else []
+    for method, n, kind, impl in plan:
+        env = dict(os.environ, STPREDICT_BENCH_SEARCH="1" if impl == "new" else "0")
+        if impl == "old":
+            env["PYTHONPATH"] = args.old_src
+        try:
+            done = subprocess.run(
+                [sys.executable, __file__, "--case", method, str(n), kind],
+                capture_output=True, text=True, env=env, timeout=args.timeout,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            result = {"method": method, "data": kind, "n_spots": n, "seconds": None, "note": f"> {args.timeout} s"}
+        else:
+            if done.returncode:
+                tail = done.stderr.strip().splitlines()[-1:] or ["?"]
+                result = {"method": method, "data": kind, "n_spots": n, "seconds": None, "note": tail[0][:200]}
+            else:
+                result = json.loads(done.stdout.strip().splitlines()[-1])
+        result["impl"] = impl
+        results = [r for r in results if (r["method"], r["data"], r["n_spots"], r["impl"]) != (method, kind, n, impl)]
+        results.append(result)
+        args.out.write_text(json.dumps(results, indent=2))
+        print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
 #: spots per block when predicting (bounds the float64 temporaries)
 PREDICT_ROWS = 32768
 
+
 class RidgeModel(Model):
     """Standardised features (optionally PCA) -> ridge regression, one penalty for all genes.
 

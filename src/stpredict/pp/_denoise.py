@@ -8,6 +8,12 @@ from numba import njit, prange
 from scipy.spatial import cKDTree
 
 from ._grid import Grid, grid_neighbours
+from ._neighbours import nearest_neighbours
+
+#: spots per block when collecting adaptive-median neighbourhoods
+MEDIAN_BLOCK_ROWS = 65536
+#: spots per block when averaging EAGS neighbours (block x k x genes values at a time)
+EAGS_BLOCK_ROWS = 16384
 
 
 def neighbour_mean(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, grid: Grid) -> np.ndarray:
@@ -16,35 +22,46 @@ def neighbour_mean(x: np.ndarray, rows: np.ndarray, cols: np.ndarray, grid: Grid
     Square grid: the 3 x 3 window (|Δrow| ≤ 1 and |Δcol| ≤ 1). Hex grid: the 6 hex neighbours, not
     the 3 x 3 window, which on Visium's doubled columns would hold only 4 diagonal neighbours.
     """
-    window = grid_neighbours(rows, cols, grid, include_self=True)
+    dtype = x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64
+    window = grid_neighbours(rows, cols, grid, include_self=True).astype(dtype)  # float32 in, float32 out
     counts = np.asarray(window.sum(axis=1)).ravel()
-    return np.asarray(sp.diags(1.0 / counts) @ (window @ x))
+    return np.asarray(sp.diags((1.0 / counts).astype(dtype)) @ (window @ x))
 
 
-def median_rings(rows: np.ndarray, cols: np.ndarray, n_rings: int) -> np.ndarray:
-    """The ``n_rings`` smallest distinct non-zero Euclidean grid distances that occur between spots."""
+def median_rings(rows: np.ndarray, cols: np.ndarray, n_rings: int, *, sample: int = 2000) -> np.ndarray:
+    """The ``n_rings`` smallest distinct non-zero Euclidean grid distances that occur between spots.
+
+    Read from the neighbourhoods of up to ``sample`` spots (every spot on small slides): the rings of a
+    regular grid are the same everywhere, and all pairs of a million spots would be ~700 million distances.
+    """
     points = np.column_stack([rows, cols]).astype(float)
     tree = cKDTree(points)
+    chosen = np.random.default_rng(0).choice(len(points), size=min(sample, len(points)), replace=False)
     # distances up to a generous bound: the n_rings-th ring lies well within n_rings grid steps
-    pairs = tree.sparse_distance_matrix(tree, max_distance=float(n_rings) * 2 + 1, output_type="ndarray")
-    distances = np.unique(np.round(pairs["v"][pairs["v"] > 0], 6))
+    near = cKDTree(points[np.sort(chosen)]).sparse_distance_matrix(
+        tree, max_distance=float(n_rings) * 2 + 1, output_type="ndarray"
+    )
+    distances = np.unique(np.round(near["v"][near["v"] > 0], 6))
     return distances[:n_rings]
 
 
 @njit(parallel=True, cache=True)
 def _adaptive_median(
     x: np.ndarray,
+    first: int,
     indptr: np.ndarray,
     indices: np.ndarray,
     distances: np.ndarray,
     rings: np.ndarray,
     fallback: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - numba
-    n, g = x.shape
-    out = x.copy()
-    imputed = np.zeros((n, g), dtype=np.bool_)
-    for i in prange(n):
-        start, stop = indptr[i], indptr[i + 1]
+    out: np.ndarray,
+    imputed: np.ndarray,
+) -> None:  # pragma: no cover - numba
+    """Fill the zero entries of rows ``first .. first + len(indptr) - 2`` of ``out`` (neighbours in CSR form)."""
+    g = x.shape[1]
+    for b in prange(len(indptr) - 1):
+        i = first + b
+        start, stop = indptr[b], indptr[b + 1]
         for c in range(g):
             if x[i, c] != 0:
                 continue
@@ -60,7 +77,6 @@ def _adaptive_median(
                     break
             out[i, c] = value
             imputed[i, c] = True
-    return out, imputed
 
 
 def adaptive_median(
@@ -70,27 +86,41 @@ def adaptive_median(
 
     For a zero entry, take the median of the gene over the spots within the k-th ring distance (self
     included) for k = 1 .. ``n_rings`` and keep the first non-zero one; if all are zero, use the slide's
-    median of the gene's non-zero values. Returns the filtered matrix and a mask of imputed entries.
+    median of the gene's non-zero values. Returns the filtered matrix (in ``x``'s float precision) and a mask
+    of imputed entries. Spots are processed in blocks, so the neighbour lists never exist for all spots at once.
     """
-    x = np.ascontiguousarray(x, dtype=np.float64)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    x = np.ascontiguousarray(x)
     rings = median_rings(rows, cols, n_rings)
     points = np.column_stack([rows, cols]).astype(float)
     tree = cKDTree(points)
-    within = tree.sparse_distance_matrix(tree, max_distance=float(rings[-1]) + 1e-6, output_type="coo_matrix").tocsr()
-    within = within + sp.identity(len(points), format="csr") * 1e-12  # keep self (distance ~0) as an entry
-    within.sort_indices()
     fallback = np.zeros(x.shape[1])
     for c in range(x.shape[1]):
         nonzero = x[:, c][x[:, c] != 0]
         fallback[c] = np.median(nonzero) if len(nonzero) else 0.0
-    return _adaptive_median(
-        x,
-        within.indptr.astype(np.int64),
-        within.indices.astype(np.int64),
-        within.data,
-        rings.astype(np.float64),
-        fallback,
-    )
+    out, imputed = x.copy(), np.zeros(x.shape, dtype=bool)
+    for first in range(0, len(points), MEDIAN_BLOCK_ROWS):
+        block = points[first : first + MEDIAN_BLOCK_ROWS]
+        within = cKDTree(block).sparse_distance_matrix(
+            tree, max_distance=float(rings[-1]) + 1e-6, output_type="coo_matrix"
+        )
+        within = within.tocsr() + sp.csr_matrix(  # keep self (distance ~0) as an entry
+            (np.full(len(block), 1e-12), (np.arange(len(block)), first + np.arange(len(block)))), shape=within.shape
+        )
+        within.sort_indices()
+        _adaptive_median(
+            x,
+            first,
+            within.indptr.astype(np.int64),
+            within.indices.astype(np.int64),
+            within.data,
+            rings.astype(np.float64),
+            fallback,
+            out,
+            imputed,
+        )
+    return out, imputed
 
 
 def eags(
@@ -101,27 +131,36 @@ def eags(
     n_pcs: int = 50,
     quantile: float = 90.0,
     weight_at_quantile: float = 0.95,
+    exact: bool | None = None,
     random_state: int | None = 0,
 ) -> np.ndarray:
     """EAGS: average over expression-similar spots, weighted by their spatial closeness.
 
-    kNN (``n_neighbors``, self excluded) in the PCA space of gene-wise z-scored ``x``; each neighbour j of
-    i gets ``exp(-d_ij² / (2c²))`` with d the spatial (pixel) distance and c chosen so that the
-    ``quantile``-th percentile of those distances gets weight ``weight_at_quantile``.
+    kNN (``n_neighbors``, self excluded) in the PCA space of gene-wise z-scored ``x`` (exact PCA; the search
+    as :func:`~stpredict.pp._neighbours.nearest_neighbours`, ``exact``); each neighbour j of i gets
+    ``exp(-d_ij² / (2c²))`` with d the spatial (pixel) distance and c chosen so that the ``quantile``-th
+    percentile of those distances gets weight ``weight_at_quantile``. Rows are averaged in blocks, in ``x``'s
+    precision, so memory stays at a few times the output whatever the number of spots.
     """
-    from sklearn.decomposition import PCA
-    from sklearn.neighbors import NearestNeighbors
+    from ._spcs import pattern_space
 
-    std = x.std(axis=0)
-    z = (x - x.mean(axis=0)) / np.where(std > 0, std, 1.0)
-    n_components = int(min(n_pcs, z.shape[0] - 1, z.shape[1]))
-    scores = PCA(n_components=n_components, random_state=random_state).fit_transform(z)
+    std = x.std(axis=0, dtype=np.float64)
+    n_components = int(min(n_pcs, x.shape[0] - 1, x.shape[1]))
+    scores = pattern_space(x, n_components, random_state, scale=std) if n_components >= 2 else _one_component(x, std)
     k = int(min(n_neighbors, len(x) - 1))
-    _, index = NearestNeighbors(n_neighbors=k + 1).fit(scores).kneighbors(scores)
-    index = np.array([row[row != i][:k] for i, row in enumerate(index)])
+    index = nearest_neighbours(scores, k, exact=exact, random_state=random_state).index
     d = np.linalg.norm(spatial[index] - spatial[:, None, :], axis=2)
     d_q = np.percentile(d, quantile)
     c2 = d_q**2 / (2.0 * np.log(1.0 / weight_at_quantile)) if d_q > 0 else 1.0
     w = np.exp(-(d**2) / (2.0 * c2))
     w /= w.sum(axis=1, keepdims=True)
-    return np.einsum("nk,nkg->ng", w, x[index])
+    out = np.empty(x.shape, dtype=x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64)
+    for start in range(0, len(x), EAGS_BLOCK_ROWS):
+        rows = slice(start, start + EAGS_BLOCK_ROWS)
+        out[rows] = np.einsum("nk,nkg->ng", w[rows], x[index[rows]])
+    return out
+
+
+def _one_component(x: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """The z-scored values themselves when there is one gene (PCA has nothing to reduce)."""
+    return (np.asarray(x, dtype=np.float64) - x.mean(axis=0)) / np.where(std > 0, std, 1.0)

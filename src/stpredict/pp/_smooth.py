@@ -20,9 +20,9 @@ from ._spcs import spcs
 Method = Literal["8n", "spcs", "adaptive_median", "eags"]
 _DEFAULTS: dict[str, dict] = {
     "8n": {},
-    "spcs": {"tau_p": 16, "tau_s": 2, "alpha": 0.6, "beta": 0.4, "n_pcs": 10, "rescale_to_8n": False},
+    "spcs": {"tau_p": 16, "tau_s": 2, "alpha": 0.6, "beta": 0.4, "n_pcs": 10, "rescale_to_8n": False, "exact": None},
     "adaptive_median": {"n_rings": 7},
-    "eags": {"n_neighbors": 10, "n_pcs": 50, "quantile": 90.0, "weight_at_quantile": 0.95},
+    "eags": {"n_neighbors": 10, "n_pcs": 50, "quantile": 90.0, "weight_at_quantile": 0.95, "exact": None},
 }
 
 
@@ -105,6 +105,10 @@ def smooth(
     - ``'eags'`` (STOmics EAGS): Gaussian-weighted mean over the ``n_neighbors=10`` most similar spots in
       ``n_pcs=50`` PCA space, weights from their spatial distance (90th percentile gets weight 0.95).
 
+    SPCS's pattern neighbours and EAGS's expression neighbours are found exactly with a k-d tree, or, when
+    that is projected to take over a minute (large slides without clustered expression), approximately with
+    pynndescent; ``exact=True``/``False`` forces either. Values are smoothed in float32, slide by slide.
+
     The grid type comes from ``uns['spatial'][library_id]['metadata']['grid']`` (set by the readers) or is
     inferred from the array coordinates.
 
@@ -155,7 +159,7 @@ def smooth(
     require_grid(adata)
     if method == "eags":
         require_spatial(adata)
-    values = get_matrix(adata, layer)
+    values = get_matrix(adata, layer, dtype=np.float32)
     # genes that are NaN everywhere (e.g. no gene length for TPM) stay NaN; other NaN cannot be smoothed
     missing = np.isnan(values)
     absent = missing.all(axis=0)
@@ -163,6 +167,7 @@ def smooth(
         partial = adata.var_names[missing.any(axis=0) & ~absent][:5].tolist()
         msg = f"Layer {layer!r} contains NaN for some spots of gene(s) {partial}; smoothing needs complete values."
         raise ValueError(msg)
+    del missing
     if np.isinf(values).any():
         genes = adata.var_names[np.isinf(values).any(axis=0)][:5].tolist()
         msg = f"Layer {layer!r} contains infinite values (gene(s) {genes}); smoothing needs finite values."
@@ -175,29 +180,37 @@ def smooth(
     key_added = key_added or f"{layer or 'X'}_{method}"
     rows_all, cols_all = require_grid(adata)
 
-    out = np.empty_like(values)
-    imputed = np.zeros(values.shape, dtype=bool) if method == "adaptive_median" else None
+    masks = slide_masks(adata, library_key)
+    single = len(masks) == 1  # one slide: kernels read and return whole arrays, no per-slide copies
+    out = None if single else np.empty_like(values)
+    imputed = None if single or method != "adaptive_median" else np.zeros(values.shape, dtype=bool)
     grids = {}
     started = time.perf_counter()
-    masks = slide_masks(adata, library_key)
     for library_id, mask in tqdm(masks.items(), desc=f"smooth ({method})", disable=not show_progress_bar):
-        x, rows, cols = values[mask], rows_all[mask], cols_all[mask]
+        x, rows, cols = (values if single else values[mask]), rows_all[mask], cols_all[mask]
         grid = infer_grid(adata, library_id, rows, cols)
         grids[library_id] = grid
+        slide_imputed = None
         if method == "8n":
-            out[mask] = neighbour_mean(x, rows, cols, grid)
+            smoothed = neighbour_mean(x, rows, cols, grid)
         elif method == "spcs":
             spcs_params = {k: v for k, v in settings.items() if k != "rescale_to_8n"}
             smoothed = spcs(x, rows, cols, grid, random_state=random_state, **spcs_params)
             if settings["rescale_to_8n"]:
                 smoothed = _rescale_into(smoothed, neighbour_mean(x, rows, cols, grid))
-            out[mask] = smoothed
         elif method == "adaptive_median":
-            out[mask], imputed[mask] = adaptive_median(x, rows, cols, settings["n_rings"])
+            smoothed, slide_imputed = adaptive_median(x, rows, cols, settings["n_rings"])
         else:
             spatial = np.asarray(adata.obsm["spatial"], dtype=float)[mask]
-            out[mask] = eags(x, spatial, random_state=random_state, **settings)
-    adata.layers[key_added] = _with_absent_genes(out, absent, np.nan).astype(np.float32)
+            smoothed = eags(x, spatial, random_state=random_state, **settings)
+        if single:
+            out, imputed = smoothed, slide_imputed
+        else:
+            out[mask] = smoothed
+            if slide_imputed is not None:
+                imputed[mask] = slide_imputed
+        del x, smoothed
+    adata.layers[key_added] = _with_absent_genes(out, absent, np.nan).astype(np.float32, copy=False)
     if imputed is not None:
         adata.layers[f"{key_added}_imputed"] = _with_absent_genes(imputed, absent, False)
     adata.uns.setdefault("stpredict_smooth", {})[key_added] = {

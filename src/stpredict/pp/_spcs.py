@@ -1,11 +1,11 @@
 """SPCS smoothing (Liu et al. 2022, Brief. Bioinform. bbac116): spatial + expression-pattern neighbours.
 
-Why hand-written numba: the pattern neighbours are searched over the whole slide, which is an
-all-pairs problem. Holding the n x n similarity matrix is impossible for Visium HD (100k+ spots), and
-kd-trees degrade in the 10-d pattern space, and a blocked BLAS product is memory-bound here (it writes
-n² correlations only to read them back). The numba kernel fuses both steps: per spot it accumulates the
-correlations with all spots in a cache-resident buffer and keeps only the running top-``tau_p`` list
-(O(n * tau_p) memory, parallel over spots).
+A spot's pattern neighbours are the ``tau_p`` spots of the slide whose PCA pattern vectors correlate best with
+its own. Pearson correlation of centred unit-norm vectors is ``1 - d²/2`` in Euclidean distance ``d``, so
+this all-pairs search is a k-nearest-neighbour search, done by :func:`~stpredict.pp._neighbours.nearest_neighbours`
+(an exact k-d tree; pynndescent when the exact search would be too slow, or with ``exact=False``). The
+previous fused all-pairs numba scan was slower at every measured size (docs/benchmarks.md). The weighted
+combination of neighbours is a numba kernel, parallel over spots, in the input's precision.
 """
 
 from __future__ import annotations
@@ -15,32 +15,54 @@ import scipy.sparse as sp
 from numba import njit, prange
 
 from ._grid import Grid, manhattan_neighbours
+from ._neighbours import nearest_neighbours
+
+#: rows per block when centring: bounds float64 temporaries for a million spots
+BLOCK_ROWS = 65536
 
 
-def pattern_space(x: np.ndarray, n_pcs: int = 10, random_state: int | None = 0) -> np.ndarray:
-    """Spots' PCA scores (centred, not scaled), as SPCS's pattern space.
+def pattern_space(
+    x: np.ndarray, n_pcs: int = 10, random_state: int | None = 0, scale: np.ndarray | None = None
+) -> np.ndarray:
+    """Spots' PCA scores (centred; columns divided by ``scale`` when given), as SPCS's pattern space.
 
     Exact PCA from the eigen-decomposition of the smaller Gram matrix (genes x genes for the usual
-    few hundred genes): much faster than an SVD of the spots x genes matrix for large slides. The sign of
-    each component is fixed as in scikit-learn (largest loading positive), which matters because SPCS
-    correlates spots across components. ``random_state`` is accepted for API symmetry; the result is exact.
+    few hundred genes), accumulated over row blocks so that no centred float64 copy of ``x`` is made:
+    much faster and lighter than an SVD of the spots x genes matrix. The sign of each component is fixed as
+    in scikit-learn (largest loading positive), which matters because SPCS correlates spots across
+    components. ``random_state`` is accepted for API symmetry; the result is exact.
     """
     from scipy.linalg import eigh
 
-    n_components = int(min(n_pcs, x.shape[0] - 1, x.shape[1]))
+    n, g = x.shape
+    n_components = int(min(n_pcs, n - 1, g))
     if n_components < 2:
-        msg = f"SPCS needs at least 3 spots and 2 genes for its pattern space, got {x.shape[0]} x {x.shape[1]}."
+        msg = f"SPCS needs at least 3 spots and 2 genes for its pattern space, got {n} x {g}."
         raise ValueError(msg)
-    centred = x - x.mean(axis=0)
-    if x.shape[1] <= x.shape[0]:
-        _, loadings = eigh(centred.T @ centred, subset_by_index=(x.shape[1] - n_components, x.shape[1] - 1))
+    scale = np.ones(g) if scale is None else np.where(scale > 0, scale, 1.0)
+    mean = x.mean(axis=0, dtype=np.float64)
+
+    def block(start: int) -> np.ndarray:
+        return (np.asarray(x[start : start + BLOCK_ROWS], dtype=np.float64) - mean) / scale
+
+    if g <= n:
+        gram = np.zeros((g, g))
+        for start in range(0, n, BLOCK_ROWS):
+            centred = block(start)
+            gram += centred.T @ centred
+        _, loadings = eigh(gram, subset_by_index=(g - n_components, g - 1))
     else:
-        _, left = eigh(centred @ centred.T, subset_by_index=(x.shape[0] - n_components, x.shape[0] - 1))
+        centred = block(0) if n <= BLOCK_ROWS else np.vstack([block(s) for s in range(0, n, BLOCK_ROWS)])
+        _, left = eigh(centred @ centred.T, subset_by_index=(n - n_components, n - 1))
         loadings = centred.T @ left
         loadings /= np.linalg.norm(loadings, axis=0, keepdims=True)
     loadings = loadings[:, ::-1]  # descending variance
     signs = np.sign(loadings[np.abs(loadings).argmax(axis=0), np.arange(n_components)])
-    return centred @ (loadings * signs)
+    loadings = loadings * signs
+    scores = np.empty((n, n_components))
+    for start in range(0, n, BLOCK_ROWS):
+        scores[start : start + BLOCK_ROWS] = block(start) @ loadings
+    return scores
 
 
 def unit_centred(scores: np.ndarray) -> np.ndarray:
@@ -53,49 +75,24 @@ def unit_centred(scores: np.ndarray) -> np.ndarray:
     return np.divide(centred, norms, out=np.zeros_like(centred), where=norms > 1e-12)
 
 
-@njit(parallel=True, cache=True)
-def _top_correlated(
-    zt: np.ndarray, valid: np.ndarray, k: int, rows_per_task: int
-) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - numba
-    """For every valid spot, the ``k`` most correlated other valid spots (ties: lower index first).
+def top_correlated(
+    z: np.ndarray, valid: np.ndarray, k: int, *, exact: bool | None = None, random_state: int | None = 0
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Each valid row's ``k`` most correlated other valid rows of ``z`` (unit-norm, centred rows).
 
-    ``zt`` holds the unit-norm centred pattern vectors as columns (p x n), so one spot's correlations with
-    all spots are accumulated component by component over contiguous memory (SIMD-friendly) into a
-    per-task buffer of n values; only the running top-k list is kept.
+    Returns ``(index, correlation, method)``; rows that are not valid (no variance) get index -1.
     """
-    p, n = zt.shape
+    n = len(z)
     index = np.full((n, k), -1, dtype=np.int64)
-    value = np.full((n, k), -np.inf)
-    n_tasks = (n + rows_per_task - 1) // rows_per_task
-    for task in prange(n_tasks):
-        r = np.empty(n)
-        for i in range(task * rows_per_task, min(n, (task + 1) * rows_per_task)):
-            if not valid[i]:
-                continue
-            r[:] = 0.0
-            for c in range(p):
-                w = zt[c, i]
-                row = zt[c]
-                for j in range(n):
-                    r[j] += w * row[j]
-            worst = -np.inf
-            for j in range(n):
-                rj = r[j]
-                if rj > worst and j != i and valid[j]:
-                    pos = k - 1
-                    while pos > 0 and value[i, pos - 1] < rj:
-                        value[i, pos] = value[i, pos - 1]
-                        index[i, pos] = index[i, pos - 1]
-                        pos -= 1
-                    value[i, pos] = rj
-                    index[i, pos] = j
-                    worst = value[i, k - 1]
-    return index, value
-
-
-def top_correlated(z: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each valid row's ``k`` most correlated other valid rows of ``z`` (unit-norm, centred), exactly."""
-    return _top_correlated(np.ascontiguousarray(z.T), valid, k, 64)
+    correlation = np.full((n, k), -np.inf)
+    rows = np.flatnonzero(valid)
+    k_found = min(k, len(rows) - 1)
+    if k_found < 1:
+        return index, correlation, "none"
+    found = nearest_neighbours(z[rows], k_found, exact=exact, random_state=random_state)
+    index[rows, :k_found] = rows[found.index]
+    correlation[rows, :k_found] = 1.0 - found.distance**2 / 2.0
+    return index, correlation, found.method
 
 
 @njit(parallel=True, cache=True)
@@ -169,16 +166,22 @@ def spcs(
     alpha: float = 0.6,
     beta: float = 0.4,
     n_pcs: int = 10,
+    exact: bool | None = None,
     random_state: int | None = 0,
 ) -> np.ndarray:
-    """SPCS-smooth one slide's log-expression ``x`` (spots x genes)."""
-    x = np.ascontiguousarray(x, dtype=np.float64)
+    """SPCS-smooth one slide's log-expression ``x`` (spots x genes), in ``x``'s float precision.
+
+    ``exact`` chooses the pattern-neighbour search (see :func:`~stpredict.pp._neighbours.nearest_neighbours`).
+    """
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    x = np.ascontiguousarray(x)
     if alpha == 0:
         return x.copy()
     z = unit_centred(pattern_space(x, n_pcs, random_state))
     k = int(min(tau_p, len(x) - 1))
     valid = np.abs(z).sum(axis=1) > 0
-    p_index, p_corr = top_correlated(np.ascontiguousarray(z), valid, k)
+    p_index, p_corr, _ = top_correlated(z, valid, k, exact=exact, random_state=random_state)
     p_weights = pattern_weights(p_corr)
     s = spatial_weights(rows, cols, grid, tau_s)
     return _combine(
