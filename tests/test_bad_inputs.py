@@ -11,6 +11,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,8 +254,6 @@ def _(ctx):
 def _(ctx):
     both = ad.concat([ctx.norm, _relabelled(ctx.norm, "C3", "C9", rename_spots=True)], uns_merge="unique")
     both.obs["library_id"] = both.obs["library_id"].astype("category")
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", st.StPredictWarning)
         folds = st.tl.make_splits(both, method="leave_one_slide_out", allow_shared_patients=True)
@@ -694,3 +693,19 @@ def test_an_interrupted_save_leaves_no_file(crop_norm, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         predictor.save(tmp_path / "new.stpredict")
     assert not (tmp_path / "new.stpredict").exists()
+
+
+def test_spots_of_one_section_on_the_image_of_another_are_flagged():
+    """Full HER2ST sections (the bundled crops are cut around the spots, so any image fits them)."""
+    from helpers import shared
+
+    sections = st.datasets.her2st(["C2", "C3"], path=shared("her2st"))
+    c2 = sections[sections.obs["library_id"] == "C2"].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", st.StPredictWarning)  # on its own image: nothing to warn about
+        st.pp.image_features(c2, show_progress_bar=False)
+    c2.uns["spatial"]["C2"]["metadata"]["source_image_path"] = sections.uns["spatial"]["C3"]["metadata"][
+        "source_image_path"
+    ]
+    with pytest.warns(st.StPredictWarning, match=r"of the patches of slide 'C2' show almost no tissue"):
+        st.pp.image_features(c2, show_progress_bar=False)

@@ -112,7 +112,8 @@ def _scored(net: torch.nn.Module, batch: Mapping[str, torch.Tensor]):
     return pred, target, batch["unit"]
 
 
-def _lightning_task(net: torch.nn.Module, settings: TrainSettings):
+def _lightning_task(net: torch.nn.Module, settings: TrainSettings, make_loaders: Callable):
+    """The LightningModule; ``make_loaders(rank, world_size)`` gives ``(train, val)`` once DDP ranks are known."""
     import lightning.pytorch as pl
 
     loss_fn = LOSSES[settings.loss]
@@ -122,6 +123,12 @@ def _lightning_task(net: torch.nn.Module, settings: TrainSettings):
             super().__init__()
             self.net = net
             self._val: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+        def train_dataloader(self):
+            return make_loaders(self.global_rank, self.trainer.world_size)[0]
+
+        def val_dataloader(self):
+            return make_loaders(self.global_rank, self.trainer.world_size)[1] or []
 
         def training_step(self, batch, batch_idx):
             if hasattr(self.net, "training_loss"):  # a model's own objective (e.g. TRIPLEX's fusion loss)
@@ -172,9 +179,31 @@ def _keep_best_callback(monitor: str):
     return KeepBest()
 
 
-def _loader(dataset: Dataset, settings: TrainSettings, shuffle: bool, collate_fn, random_state: int | None):
-    generator = torch.Generator().manual_seed(0 if random_state is None else int(random_state))
+def _loader(
+    dataset: Dataset,
+    settings: TrainSettings,
+    shuffle: bool,
+    collate_fn,
+    random_state: int | None,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+):
+    """A DataLoader; under DDP (``world_size > 1``) the training items are split across ranks.
+
+    Each rank gets a disjoint share of the training items (spots, or whole slides for graph models), reshuffled
+    every epoch from ``random_state``. Validation loaders are never split: every rank scores the whole
+    validation set, so all ranks see the same score and stop at the same epoch (a padded distributed sampler
+    would repeat items and bias the validation Pearson).
+    """
+    seed = 0 if random_state is None else int(random_state)
     batch_size = 1 if collate_fn is single_item else settings.batch_size
+    if world_size > 1 and shuffle:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate_fn)
+    generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate_fn, generator=generator)
 
 
@@ -227,9 +256,14 @@ def fit_network(
     if settings.max_time is not None:
         options["max_time"] = timedelta(seconds=float(settings.max_time))
     options.update(trainer_params or {})
-    task = _lightning_task(net, settings)
-    train_loader = _loader(train_set, settings, True, collate_fn, random_state)
-    val_loader = _loader(val_set, settings, False, collate_fn, random_state) if val_set is not None else None
+    options.setdefault("use_distributed_sampler", False)  # the loaders below split the training items themselves
+
+    def make_loaders(rank: int, world_size: int):
+        ranks = {"rank": rank, "world_size": world_size}
+        train = _loader(train_set, settings, True, collate_fn, random_state, **ranks)
+        return train, (_loader(val_set, settings, False, collate_fn, random_state) if val_set is not None else None)
+
+    task = _lightning_task(net, settings, make_loaders)
     lightning_logger = logging.getLogger("lightning.pytorch")
     level = lightning_logger.level
     lightning_logger.setLevel(logging.WARNING)  # no "GPU available: False" banners in the user's notebook
@@ -240,7 +274,7 @@ def fit_network(
             warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
             warnings.filterwarnings("ignore", message=".*validation_step.* but have no .val_dataloader.*")
             trainer = pl.Trainer(**options)
-            trainer.fit(task, train_dataloaders=train_loader, val_dataloaders=val_loader)
+            trainer.fit(task)  # loaders come from the task's hooks, after DDP has set the ranks
     finally:
         lightning_logger.setLevel(level)
     history = pd.DataFrame(keep_best.rows)
