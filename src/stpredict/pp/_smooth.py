@@ -11,6 +11,7 @@ from anndata import AnnData
 from tqdm.auto import tqdm
 
 from .._constants import LIBRARY_KEY
+from .._distributed import resolve_client
 from .._logging import logger
 from .._validate import check_adata, get_matrix, require_grid, require_spatial, slide_masks
 from ._denoise import adaptive_median, eags, neighbour_mean
@@ -76,6 +77,30 @@ def _check_slides(adata: AnnData, method: str, settings: dict, library_key: str)
             raise ValueError(msg)
 
 
+def _smooth_slide(
+    x: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    grid: str,
+    spatial: np.ndarray | None,
+    method: str,
+    settings: dict,
+    random_state: int | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One slide's smoothed values (and, for the adaptive median, the mask of imputed entries)."""
+    if method == "8n":
+        return neighbour_mean(x, rows, cols, grid), None
+    if method == "spcs":
+        spcs_params = {k: v for k, v in settings.items() if k != "rescale_to_8n"}
+        smoothed = spcs(x, rows, cols, grid, random_state=random_state, **spcs_params)
+        if settings["rescale_to_8n"]:
+            smoothed = _rescale_into(smoothed, neighbour_mean(x, rows, cols, grid))
+        return smoothed, None
+    if method == "adaptive_median":
+        return adaptive_median(x, rows, cols, settings["n_rings"])
+    return eags(x, spatial, random_state=random_state, **settings), None
+
+
 def smooth(
     adata: AnnData,
     *,
@@ -84,6 +109,7 @@ def smooth(
     key_added: str | None = None,
     library_key: str = LIBRARY_KEY,
     random_state: int | None = 0,
+    client=None,
     show_progress_bar: bool = True,
     copy: bool = False,
     **params,
@@ -126,6 +152,9 @@ def smooth(
         ``obs`` column naming the slide of each spot.
     random_state
         Seed of the PCA steps (SPCS, EAGS).
+    client
+        A ``dask.distributed`` Client (``True``: the active one): slides are smoothed in parallel, one slide per
+        task, with results equal to the serial ones.
     show_progress_bar
         Show a progress bar over slides.
     copy
@@ -182,34 +211,36 @@ def smooth(
 
     masks = slide_masks(adata, library_key)
     single = len(masks) == 1  # one slide: kernels read and return whole arrays, no per-slide copies
-    out = None if single else np.empty_like(values)
-    imputed = None if single or method != "adaptive_median" else np.zeros(values.shape, dtype=bool)
-    grids = {}
+    grids = {lib: infer_grid(adata, lib, rows_all[mask], cols_all[mask]) for lib, mask in masks.items()}
+    spatial_all = np.asarray(adata.obsm["spatial"], dtype=float) if method == "eags" else None
+
+    def slide_inputs(library_id: str, mask: np.ndarray) -> tuple:
+        x = values if single else values[mask]
+        spatial = spatial_all[mask] if spatial_all is not None else None
+        return x, rows_all[mask], cols_all[mask], grids[library_id], spatial
+
     started = time.perf_counter()
-    for library_id, mask in tqdm(masks.items(), desc=f"smooth ({method})", disable=not show_progress_bar):
-        x, rows, cols = (values if single else values[mask]), rows_all[mask], cols_all[mask]
-        grid = infer_grid(adata, library_id, rows, cols)
-        grids[library_id] = grid
-        slide_imputed = None
-        if method == "8n":
-            smoothed = neighbour_mean(x, rows, cols, grid)
-        elif method == "spcs":
-            spcs_params = {k: v for k, v in settings.items() if k != "rescale_to_8n"}
-            smoothed = spcs(x, rows, cols, grid, random_state=random_state, **spcs_params)
-            if settings["rescale_to_8n"]:
-                smoothed = _rescale_into(smoothed, neighbour_mean(x, rows, cols, grid))
-        elif method == "adaptive_median":
-            smoothed, slide_imputed = adaptive_median(x, rows, cols, settings["n_rings"])
-        else:
-            spatial = np.asarray(adata.obsm["spatial"], dtype=float)[mask]
-            smoothed = eags(x, spatial, random_state=random_state, **settings)
-        if single:
-            out, imputed = smoothed, slide_imputed
-        else:
-            out[mask] = smoothed
+    client = resolve_client(client)
+    if client is not None:  # one task per slide; the slide's values travel, the kernels run on the workers
+        futures = [
+            client.submit(_smooth_slide, *slide_inputs(lib, mask), method, settings, random_state, pure=False)
+            for lib, mask in masks.items()
+        ]
+        results = dict(zip(masks, client.gather(futures), strict=True))
+    else:
+        results = {}
+        for library_id, mask in tqdm(masks.items(), desc=f"smooth ({method})", disable=not show_progress_bar):
+            results[library_id] = _smooth_slide(*slide_inputs(library_id, mask), method, settings, random_state)
+    if single:
+        out, imputed = next(iter(results.values()))
+    else:
+        out = np.empty_like(values)
+        imputed = np.zeros(values.shape, dtype=bool) if method == "adaptive_median" else None
+        for library_id, (smoothed, slide_imputed) in results.items():
+            out[masks[library_id]] = smoothed
             if slide_imputed is not None:
-                imputed[mask] = slide_imputed
-        del x, smoothed
+                imputed[masks[library_id]] = slide_imputed
+    del results
     adata.layers[key_added] = _with_absent_genes(out, absent, np.nan).astype(np.float32, copy=False)
     if imputed is not None:
         adata.layers[f"{key_added}_imputed"] = _with_absent_genes(imputed, absent, False)
