@@ -23,6 +23,9 @@ Image.MAX_IMAGE_PIXELS = None
 HIRES_MAX_SIDE = 2000  # Space Ranger's "hires" image has 2000 px on its longer side
 MAX_DECODED_PIXELS = 400_000_000  # 1.2 GB of RGB: larger whole-slide images are only read region by region
 
+#: rows copied at a time when decoding a slide image into an array
+DECODE_STRIP_ROWS = 512
+
 
 def open_image(path: str | Path) -> Image.Image:
     """Open an image lazily (pixels are not decoded yet), with a clear error if missing or unreadable."""
@@ -40,7 +43,16 @@ def open_image(path: str | Path) -> Image.Image:
 def decode_rgb(image: Image.Image, path: str | Path) -> np.ndarray:
     """Decode an opened image to an (H, W, 3) uint8 array, with a clear error for truncated or corrupt files."""
     try:
-        return np.asarray(image.convert("RGB"))
+        image.load()
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        # copy strip by strip into one array: np.asarray(image) would hold the bytes twice more (4.7x peak)
+        width, height = image.size
+        out = np.empty((height, width, 3), dtype=np.uint8)
+        for top in range(0, height, DECODE_STRIP_ROWS):
+            bottom = min(height, top + DECODE_STRIP_ROWS)
+            out[top:bottom] = np.asarray(image.crop((0, top, width, bottom)))
+        return out
     except (OSError, SyntaxError, ValueError) as err:  # Pillow's errors for truncated/corrupt data
         msg = (
             f"Could not decode image {str(path)!r} ({err}): the file is truncated or corrupt (e.g. an interrupted "
