@@ -22,10 +22,18 @@ def clustered():
     return centres[rng.integers(0, 20, 1500)] + rng.normal(size=(1500, 10))
 
 
-def test_exact_search_finds_the_brute_force_neighbours(clustered):
+def test_exact_search_finds_the_brute_force_neighbours(clustered, monkeypatch):
     found = nearest_neighbours(clustered, 16, exact=True)
-    assert found.method == "kdtree"
+    assert found.method in ("kdtree", "brute")
     np.testing.assert_array_equal(np.sort(found.index, axis=1), np.sort(brute_force(clustered, 16), axis=1))
+    monkeypatch.setattr(_neighbours, "SAMPLE_QUERIES", 100)  # time both exact searches; force each in turn
+    for method, times in (("kdtree", [0.0, 1.0]), ("brute", [1.0, 0.0])):
+        costs = iter(times)
+        monkeypatch.setattr(_neighbours, "_projected_seconds", lambda *args, costs=costs: next(costs))
+        forced = nearest_neighbours(clustered, 16, exact=True)
+        assert forced.method == method
+        np.testing.assert_array_equal(np.sort(forced.index, axis=1), np.sort(found.index, axis=1))
+        np.testing.assert_allclose(forced.distance, found.distance, rtol=1e-6)
     assert (found.index != np.arange(len(clustered))[:, None]).all()  # never the point itself
     assert (np.diff(found.distance, axis=1) >= 0).all()
 
@@ -47,10 +55,11 @@ def test_approximate_search_has_high_recall(clustered):
 
 
 def test_automatic_choice_switches_when_the_exact_search_would_be_slow(clustered, monkeypatch):
-    assert nearest_neighbours(clustered, 5).method == "kdtree"
+    assert nearest_neighbours(clustered, 5).method in ("kdtree", "brute")
+    monkeypatch.setattr(_neighbours, "SAMPLE_QUERIES", 100)  # inputs this small are otherwise never timed
     monkeypatch.setattr(_neighbours, "EXACT_BUDGET_S", 0.0)
     assert nearest_neighbours(clustered, 5).method == "pynndescent"
-    assert nearest_neighbours(clustered, 5, exact=True).method == "kdtree"  # an explicit choice wins
+    assert nearest_neighbours(clustered, 5, exact=True).method in ("kdtree", "brute")  # an explicit choice wins
 
 
 def test_too_many_neighbours_is_an_error():

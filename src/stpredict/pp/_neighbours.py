@@ -1,11 +1,12 @@
-"""k nearest neighbours of every point among the others: exact with a k-d tree, approximate with pynndescent.
+"""k nearest neighbours of every point among the others: exact (k-d tree or brute force), or approximate.
 
-SPCS's pattern neighbours (10-d) and EAGS's expression neighbours (50-d PCA) are all-pairs searches. Measured
-on the 2-core machine (docs/benchmarks.md): a k-d tree (scipy's ``cKDTree``) finds the same neighbours as an
-all-pairs scan 50x faster on real, clustered expression and 2x faster on structureless Gaussian data of the
-same covariance at 100,000 spots, but its cost grows much faster on structureless data. ``exact=None``
-therefore times the tree on a sample of queries and switches to pynndescent's approximate index (what scanpy
-uses for its neighbour graph) when the full exact search would take longer than :data:`EXACT_BUDGET_S`.
+SPCS's pattern neighbours (10-d) and EAGS's expression neighbours (50-d PCA) are all-pairs searches. Which
+search is fastest depends on the data (docs/benchmarks.md, 2-core machine, 100,000 spots): on real, clustered
+expression a k-d tree (scipy's ``cKDTree``) is 10x faster than a brute-force scan; on structureless Gaussian
+data of the same covariance the tree degrades and the brute-force scan (scikit-learn, BLAS) wins; at a
+million structureless spots both take far too long. ``exact=None`` therefore times both exact searches on a
+sample of queries, runs the faster one, and switches to pynndescent's approximate index (what scanpy uses for
+its neighbour graph) when even that is projected to take longer than :data:`EXACT_BUDGET_S`.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ class Neighbours:
 
     index: np.ndarray
     distance: np.ndarray
-    method: str  # 'kdtree' (exact) or 'pynndescent' (approximate)
+    method: str  # 'kdtree' or 'brute' (exact), or 'pynndescent' (approximate)
 
 
 def _drop_self(index: np.ndarray, distance: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,11 +45,21 @@ def _drop_self(index: np.ndarray, distance: np.ndarray, k: int) -> tuple[np.ndar
     return index[keep].reshape(len(index), k), distance[keep].reshape(len(index), k)
 
 
-def _projected_exact_seconds(tree: cKDTree, points: np.ndarray, k: int, workers: int, rng) -> float:
-    sample = points[rng.choice(len(points), size=min(SAMPLE_QUERIES, len(points)), replace=False)]
+def _sample(points: np.ndarray, rng) -> np.ndarray:
+    return points[rng.choice(len(points), size=min(SAMPLE_QUERIES, len(points)), replace=False)]
+
+
+def _projected_seconds(search, points: np.ndarray, sample: np.ndarray) -> float:
     started = time.perf_counter()
-    tree.query(sample, k + 1, workers=workers)
+    search(sample)
     return (time.perf_counter() - started) * len(points) / len(sample)
+
+
+def _brute(points: np.ndarray, k: int, workers: int):
+    from sklearn.neighbors import NearestNeighbors
+
+    index = NearestNeighbors(n_neighbors=k + 1, algorithm="brute", n_jobs=workers).fit(points)
+    return lambda queries: index.kneighbors(queries)
 
 
 def nearest_neighbours(
@@ -68,12 +79,13 @@ def nearest_neighbours(
     k
         Neighbours per point (at most ``n - 1``).
     exact
-        ``True``: k-d tree, exact (ties between equidistant points in the tree's order). ``False``:
-        pynndescent, approximate. ``None``: exact unless it is projected to take over :data:`EXACT_BUDGET_S`.
+        ``True``: exact, with the faster of a k-d tree and a brute-force scan (timed on a sample of queries;
+        ties between equidistant points in the search's order). ``False``: pynndescent, approximate.
+        ``None``: exact unless the faster exact search is projected to take over :data:`EXACT_BUDGET_S`.
     random_state
         Seed of the timing sample and of pynndescent.
     workers
-        Threads for the tree queries (-1: all cores).
+        Threads for the exact searches (-1: all cores).
 
     Examples
     --------
@@ -88,18 +100,26 @@ def nearest_neighbours(
     if not 1 <= k < n:
         msg = f"Cannot find {k} neighbours per point among {n} points."
         raise ValueError(msg)
-    rng = np.random.default_rng(random_state)
-    tree = cKDTree(points) if exact is not False else None
-    if exact is None:
-        projected = _projected_exact_seconds(tree, points, k, workers, rng)
-        exact = projected <= EXACT_BUDGET_S
-        if not exact:
-            logger.info("neighbours: exact search projected at %.0f s for %d points; using pynndescent", projected, n)
-    if exact:
-        distance, index = tree.query(points, k + 1, workers=workers)
-        index, distance = _drop_self(index.astype(np.int64), distance, k)
-        return Neighbours(index, distance, "kdtree")
-    return _approximate(points, k, random_state)
+    if exact is False:
+        return _approximate(points, k, random_state)
+    tree = cKDTree(points)
+    searches = {  # each returns (distances, indices) of the k + 1 nearest, the point itself usually first
+        "kdtree": lambda queries: tree.query(queries, k + 1, workers=workers),
+        "brute": _brute(points, k, workers),
+    }
+    method = "kdtree"
+    if len(points) > SAMPLE_QUERIES:  # small inputs: the tree, without timing anything
+        sample = _sample(points, np.random.default_rng(random_state))
+        projected = {name: _projected_seconds(search, points, sample) for name, search in searches.items()}
+        method = min(projected, key=projected.get)
+        if exact is None and projected[method] > EXACT_BUDGET_S:
+            logger.info(
+                "neighbours: exact search projected at %.0f s for %d points; using pynndescent", projected[method], n
+            )
+            return _approximate(points, k, random_state)
+    distance, index = searches[method](points)
+    index, distance = _drop_self(np.asarray(index, dtype=np.int64), np.asarray(distance), k)
+    return Neighbours(index, distance, method)
 
 
 def _approximate(points: np.ndarray, k: int, random_state: int | None) -> Neighbours:
