@@ -24,10 +24,10 @@ def clustered():
 
 def test_exact_search_finds_the_brute_force_neighbours(clustered, monkeypatch):
     found = nearest_neighbours(clustered, 16, exact=True)
-    assert found.method in ("kdtree", "brute")
+    assert found.method in ("kdtree", "brute", "scan")
     np.testing.assert_array_equal(np.sort(found.index, axis=1), np.sort(brute_force(clustered, 16), axis=1))
     monkeypatch.setattr(_neighbours, "SAMPLE_QUERIES", 100)  # time both exact searches; force each in turn
-    for method, times in (("kdtree", [0.0, 1.0]), ("brute", [1.0, 0.0])):
+    for method, times in (("kdtree", [0, 1, 1]), ("brute", [1, 0, 1]), ("scan", [1, 1, 0])):
         costs = iter(times)
         monkeypatch.setattr(_neighbours, "_projected_seconds", lambda *args, costs=costs: next(costs))
         forced = nearest_neighbours(clustered, 16, exact=True)
@@ -55,11 +55,11 @@ def test_approximate_search_has_high_recall(clustered):
 
 
 def test_automatic_choice_switches_when_the_exact_search_would_be_slow(clustered, monkeypatch):
-    assert nearest_neighbours(clustered, 5).method in ("kdtree", "brute")
+    assert nearest_neighbours(clustered, 5).method in ("kdtree", "brute", "scan")
     monkeypatch.setattr(_neighbours, "SAMPLE_QUERIES", 100)  # inputs this small are otherwise never timed
     monkeypatch.setattr(_neighbours, "EXACT_BUDGET_S", 0.0)
     assert nearest_neighbours(clustered, 5).method == "pynndescent"
-    assert nearest_neighbours(clustered, 5, exact=True).method in ("kdtree", "brute")  # an explicit choice wins
+    assert nearest_neighbours(clustered, 5, exact=True).method in ("kdtree", "brute", "scan")  # an explicit choice wins
 
 
 def test_too_many_neighbours_is_an_error():

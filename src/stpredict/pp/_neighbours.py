@@ -1,12 +1,13 @@
-"""k nearest neighbours of every point among the others: exact (k-d tree or brute force), or approximate.
+"""k nearest neighbours of every point among the others: exact (three ways), or approximate.
 
 SPCS's pattern neighbours (10-d) and EAGS's expression neighbours (50-d PCA) are all-pairs searches. Which
 search is fastest depends on the data (docs/benchmarks.md, 2-core machine, 100,000 spots): on real, clustered
-expression a k-d tree (scipy's ``cKDTree``) is 10x faster than a brute-force scan; on structureless Gaussian
-data of the same covariance the tree degrades and the brute-force scan (scikit-learn, BLAS) wins; at a
-million structureless spots both take far too long. ``exact=None`` therefore times both exact searches on a
-sample of queries, runs the faster one, and switches to pynndescent's approximate index (what scanpy uses for
-its neighbour graph) when even that is projected to take longer than :data:`EXACT_BUDGET_S`.
+expression a k-d tree (scipy's ``cKDTree``) is 10x faster than scanning all pairs; on structureless Gaussian
+data of the same covariance the tree degrades and a scan wins: in 10-d the fused numba scan (products with
+all points accumulated in a cache-resident buffer, only a running top list kept), in 50-d scikit-learn's
+BLAS brute force; at a million structureless spots all take far too long. ``exact=None`` therefore times the
+three exact searches on a sample of queries, runs the fastest, and switches to pynndescent's approximate
+index (what scanpy uses for its neighbour graph) when even that is projected over :data:`EXACT_BUDGET_S`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit, prange
 from scipy.spatial import cKDTree
 
 from .._logging import logger
@@ -31,7 +33,7 @@ class Neighbours:
 
     index: np.ndarray
     distance: np.ndarray
-    method: str  # 'kdtree' or 'brute' (exact), or 'pynndescent' (approximate)
+    method: str  # 'kdtree', 'brute' or 'scan' (exact), or 'pynndescent' (approximate)
 
 
 def _drop_self(index: np.ndarray, distance: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -45,11 +47,65 @@ def _drop_self(index: np.ndarray, distance: np.ndarray, k: int) -> tuple[np.ndar
     return index[keep].reshape(len(index), k), distance[keep].reshape(len(index), k)
 
 
+@njit(parallel=True, cache=True)
+def _all_pairs(
+    xt: np.ndarray, norms: np.ndarray, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - numba
+    """For each query point, its ``k + 1`` nearest points by a fused scan over all points (self included).
+
+    ``xt`` holds the points as columns (d x n), so the products with all points are accumulated over
+    contiguous memory into a per-query buffer of n values, keeping only a running top list: no n x n matrix,
+    O(n) memory per thread. Ranks by ``|x_j|² - 2 x_q·x_j`` (the squared distance up to ``|x_q|²``).
+    """
+    d, n = xt.shape
+    m = k + 1
+    index = np.full((len(queries), m), -1, dtype=np.int64)
+    score = np.full((len(queries), m), np.inf)
+    for row in prange(len(queries)):
+        q = queries[row]
+        r = np.empty(n)
+        for j in range(n):
+            r[j] = norms[j]
+        for c in range(d):
+            w = -2.0 * xt[c, q]
+            line = xt[c]
+            for j in range(n):
+                r[j] += w * line[j]
+        worst = np.inf
+        for j in range(n):
+            rj = r[j]
+            if rj < worst:
+                pos = m - 1
+                while pos > 0 and score[row, pos - 1] > rj:
+                    score[row, pos] = score[row, pos - 1]
+                    index[row, pos] = index[row, pos - 1]
+                    pos -= 1
+                score[row, pos] = rj
+                index[row, pos] = j
+                worst = score[row, m - 1]
+    return index, score
+
+
+def _scan(points: np.ndarray, k: int):
+    """The fused all-pairs scan as a search returning ``(distances, indices)`` like the others."""
+    xt = np.ascontiguousarray(points.T)
+    norms = np.einsum("ij,ij->i", points, points)
+
+    def search(queries_index: np.ndarray):
+        index, score = _all_pairs(xt, norms, queries_index, k)
+        distance = np.sqrt(np.clip(score + norms[queries_index][:, None], 0, None))
+        return distance, index
+
+    return search
+
+
 def _sample(points: np.ndarray, rng) -> np.ndarray:
-    return points[rng.choice(len(points), size=min(SAMPLE_QUERIES, len(points)), replace=False)]
+    """Indices of the timing sample."""
+    return np.sort(rng.choice(len(points), size=min(SAMPLE_QUERIES, len(points)), replace=False))
 
 
 def _projected_seconds(search, points: np.ndarray, sample: np.ndarray) -> float:
+    search(sample[:2])  # warm-up: numba compilation (cached on disk) and index building are not timed
     started = time.perf_counter()
     search(sample)
     return (time.perf_counter() - started) * len(points) / len(sample)
@@ -79,7 +135,7 @@ def nearest_neighbours(
     k
         Neighbours per point (at most ``n - 1``).
     exact
-        ``True``: exact, with the faster of a k-d tree and a brute-force scan (timed on a sample of queries;
+        ``True``: exact, with the fastest of a k-d tree, scikit-learn's brute force and a fused numba scan (timed on a sample of queries;
         ties between equidistant points in the search's order). ``False``: pynndescent, approximate.
         ``None``: exact unless the faster exact search is projected to take over :data:`EXACT_BUDGET_S`.
     random_state
@@ -103,9 +159,11 @@ def nearest_neighbours(
     if exact is False:
         return _approximate(points, k, random_state)
     tree = cKDTree(points)
-    searches = {  # each returns (distances, indices) of the k + 1 nearest, the point itself usually first
-        "kdtree": lambda queries: tree.query(queries, k + 1, workers=workers),
-        "brute": _brute(points, k, workers),
+    brute = _brute(points, k, workers)
+    searches = {  # each maps query indices to (distances, indices) of the k + 1 nearest, usually self first
+        "kdtree": lambda queries: tree.query(points[queries], k + 1, workers=workers),
+        "brute": lambda queries: brute(points[queries]),
+        "scan": _scan(points, k),
     }
     method = "kdtree"
     if len(points) > SAMPLE_QUERIES:  # small inputs: the tree, without timing anything
@@ -117,7 +175,7 @@ def nearest_neighbours(
                 "neighbours: exact search projected at %.0f s for %d points; using pynndescent", projected[method], n
             )
             return _approximate(points, k, random_state)
-    distance, index = searches[method](points)
+    distance, index = searches[method](np.arange(n))
     index, distance = _drop_self(np.asarray(index, dtype=np.int64), np.asarray(distance), k)
     return Neighbours(index, distance, method)
 
