@@ -3,9 +3,9 @@
 A spot's pattern neighbours are the ``tau_p`` spots of the slide whose PCA pattern vectors correlate best with
 its own. Pearson correlation of centred unit-norm vectors is ``1 - d²/2`` in Euclidean distance ``d``, so
 this all-pairs search is a k-nearest-neighbour search, done by :func:`~stpredict.pp._neighbours.nearest_neighbours`
-(an exact k-d tree; pynndescent when the exact search would be too slow, or with ``exact=False``). The
-previous fused all-pairs numba scan was slower at every measured size (docs/benchmarks.md). The weighted
-combination of neighbours is a numba kernel, parallel over spots, in the input's precision.
+(the fastest of three exact searches, timed on a sample; pynndescent when all would be too slow, or with
+``exact=False``). The weighted combination of neighbours is a numba kernel, parallel over spots, in the
+input's precision.
 """
 
 from __future__ import annotations
