@@ -98,11 +98,9 @@ def prediction_adata(adata: AnnData, key: str) -> AnnData:
     >>> st.pp.normalize(adata)
     >>> train, test = adata[adata.obs.library_id != "C4"].copy(), adata[adata.obs.library_id == "C4"].copy()
     >>> st.tl.fit_predict(train, test, genes=["ERBB2", "GNAS"])
-    >>> st.tl.prediction_adata(test, "pred_ridge")
-    AnnData object with n_obs × n_vars = 70 × 2
-        obs: 'library_id', 'patient', 'array_row', 'array_col', 'spot_id'
-        uns: 'spatial', 'pred_ridge'
-        obsm: 'spatial'
+    >>> pred = st.tl.prediction_adata(test, "pred_ridge")
+    >>> pred.shape, pred.var_names.tolist(), "spatial" in pred.uns
+    ((70, 2), ['ERBB2', 'GNAS'], True)
     """
     check_adata(adata)
     values, genes = get_predictions(adata, key)
