@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from .._validate import check_choice
 from ._inputs import ModelInputs
 
 
@@ -259,12 +260,7 @@ def register_model(name: str) -> Callable[[type[Model]], type[Model]]:
 def get_model(name: str) -> type[Model]:
     """The model class registered under ``name`` (importing its module on first use)."""
     if name not in _REGISTRY:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), available_models(), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        msg = f"Unknown model {name!r}; available: {available_models()}.{hint}"
-        raise ValueError(msg)
+        check_choice(name, available_models(), "model")  # raises, naming the closest model
     entry = _REGISTRY[name]
     if isinstance(entry, str):
         module, _, attribute = entry.partition(":")

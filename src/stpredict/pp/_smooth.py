@@ -51,20 +51,21 @@ def _min_spots(method: str, settings: dict) -> int:
     return {"8n": 1, "spcs": 3, "adaptive_median": 2}[method]
 
 
-def _check_slides(adata: AnnData, method: str, settings: dict, library_key: str) -> None:
+def _check_slides(
+    adata: AnnData, method: str, settings: dict, masks: dict[str, np.ndarray], rows: np.ndarray, cols: np.ndarray
+) -> None:
     if adata.n_vars == 0:
         msg = "adata has no genes: there is nothing to smooth."
         raise ValueError(msg)
     needed = _min_spots(method, settings)
-    small = {lib: int(mask.sum()) for lib, mask in slide_masks(adata, library_key).items() if mask.sum() < needed}
+    small = {lib: int(mask.sum()) for lib, mask in masks.items() if mask.sum() < needed}
     if small:
         msg = (
             f"smooth(method={method!r}) needs at least {needed} spots per slide; slide(s) {small} (spot counts) "
             "have fewer. Leave them out (adata[~adata.obs.library_id.isin([...])]) or use method='8n'."
         )
         raise ValueError(msg)
-    rows, cols = require_grid(adata)
-    for lib, mask in slide_masks(adata, library_key).items():
+    for lib, mask in masks.items():
         key = (rows[mask] - rows[mask].min()) * (int(np.ptp(cols[mask])) + 1) + (cols[mask] - cols[mask].min())
         positions = pd.Index(key)
         if positions.has_duplicates:
@@ -185,7 +186,7 @@ def smooth(
         msg = f"Unknown parameter(s) {sorted(unknown)} for method {method!r}; accepted: {sorted(_DEFAULTS[method])}."
         raise TypeError(msg)
     settings = {**_DEFAULTS[method], **params}
-    require_grid(adata)
+    rows_all, cols_all = require_grid(adata)
     if method == "eags":
         require_spatial(adata)
     values = get_matrix(adata, layer, dtype=np.float32)
@@ -204,12 +205,10 @@ def smooth(
     if absent.any():
         logger.info("smooth: %d gene(s) are NaN in every spot and stay NaN", int(absent.sum()))
         values = values[:, ~absent]
-    _check_slides(adata, method, settings, library_key)
+    masks = slide_masks(adata, library_key)
+    _check_slides(adata, method, settings, masks, rows_all, cols_all)
     adata = adata.copy() if copy else adata
     key_added = key_added or f"{layer or 'X'}_{method}"
-    rows_all, cols_all = require_grid(adata)
-
-    masks = slide_masks(adata, library_key)
     single = len(masks) == 1  # one slide: kernels read and return whole arrays, no per-slide copies
     grids = {lib: infer_grid(adata, lib, rows_all[mask], cols_all[mask]) for lib, mask in masks.items()}
     spatial_all = np.asarray(adata.obsm["spatial"], dtype=float) if method == "eags" else None
