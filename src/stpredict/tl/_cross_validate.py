@@ -23,7 +23,7 @@ from ..pp._genes import select_genes
 from ..pp._normalize import layer_scale
 from ._evaluate import evaluate, summarize
 from ._fit import default_recipe, fit
-from ._leakage import check_no_leakage
+from ._leakage import check_folds_no_leakage
 from ._splits import Fold, make_splits
 
 
@@ -49,7 +49,6 @@ def _check_folds(adata: AnnData, folds: Sequence[Fold], allow_overlap: bool) -> 
         msg = "splits is empty: give folds from st.tl.make_splits or a split method name."
         raise ValueError(msg)
     known = set(library_ids(adata))
-    slides = spot_libraries(adata)
     for fold in folds:
         unknown = sorted((set(fold.train) | set(fold.test)) - known)
         if unknown:
@@ -62,9 +61,8 @@ def _check_folds(adata: AnnData, folds: Sequence[Fold], allow_overlap: bool) -> 
         if not fold.train or not fold.test:
             msg = f"Fold {fold.name!r} has no {'training' if not fold.train else 'test'} slides."
             raise ValueError(msg)
-        if not allow_overlap:
-            train, test = adata[np.isin(slides, fold.train)], adata[np.isin(slides, fold.test)]
-            check_no_leakage(train, test)
+    if not allow_overlap:
+        check_folds_no_leakage(adata, folds)
 
 
 def cross_validate(

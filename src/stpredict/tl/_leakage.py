@@ -12,10 +12,11 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 
 from .._constants import SOURCE_IMAGE_KEY
-from .._validate import require_spatial, slide_masks, spatial_entry
+from .._validate import require_spatial, slide_masks, spatial_entry, spot_libraries
 
 #: share of a test slide's spots at a training slide's coordinates (same image) that counts as the same slide
 SAME_SPOTS_SHARE = 0.5
@@ -44,23 +45,23 @@ def _slides(adata: AnnData) -> dict[str, tuple[set[str], set[tuple[int, int]]]]:
     }
 
 
-def same_slides(train: AnnData, test: AnnData) -> dict[str, str]:
-    """Test slides that are a training slide under another name: ``{test slide: training slide}``."""
-    training = _slides(train)
+def _copies(test_slides: dict, train_slides: dict) -> dict[str, str]:
+    """``{test slide: training slide}`` for test slides with a training slide's image and spot positions."""
     found = {}
-    for test_lib, (image, spots) in _slides(test).items():
-        for train_lib, (train_image, train_spots) in training.items():
+    for test_lib, (image, spots) in test_slides.items():
+        for train_lib, (train_image, train_spots) in train_slides.items():
             if image & train_image and len(spots & train_spots) >= SAME_SPOTS_SHARE * len(spots):
                 found[test_lib] = train_lib
                 break
     return found
 
 
-def check_no_leakage(train: AnnData, test: AnnData, *, allow_overlap: bool = False) -> None:
-    """Refuse test spots that are training spots: shared spot names, or the same image at the same places."""
-    if allow_overlap:
-        return
-    shared = test.obs_names.intersection(train.obs_names)
+def same_slides(train: AnnData, test: AnnData) -> dict[str, str]:
+    """Test slides that are a training slide under another name: ``{test slide: training slide}``."""
+    return _copies(_slides(test), _slides(train))
+
+
+def _refuse_shared_names(shared: pd.Index) -> None:
     if len(shared):
         msg = (
             f"{len(shared)} test spot name(s) are also training spot names, e.g. {shared[:3].tolist()}: test spots "
@@ -69,7 +70,9 @@ def check_no_leakage(train: AnnData, test: AnnData, *, allow_overlap: bool = Fal
             "adata.obs['library_id'].astype(str) + '_' + adata.obs_names) or pass " + OVERRIDE + "."
         )
         raise ValueError(msg)
-    copies = same_slides(train, test)
+
+
+def _refuse_copies(copies: dict[str, str]) -> None:
     if copies:
         msg = (
             f"Test slide(s) {copies} (test: training) show the same image with the same spot coordinates as "
@@ -77,3 +80,21 @@ def check_no_leakage(train: AnnData, test: AnnData, *, allow_overlap: bool = Fal
             "not trained on, or pass " + OVERRIDE + " if this is intended."
         )
         raise ValueError(msg)
+
+
+def check_no_leakage(train: AnnData, test: AnnData, *, allow_overlap: bool = False) -> None:
+    """Refuse test spots that are training spots: shared spot names, or the same image at the same places."""
+    if allow_overlap:
+        return
+    _refuse_shared_names(test.obs_names.intersection(train.obs_names))
+    _refuse_copies(same_slides(train, test))
+
+
+def check_folds_no_leakage(adata: AnnData, folds) -> None:
+    """:func:`check_no_leakage` for every fold of one AnnData, hashing each slide's image once for all folds."""
+    slides = _slides(adata)
+    libraries = spot_libraries(adata)
+    for fold in folds:
+        train_mask, test_mask = np.isin(libraries, fold.train), np.isin(libraries, fold.test)
+        _refuse_shared_names(adata.obs_names[test_mask].intersection(adata.obs_names[train_mask]))
+        _refuse_copies(_copies({s: slides[s] for s in fold.test}, {s: slides[s] for s in fold.train}))
