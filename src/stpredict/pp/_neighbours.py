@@ -111,11 +111,18 @@ def _projected_seconds(search, points: np.ndarray, sample: np.ndarray) -> float:
     return (time.perf_counter() - started) * len(points) / len(sample)
 
 
+def _tree(points: np.ndarray, k: int, workers: int):
+    """Scipy's k-d tree as a search: query indices -> ``(distances, indices)`` of the ``k + 1`` nearest."""
+    tree = cKDTree(points)
+    return lambda queries: tree.query(points[queries], k + 1, workers=workers)
+
+
 def _brute(points: np.ndarray, k: int, workers: int):
+    """scikit-learn's brute force (BLAS) as a search, like :func:`_tree`."""
     from sklearn.neighbors import NearestNeighbors
 
     index = NearestNeighbors(n_neighbors=k + 1, algorithm="brute", n_jobs=workers).fit(points)
-    return lambda queries: index.kneighbors(queries)
+    return lambda queries: index.kneighbors(points[queries])
 
 
 def nearest_neighbours(
@@ -158,24 +165,27 @@ def nearest_neighbours(
         raise ValueError(msg)
     if exact is False:
         return _approximate(points, k, random_state)
-    tree = cKDTree(points)
-    brute = _brute(points, k, workers)
-    searches = {  # each maps query indices to (distances, indices) of the k + 1 nearest, usually self first
-        "kdtree": lambda queries: tree.query(points[queries], k + 1, workers=workers),
-        "brute": lambda queries: brute(points[queries]),
-        "scan": _scan(points, k),
+    searches = {  # each builds a search mapping query indices to (distances, indices), usually self first
+        "kdtree": lambda: _tree(points, k, workers),
+        "brute": lambda: _brute(points, k, workers),
+        "scan": lambda: _scan(points, k),
     }
-    method = "kdtree"
-    if len(points) > SAMPLE_QUERIES:  # small inputs: the tree, without timing anything
+    method, search = "kdtree", None
+    if len(points) > SAMPLE_QUERIES:  # small inputs: the tree, without building or timing the others
         sample = _sample(points, np.random.default_rng(random_state))
-        projected = {name: _projected_seconds(search, points, sample) for name, search in searches.items()}
+        built = {name: build() for name, build in searches.items()}
+        projected = {name: _projected_seconds(built[name], points, sample) for name in built}
         method = min(projected, key=projected.get)
+        search = built.pop(method)
+        del built  # the other indexes (a tree, a transposed copy of the points) are freed before the full search
         if exact is None and projected[method] > EXACT_BUDGET_S:
             logger.info(
                 "neighbours: exact search projected at %.0f s for %d points; using pynndescent", projected[method], n
             )
+            del search
             return _approximate(points, k, random_state)
-    distance, index = searches[method](np.arange(n))
+    search = search or searches[method]()
+    distance, index = search(np.arange(n))
     index, distance = _drop_self(np.asarray(index, dtype=np.int64), np.asarray(distance), k)
     return Neighbours(index, distance, method)
 
