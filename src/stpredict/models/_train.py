@@ -112,8 +112,8 @@ def _scored(net: torch.nn.Module, batch: Mapping[str, torch.Tensor]):
     return pred, target, batch["unit"]
 
 
-def _lightning_task(net: torch.nn.Module, settings: TrainSettings, make_loaders: Callable):
-    """The LightningModule; ``make_loaders(rank, world_size)`` gives ``(train, val)`` once DDP ranks are known."""
+def _lightning_task(net: torch.nn.Module, settings: TrainSettings, train_loader: Callable, val_loader):
+    """The LightningModule; ``train_loader(rank, world_size)`` splits the training items once DDP ranks are known."""
     import lightning.pytorch as pl
 
     loss_fn = LOSSES[settings.loss]
@@ -125,10 +125,10 @@ def _lightning_task(net: torch.nn.Module, settings: TrainSettings, make_loaders:
             self._val: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
 
         def train_dataloader(self):
-            return make_loaders(self.global_rank, self.trainer.world_size)[0]
+            return train_loader(self.global_rank, self.trainer.world_size)
 
         def val_dataloader(self):
-            return make_loaders(self.global_rank, self.trainer.world_size)[1] or []
+            return val_loader or []
 
         def training_step(self, batch, batch_idx):
             if hasattr(self.net, "training_loss"):  # a model's own objective (e.g. TRIPLEX's fusion loss)
@@ -258,12 +258,11 @@ def fit_network(
     options.update(trainer_params or {})
     options.setdefault("use_distributed_sampler", False)  # the loaders below split the training items themselves
 
-    def make_loaders(rank: int, world_size: int):
-        ranks = {"rank": rank, "world_size": world_size}
-        train = _loader(train_set, settings, True, collate_fn, random_state, **ranks)
-        return train, (_loader(val_set, settings, False, collate_fn, random_state) if val_set is not None else None)
+    def train_loader(rank: int, world_size: int):
+        return _loader(train_set, settings, True, collate_fn, random_state, rank=rank, world_size=world_size)
 
-    task = _lightning_task(net, settings, make_loaders)
+    val_loader = _loader(val_set, settings, False, collate_fn, random_state) if val_set is not None else None
+    task = _lightning_task(net, settings, train_loader, val_loader)
     lightning_logger = logging.getLogger("lightning.pytorch")
     level = lightning_logger.level
     lightning_logger.setLevel(logging.WARNING)  # no "GPU available: False" banners in the user's notebook
