@@ -56,7 +56,7 @@ def get_predictions(adata: AnnData, key: str, genes: Sequence[str] | None = None
     else from ``layers[key]`` (aligned with ``var_names``, NaN for genes not predicted), so that only the
     predicted genes are ever densified. ``genes=None`` returns every predicted gene.
     """
-    frame = adata.obsm.get(key) if key in adata.obsm else None
+    frame = adata.obsm.get(key)
     if isinstance(frame, pd.DataFrame):
         names = [str(g) for g in frame.columns]
         chosen = names if genes is None else list(genes)
