@@ -12,11 +12,11 @@ import numpy as np
 from scipy import ndimage as ndi
 from scipy.spatial import Delaunay
 from skimage.color import rgb2hed
-from skimage.feature import peak_local_max
 from skimage.filters import gaussian, threshold_otsu
-from skimage.measure import perimeter
-from skimage.morphology import convex_hull_image, skeletonize
+from skimage.morphology import skeletonize
 from skimage.segmentation import watershed
+
+from ._nuclei_kernels import _PERIMETER_WEIGHTS, hull_area_perimeter, watershed_peaks
 
 MORPHOLOGY = (
     "area",
@@ -85,17 +85,14 @@ def segment_nuclei(patch: np.ndarray, microns_per_pixel: float) -> np.ndarray:
         return np.zeros(patch.shape[:2], dtype=np.int32)
     distance = ndi.distance_transform_edt(mask)
     min_distance = max(1, int(round(NUCLEUS_SEPARATION_UM / microns_per_pixel)))
-    peaks = peak_local_max(distance, min_distance=min_distance, labels=ndi.label(mask)[0], exclude_border=False)
+    # the markers peak_local_max(distance, min_distance, labels=components) finds, for all nuclei at once
+    peaks = watershed_peaks(distance, ndi.label(mask)[0], min_distance)
     markers = np.zeros(mask.shape, dtype=np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     labels = watershed(-distance, markers, mask=mask)
     return _drop_small(labels, min_area)
 
 
-_PERIMETER_WEIGHTS = np.zeros(50)  # scikit-image's perimeter estimator (Benkrid & Crookes), by neighbourhood code
-_PERIMETER_WEIGHTS[[5, 7, 15, 17, 25, 27]] = 1.0
-_PERIMETER_WEIGHTS[[21, 33]] = np.sqrt(2.0)
-_PERIMETER_WEIGHTS[[13, 23]] = (1.0 + np.sqrt(2.0)) / 2.0
 _RING = ((-1, -1, 10), (-1, 0, 2), (-1, 1, 10), (0, -1, 2), (0, 1, 2), (1, -1, 10), (1, 0, 2), (1, 1, 10))
 
 
@@ -123,8 +120,8 @@ def _perimeters(labels: np.ndarray, n_labels: int) -> np.ndarray:
 def _morphology_table(labels: np.ndarray, mpp: float) -> tuple[np.ndarray, np.ndarray]:
     """The 14 morphology features of every nucleus (rows, as scikit-image's regionprops gives them) and centroids.
 
-    Moments, axes, eccentricity, orientation, extent and perimeter are computed for all nuclei at once; the
-    convex hull and skeleton, which need each nucleus alone, per nucleus on its bounding box.
+    Moments, axes, eccentricity, orientation, extent, perimeter and the convex hull are computed for all
+    nuclei at once (numba); only the skeleton is scikit-image's, per nucleus on its bounding box.
     """
     n_labels = int(labels.max())
     rows, cols = np.nonzero(labels)
@@ -153,19 +150,14 @@ def _morphology_table(labels: np.ndarray, mpp: float) -> tuple[np.ndarray, np.nd
     orientation = np.where(m02 == m20, np.where(m11 > 0, np.pi / 4.0, -np.pi / 4.0), 0.5 * np.arctan2(-2 * b, c - a))
     major, minor = 4.0 * np.sqrt(l1) * mpp, 4.0 * np.sqrt(l2) * mpp
     perimeter_um = np.maximum(_perimeters(labels, n_labels)[present], 1e-6) * mpp
-    boxes = ndi.find_objects(labels)
-    convex_area = np.empty(len(present))
-    convex_perimeter = np.empty(len(present))
-    skeleton = np.empty(len(present))
-    extent = np.empty(len(present))
-    for i, label in enumerate(present):
-        box = boxes[label - 1]
-        image = labels[box] == label
-        extent[i] = n[i] / image.size
-        hull = convex_hull_image(image)
-        convex_area[i] = hull.sum()
-        convex_perimeter[i] = perimeter(hull) * mpp
-        skeleton[i] = float(skeletonize(image).sum()) * mpp
+    objects = ndi.find_objects(labels)
+    boxes = np.array([[objects[label - 1][0].start, objects[label - 1][0].stop,
+                       objects[label - 1][1].start, objects[label - 1][1].stop] for label in present]).reshape(-1, 4)  # fmt: skip
+    extent = n / ((boxes[:, 1] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 2]))
+    convex_area, convex_perimeter = hull_area_perimeter(labels, present, boxes)
+    convex_perimeter = convex_perimeter * mpp
+    skeleton = np.array([skeletonize(labels[objects[label - 1]] == label).sum() for label in present], dtype=np.float64)
+    skeleton *= mpp
     area = n * mpp**2
     table = np.column_stack(
         [
@@ -197,20 +189,22 @@ def _topology(centroids: np.ndarray, patch_side_um: float) -> list[float]:
     except Exception:  # noqa: BLE001 - collinear points: qhull refuses
         return [patch_side_um] * 3
     indptr, indices = triangulation.vertex_neighbor_vertices
-    stats = []
-    for i in range(len(centroids)):
-        neighbours = indices[indptr[i] : indptr[i + 1]]
-        d = np.linalg.norm(centroids[neighbours] - centroids[i], axis=1)
-        stats.append((d.mean(), d.max(), d.min()))
-    return np.mean(stats, axis=0).tolist()
+    counts = np.diff(indptr)
+    owner = np.repeat(np.arange(len(centroids)), counts)
+    d = np.linalg.norm(centroids[indices] - centroids[owner], axis=1)
+    starts = indptr[:-1][counts > 0]  # a nucleus qhull left out (a duplicate centre) has no neighbours
+    stats = np.column_stack([np.add.reduceat(d, starts) / counts[counts > 0],
+                             np.maximum.reduceat(d, starts), np.minimum.reduceat(d, starts)])  # fmt: skip
+    return stats.mean(axis=0).tolist()
 
 
 def nuclei_features(patches: np.ndarray, microns_per_pixel: float, n_jobs: int | None = None) -> np.ndarray:
     """Nuclei features of RGB patches ``(n, h, w, 3)`` -> ``(n, 18)`` float32.
 
     Per patch: the 14 morphology features averaged over its nuclei, 3 Delaunay topology features and the
-    number of nuclei. A patch without nuclei gets zeros for morphology. ``n_jobs`` processes (joblib;
-    ``None`` or 1: serial, -1: all cores) share the patches.
+    number of nuclei. A patch without nuclei gets zeros for morphology. ``n_jobs`` threads (joblib;
+    ``None`` or 1: serial, -1: all cores) share the patches: the numba kernels and most of scikit-image's
+    filters release the GIL, and threads start without the ~1 s of a new process importing the package.
 
     Morphology (µm, µm²): area, perimeter, eccentricity, major and minor axis length, solidity, extent,
     orientation, circularity (4πA/P²), aspect ratio (major/minor), convex area, convexity (convex
@@ -228,7 +222,9 @@ def nuclei_features(patches: np.ndarray, microns_per_pixel: float, n_jobs: int |
         from joblib import Parallel, delayed, effective_n_jobs
 
         chunks = np.array_split(patches, 4 * effective_n_jobs(n_jobs))
-        parts = Parallel(n_jobs=n_jobs)(delayed(nuclei_features)(c, microns_per_pixel) for c in chunks if len(c))
+        parts = Parallel(n_jobs=n_jobs, prefer="threads")(
+            delayed(nuclei_features)(c, microns_per_pixel) for c in chunks if len(c)
+        )
         return np.concatenate(parts, axis=0)
     out = np.zeros((len(patches), len(MORPHOLOGY) + len(TOPOLOGY) + 1), dtype=np.float32)
     side_um = patches.shape[1] * microns_per_pixel
