@@ -49,3 +49,11 @@ def test_features_and_smoothing_on_a_cluster_equal_serial(client, crop):
     np.testing.assert_array_equal(
         crop.layers["log1p_adaptive_median_imputed"], serial.layers["log1p_adaptive_median_imputed"]
     )
+
+
+def test_neighbour_features_on_a_cluster_equal_serial(client, crop):
+    serial = st.pp.neighbour_features(crop, tile_size=64, show_progress_bar=False, copy=True)
+    parallel = st.pp.neighbour_features(crop, tile_size=64, client=client, copy=True)
+    for key in ("X_handcrafted_neighbours", "X_handcrafted_neighbours_mask"):
+        np.testing.assert_array_equal(parallel.obsm[key], serial.obsm[key])
+    assert np.abs(parallel.obsm["X_handcrafted_neighbours"]).sum() > 0 and parallel.n_obs == crop.n_obs

@@ -88,3 +88,11 @@ def map_slides(client, function: Callable, parts: Sequence[tuple[np.ndarray, Ann
     """``function(part, **kwargs)`` for every slide on the cluster, results in the order of ``parts``."""
     futures = client.map(lambda part: function(part, **kwargs), [part for _, part in parts], pure=False)
     return client.gather(futures)
+
+
+def rows_in_order(n_obs: int, parts: Sequence[tuple[np.ndarray, AnnData]], arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-slide arrays (rows = the slide's spots) assembled into one array in ``adata``'s row order."""
+    out = np.zeros((n_obs, *arrays[0].shape[1:]), dtype=arrays[0].dtype)
+    for (positions, _), values in zip(parts, arrays, strict=True):
+        out[positions] = values
+    return out

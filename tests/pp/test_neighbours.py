@@ -65,3 +65,12 @@ def test_automatic_choice_switches_when_the_exact_search_would_be_slow(clustered
 def test_too_many_neighbours_is_an_error():
     with pytest.raises(ValueError, match="Cannot find 3 neighbours per point among 3 points"):
         nearest_neighbours(np.zeros((3, 2)), 3)
+
+
+def test_timing_sample_is_runs_of_consecutive_points():
+    rng = np.random.default_rng(0)
+    sample = _neighbours._sample(np.zeros((100_000, 2)), rng)
+    assert len(sample) == _neighbours.SAMPLE_QUERIES
+    assert np.all(np.diff(sample) > 0) and sample[-1] < 100_000
+    assert (np.diff(sample) == 1).mean() > 0.99  # consecutive, as the full search visits them
+    np.testing.assert_array_equal(_neighbours._sample(np.zeros((50, 2)), rng), np.arange(50))

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .._constants import LIBRARY_KEY
 from .._device import resolve_device
-from .._distributed import map_slides, resolve_client, slide_parts
+from .._distributed import map_slides, resolve_client, rows_in_order, slide_parts
 from .._logging import logger
 from .._validate import check_adata
 from ._encoders import ENCODERS, embed_patches, encoder_spec, load_encoder
@@ -209,10 +209,7 @@ def _on_cluster(adata: AnnData, client, options: dict) -> tuple[np.ndarray, list
         raise ValueError(msg)
     parts = slide_parts(adata, library_key=options["library_key"])
     results = map_slides(client, _slide_features, parts, **options)
-    features = np.empty((adata.n_obs, results[0][0].shape[1]), dtype=np.float32)
-    for (positions, _), (values, _) in zip(parts, results, strict=True):
-        features[positions] = values
-    return features, results[0][1]
+    return rows_in_order(adata.n_obs, parts, [values for values, _ in results]), results[0][1]
 
 
 def image_features(

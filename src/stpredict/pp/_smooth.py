@@ -132,9 +132,10 @@ def smooth(
     - ``'eags'`` (STOmics EAGS): Gaussian-weighted mean over the ``n_neighbors=10`` most similar spots in
       ``n_pcs=50`` PCA space, weights from their spatial distance (90th percentile gets weight 0.95).
 
-    SPCS's pattern neighbours and EAGS's expression neighbours are found exactly with a k-d tree, or, when
-    that is projected to take over a minute (large slides without clustered expression), approximately with
-    pynndescent; ``exact=True``/``False`` forces either. Values are smoothed in float32, slide by slide.
+    SPCS's pattern neighbours and EAGS's expression neighbours are found exactly (the fastest of a k-d tree,
+    BLAS brute force and a numba scan, timed on a sample), or, when that is projected to take over two
+    minutes (a million spots without clustered expression), approximately with pynndescent;
+    ``exact=True``/``False`` forces either. Values are smoothed in float32, slide by slide.
 
     The grid type comes from ``uns['spatial'][library_id]['metadata']['grid']`` (set by the readers) or is
     inferred from the array coordinates.

@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from os import PathLike
+from typing import Any
 
 import numpy as np
 from anndata import AnnData
 
 from .._constants import LIBRARY_KEY
+from .._distributed import map_slides, resolve_client, rows_in_order, slide_parts
 from .._files import atomic_path
 from ._patches import cut_patches, extract_patches, iter_slide_images, patch_geometry
 
@@ -176,6 +178,7 @@ def neighbour_features(
     library_key: str = LIBRARY_KEY,
     target_mpp: float | None = None,
     show_progress_bar: bool = True,
+    client: Any = None,
     copy: bool = False,
 ) -> AnnData | None:
     """Encode TRIPLEX's neighbour view: every tile of the ``grid x grid`` region around each spot.
@@ -199,6 +202,9 @@ def neighbour_features(
         Spots per batch (each brings ``grid * grid`` tiles).
     target_mpp
         Resample tiles to this pixel size (see :func:`stpredict.pp.image_features`).
+    client
+        A ``dask.distributed`` client (or ``True`` for the running one): one task per slide, each worker reading
+        its slide's image from its path; results identical to serial (see ``docs/distributed.md``).
     library_key, show_progress_bar, copy
         As elsewhere.
 
@@ -214,12 +220,55 @@ def neighbour_features(
     >>> adata.obsm["X_handcrafted_neighbours"].shape
     (4, 25, 44)
     """
+    key_added = key_added or f"X_{method}_neighbours"
+    options = {
+        "method": method, "tile_size": tile_size, "unit": unit, "grid": grid, "checkpoint": checkpoint,
+        "pretrained": pretrained, "device": device, "batch_size": batch_size, "library_key": library_key,
+        "target_mpp": target_mpp,
+    }  # fmt: skip
+    client = resolve_client(client)
+    if client is not None:
+        features, mask = _neighbour_features_on_cluster(adata, client, options)
+    else:
+        features, mask = compute_neighbour_features(adata, show_progress_bar=show_progress_bar, **options)
+    adata = adata.copy() if copy else adata
+    adata.obsm[key_added] = features
+    adata.obsm[f"{key_added}_mask"] = mask
+    adata.uns.setdefault("stpredict_features", {})[key_added] = {
+        "method": method,
+        "tile_size": tile_size,
+        "unit": unit,
+        "grid": grid,
+        "target_mpp": target_mpp,
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+    }
+    return adata if copy else None
+
+
+def compute_neighbour_features(
+    adata: AnnData,
+    *,
+    method: str,
+    tile_size: float,
+    unit: str,
+    grid: int,
+    checkpoint: str | PathLike | None,
+    pretrained: bool,
+    device: str,
+    batch_size: int,
+    library_key: str,
+    target_mpp: float | None,
+    show_progress_bar: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(features, inside)`` arrays of :func:`neighbour_features`, without writing them."""
     from tqdm.auto import tqdm
 
     from ._features import _extractor, _microns_per_pixel
 
+    if adata.n_obs == 0:
+        msg = "adata has no spots."
+        raise ValueError(msg)
     extract, _ = _extractor(method, checkpoint, pretrained, device)
-    key_added = key_added or f"X_{method}_neighbours"
     features = mask = None
     views = iter_neighbour_views(
         adata,
@@ -241,18 +290,23 @@ def neighbour_features(
                 mask = np.zeros((adata.n_obs, grid * grid), dtype=bool)
             features[positions], mask[positions] = values, inside
             bar.update(len(positions))
-    adata = adata.copy() if copy else adata
-    adata.obsm[key_added] = features
-    adata.obsm[f"{key_added}_mask"] = mask
-    adata.uns.setdefault("stpredict_features", {})[key_added] = {
-        "method": method,
-        "tile_size": tile_size,
-        "unit": unit,
-        "grid": grid,
-        "target_mpp": target_mpp,
-        "checkpoint": str(checkpoint) if checkpoint is not None else None,
-    }
-    return adata if copy else None
+    return features, mask
+
+
+def _slide_neighbour_features(part: AnnData, **options) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbour features of one slide on a worker (the image is read from its path there)."""
+    return compute_neighbour_features(part, **options)
+
+
+def _neighbour_features_on_cluster(adata: AnnData, client, options: dict) -> tuple[np.ndarray, np.ndarray]:
+    """One task per slide on a dask.distributed cluster; rows back in ``adata``'s order."""
+    if adata.n_obs == 0:
+        msg = "adata has no spots."
+        raise ValueError(msg)
+    parts = slide_parts(adata, library_key=options["library_key"])
+    results = map_slides(client, _slide_neighbour_features, parts, **options)
+    features = rows_in_order(adata.n_obs, parts, [values for values, _ in results])
+    return features, rows_in_order(adata.n_obs, parts, [inside for _, inside in results])
 
 
 @dataclass
