@@ -179,3 +179,16 @@ def test_genes_missing_everywhere_stay_missing_and_partial_nan_is_refused(crop):
     crop.layers["holes"] = np.where(np.eye(crop.n_obs, crop.n_vars, dtype=bool), np.nan, 1.0)
     with pytest.raises(ValueError, match="NaN for some spots of gene"):
         st.pp.smooth(crop, method="8n", layer="holes")
+
+
+def test_neighbour_search_used_is_recorded_per_slide(crop):
+    adata = crop.copy()
+    st.pp.normalize(adata)
+    st.pp.smooth(adata, method="spcs", show_progress_bar=False)
+    searches = adata.uns["stpredict_smooth"]["log1p_spcs"]["neighbour_search"]
+    assert set(searches) == set(adata.obs["library_id"].cat.categories)
+    assert set(searches.values()) <= {"kdtree", "brute", "scan"}  # small slides: always exact
+    st.pp.smooth(adata, method="eags", exact=False, show_progress_bar=False)
+    assert set(adata.uns["stpredict_smooth"]["log1p_eags"]["neighbour_search"].values()) == {"pynndescent"}
+    st.pp.smooth(adata, method="8n", show_progress_bar=False)
+    assert "neighbour_search" not in adata.uns["stpredict_smooth"]["log1p_8n"]

@@ -135,6 +135,7 @@ def eags(
     weight_at_quantile: float = 0.95,
     exact: bool | None = None,
     random_state: int | None = 0,
+    report: dict | None = None,
 ) -> np.ndarray:
     """EAGS: average over expression-similar spots, weighted by their spatial closeness.
 
@@ -142,7 +143,8 @@ def eags(
     as :func:`~stpredict.pp._neighbours.nearest_neighbours`, ``exact``); each neighbour j of i gets
     ``exp(-d_ij² / (2c²))`` with d the spatial (pixel) distance and c chosen so that the ``quantile``-th
     percentile of those distances gets weight ``weight_at_quantile``. Rows are averaged in blocks, in ``x``'s
-    precision, so memory stays at a few times the output whatever the number of spots.
+    precision, so memory stays at a few times the output whatever the number of spots. The search used is
+    written to ``report['neighbour_search']`` when a dict is given.
     """
     from ._spcs import pattern_space
 
@@ -150,7 +152,10 @@ def eags(
     n_components = int(min(n_pcs, x.shape[0] - 1, x.shape[1]))
     scores = pattern_space(x, n_components, random_state, scale=std) if n_components >= 2 else _one_component(x, std)
     k = int(min(n_neighbors, len(x) - 1))
-    index = nearest_neighbours(scores, k, exact=exact, random_state=random_state).index
+    found = nearest_neighbours(scores, k, exact=exact, random_state=random_state)
+    if report is not None:
+        report["neighbour_search"] = found.method
+    index = found.index
     d = np.linalg.norm(spatial[index] - spatial[:, None, :], axis=2)
     d_q = np.percentile(d, quantile)
     c2 = d_q**2 / (2.0 * np.log(1.0 / weight_at_quantile)) if d_q > 0 else 1.0

@@ -87,19 +87,22 @@ def _smooth_slide(
     method: str,
     settings: dict,
     random_state: int | None,
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """One slide's smoothed values (and, for the adaptive median, the mask of imputed entries)."""
+) -> tuple[np.ndarray, np.ndarray | None, str | None]:
+    """One slide's smoothed values, the adaptive median's mask of imputed entries, and the neighbour search used."""
+    report: dict = {}
+    imputed = None
     if method == "8n":
-        return neighbour_mean(x, rows, cols, grid), None
-    if method == "spcs":
+        smoothed = neighbour_mean(x, rows, cols, grid)
+    elif method == "spcs":
         spcs_params = {k: v for k, v in settings.items() if k != "rescale_to_8n"}
-        smoothed = spcs(x, rows, cols, grid, random_state=random_state, **spcs_params)
+        smoothed = spcs(x, rows, cols, grid, random_state=random_state, report=report, **spcs_params)
         if settings["rescale_to_8n"]:
             smoothed = _rescale_into(smoothed, neighbour_mean(x, rows, cols, grid))
-        return smoothed, None
-    if method == "adaptive_median":
-        return adaptive_median(x, rows, cols, settings["n_rings"])
-    return eags(x, spatial, random_state=random_state, **settings), None
+    elif method == "adaptive_median":
+        smoothed, imputed = adaptive_median(x, rows, cols, settings["n_rings"])
+    else:
+        smoothed = eags(x, spatial, random_state=random_state, report=report, **settings)
+    return smoothed, imputed, report.get("neighbour_search")
 
 
 def smooth(
@@ -167,7 +170,9 @@ def smooth(
     Returns
     -------
     ``None`` or the modified copy; writes ``adata.layers[key_added]`` and parameters to
-    ``adata.uns['stpredict_smooth'][key_added]``. ``X`` and other layers are never changed.
+    ``adata.uns['stpredict_smooth'][key_added]`` (for SPCS and EAGS also ``'neighbour_search'``: the search
+    each slide used, ``'kdtree'``, ``'brute'`` or ``'scan'`` (exact) or ``'pynndescent'`` (approximate)).
+    ``X`` and other layers are never changed.
 
     Examples
     --------
@@ -231,12 +236,13 @@ def smooth(
         results = {}
         for library_id, mask in tqdm(masks.items(), desc=f"smooth ({method})", disable=not show_progress_bar):
             results[library_id] = _smooth_slide(*slide_inputs(library_id, mask), method, settings, random_state)
+    searches = {library_id: search for library_id, (_, _, search) in results.items() if search is not None}
     if single:
-        out, imputed = next(iter(results.values()))
+        out, imputed, _ = next(iter(results.values()))
     else:
         out = np.empty_like(values)
         imputed = np.zeros(values.shape, dtype=bool) if method == "adaptive_median" else None
-        for library_id, (smoothed, slide_imputed) in results.items():
+        for library_id, (smoothed, slide_imputed, _) in results.items():
             out[masks[library_id]] = smoothed
             if slide_imputed is not None:
                 imputed[masks[library_id]] = slide_imputed
@@ -251,6 +257,8 @@ def smooth(
         "grid": grids,
         "random_state": random_state,
     }
+    if searches:  # which neighbour search each slide used: 'kdtree', 'brute', 'scan' (exact) or 'pynndescent'
+        adata.uns["stpredict_smooth"][key_added]["neighbour_search"] = searches
     logger.info(
         "smooth: added layer %r (%s, %d slide(s), %.1f s)", key_added, method, len(masks), time.perf_counter() - started
     )

@@ -168,10 +168,12 @@ def spcs(
     n_pcs: int = 10,
     exact: bool | None = None,
     random_state: int | None = 0,
+    report: dict | None = None,
 ) -> np.ndarray:
     """SPCS-smooth one slide's log-expression ``x`` (spots x genes), in ``x``'s float precision.
 
-    ``exact`` chooses the pattern-neighbour search (see :func:`~stpredict.pp._neighbours.nearest_neighbours`).
+    ``exact`` chooses the pattern-neighbour search (see :func:`~stpredict.pp._neighbours.nearest_neighbours`);
+    the one used is written to ``report['neighbour_search']`` when a dict is given.
     """
     if not np.issubdtype(x.dtype, np.floating):
         x = x.astype(np.float64)
@@ -181,7 +183,9 @@ def spcs(
     z = unit_centred(pattern_space(x, n_pcs, random_state))
     k = int(min(tau_p, len(x) - 1))
     valid = np.abs(z).sum(axis=1) > 0
-    p_index, p_corr, _ = top_correlated(z, valid, k, exact=exact, random_state=random_state)
+    p_index, p_corr, search = top_correlated(z, valid, k, exact=exact, random_state=random_state)
+    if report is not None:
+        report["neighbour_search"] = search
     p_weights = pattern_weights(p_corr)
     s = spatial_weights(rows, cols, grid, tau_s)
     return _combine(
