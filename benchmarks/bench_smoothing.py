@@ -144,6 +144,43 @@ def run_case(method: str, n_spots: int, kind: str) -> dict:
     return result
 
 
+def markdown_tables(results: list[dict], sizes: list[int], old_size: int) -> str:
+    """The results as the two tables of docs/benchmarks.md (one per input)."""
+
+    def cell(r: dict | None) -> str:
+        if r is None:
+            return "—"
+        if r.get("seconds") is None:
+            return r.get("note", "failed")
+        text = f"{r['seconds']:.2f} s" if r["seconds"] < 10 else f"{r['seconds']:.0f} s"
+        text += f", {r['extra_memory_mb']:,} MB"
+        if r.get("search"):
+            text += f", {r['search']}"
+        if r.get("recall") is not None:
+            ratio = f", distance ratio {r['distance_ratio']:.3f}" if "distance_ratio" in r else ""
+            text += f" (recall {r['recall']:.2f}{ratio})"
+        return text
+
+    found = {(r["method"], r["data"], r["n_spots"], r["impl"]): r for r in results}
+    lines = []
+    for kind, title in (("real", "Real profiles"), ("gauss", "Structureless Gaussian")):
+        lines += [f"**{title}** (250 genes):", ""]
+        header = [f"{n:,} spots" for n in sizes] + [f"before, {old_size:,} spots", f"speed-up at {old_size:,}"]
+        lines += ["| method | " + " | ".join(header) + " |", "|---" * (len(header) + 1) + "|"]
+        for method in METHODS:
+            row = [cell(found.get((method, kind, n, "new"))) for n in sizes]
+            new, old = found.get((method, kind, old_size, "new")), found.get((method, kind, old_size, "old"))
+            row.append(cell(old))
+            if new and old and new.get("seconds") and old.get("seconds"):
+                delta = abs(new["checksum"] - old["checksum"]) / abs(old["checksum"])
+                row.append(f"{old['seconds'] / new['seconds']:.1f}× (checksum Δ {delta:.0e})")
+            else:
+                row.append("—")
+            lines.append(f"| {method} | " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--her2st", type=Path, default=Path("../shared/data/her2st"))
@@ -155,7 +192,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per case")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/smoothing.json"))
     parser.add_argument("--case", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--tables", action="store_true", help="print the markdown tables of --out and stop")
     args = parser.parse_args()
+    if args.tables:
+        print(markdown_tables(json.loads(args.out.read_text()), args.sizes, args.old_sizes[0]))
+        return
     if args.case:
         print(json.dumps(run_case(args.case[0], int(args.case[1]), args.case[2])))
         return

@@ -28,8 +28,9 @@ def test_exact_search_finds_the_brute_force_neighbours(clustered, monkeypatch):
     np.testing.assert_array_equal(np.sort(found.index, axis=1), np.sort(brute_force(clustered, 16), axis=1))
     monkeypatch.setattr(_neighbours, "SAMPLE_QUERIES", 100)  # time both exact searches; force each in turn
     for method, times in (("kdtree", [0, 1, 1]), ("brute", [1, 0, 1]), ("scan", [1, 1, 0])):
-        costs = iter(times)
-        monkeypatch.setattr(_neighbours, "_projected_seconds", lambda *args, costs=costs: next(costs))
+        monkeypatch.setattr(
+            _neighbours, "_projections", lambda searches, *_, t=times: dict(zip(searches, t, strict=True))
+        )
         forced = nearest_neighbours(clustered, 16, exact=True)
         assert forced.method == method
         np.testing.assert_array_equal(np.sort(forced.index, axis=1), np.sort(found.index, axis=1))
@@ -74,3 +75,17 @@ def test_timing_sample_is_runs_of_consecutive_points():
     assert np.all(np.diff(sample) > 0) and sample[-1] < 100_000
     assert (np.diff(sample) == 1).mean() > 0.99  # consecutive, as the full search visits them
     np.testing.assert_array_equal(_neighbours._sample(np.zeros((50, 2)), rng), np.arange(50))
+
+
+def test_clear_losers_are_timed_on_the_first_run_only(monkeypatch):
+    timed = []
+
+    def projected_seconds(search, points, queries):
+        timed.append((search, len(queries)))
+        return {"fast": 1.0, "close": 2.0, "slow": 10.0}[search]
+
+    monkeypatch.setattr(_neighbours, "_projected_seconds", projected_seconds)
+    sample = np.arange(2000)
+    result = _neighbours._projections({n: n for n in ("fast", "close", "slow")}, np.zeros((10, 2)), sample)
+    assert result == {"fast": 1.0, "close": 2.0, "slow": 10.0}
+    assert sorted(timed) == [("close", 250), ("close", 2000), ("fast", 250), ("fast", 2000), ("slow", 250)]
