@@ -2,10 +2,11 @@
 
 SPCS's pattern neighbours (10-d) and EAGS's expression neighbours (50-d PCA) are all-pairs searches. Which
 search is fastest depends on the data (docs/benchmarks.md, 2-core machine, 100,000 spots): on real, clustered
-expression a k-d tree (scipy's ``cKDTree``) is 10x faster than scanning all pairs; on structureless Gaussian
-data of the same covariance the tree degrades and a scan wins: in 10-d the fused numba scan (products with
-all points accumulated in a cache-resident buffer, only a running top list kept), in 50-d scikit-learn's
-BLAS brute force; at a million structureless spots all take far too long. ``exact=None`` therefore times the
+expression a k-d tree (scipy's ``cKDTree``) is 10-100x faster than scanning all pairs; on structureless
+Gaussian data of the same covariance the tree degrades: in 10-d it is within 2x of the fused numba scan
+(products with all points accumulated in a cache-resident buffer, only a running top list kept), in 50-d
+far slower than scikit-learn's BLAS brute force; on small inputs the scan or the brute force often wins; at
+a million structureless spots all take far too long. ``exact=None`` therefore times the
 three exact searches on a sample of queries (runs of consecutive points, as the full search visits them),
 runs the fastest, and switches to pynndescent's approximate index (what scanpy uses for its neighbour
 graph) when even that is projected over :data:`EXACT_BUDGET_S`.
@@ -204,6 +205,7 @@ def nearest_neighbours(
         built = {name: build() for name, build in searches.items()}
         projected = _projections(built, points, sample)
         method = min(projected, key=projected.get)
+        logger.debug("neighbours: %d points, projected seconds %s", n, {m: round(t, 1) for m, t in projected.items()})
         search = built.pop(method)
         del built  # the other indexes (a tree, a transposed copy of the points) are freed before the full search
         if exact is None and projected[method] > EXACT_BUDGET_S:
