@@ -243,6 +243,17 @@ def _(ctx):
     return lambda: st.tl.fit_predict(train, fake, genes=["ERBB2"])
 
 
+@case(
+    "a saved model predicting a relabelled training slide",
+    warns=(st.StPredictWarning, r"\{'C9': 'C3'\}.*training slide's image.*in-sample"),
+)
+def _(ctx):
+    train, _ = _two_slides(ctx)
+    path = st.tl.fit(train, genes=["ERBB2"]).save(ctx.tmp / "model.stpredict")
+    fake = ctx.keep(_relabelled(ctx.norm, "C3", "C9", rename_spots=True))
+    return lambda: st.tl.load_model(path).predict(fake)
+
+
 @case("identical obs_names in train and test", raises=(ValueError, r"test spot name\(s\) are also training"))
 def _(ctx):
     train, test = _two_slides(ctx)

@@ -130,3 +130,27 @@ def test_highly_predictive_genes_are_the_best_validated(fitted):
     ranked = fitted.gene_pearson.sort_values(ascending=False)
     assert fitted.highly_predictive(2) == ranked.index[:2].tolist() == ["ERBB2", "FASN"]
     assert len(fitted.highly_predictive(50)) == len(fitted.genes)
+
+
+def test_a_saved_model_recognises_its_training_slides_under_other_names(fitted, tmp_path):
+    import warnings
+
+    predictor, train, test = fitted
+    loaded = st.tl.load_model(predictor.save(tmp_path / "m.stpredict"))
+    assert loaded.train_fingerprints == predictor.train_fingerprints
+    assert sorted(loaded.train_fingerprints) == ["C2", "C3"]
+    assert all(0 < len(f["spots"]) <= 256 and f["image"] for f in loaded.train_fingerprints.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", st.StPredictWarning)  # a slide it never saw: no warning
+        loaded.predict(test.copy())
+    relabelled = train[train.obs.library_id == "C2"].copy()
+    relabelled.obs["library_id"] = relabelled.obs["library_id"].cat.rename_categories({"C2": "new"})
+    relabelled.uns["spatial"] = {"new": relabelled.uns["spatial"]["C2"]}
+    relabelled.obs_names = [f"new_{i}" for i in range(relabelled.n_obs)]
+    with pytest.warns(st.StPredictWarning, match=r"\{'new': 'C2'\}.*in-sample"):
+        loaded.predict(relabelled)
+    shifted = relabelled.copy()  # the same image, other spots: a new region of a training slide is not a copy
+    shifted.obsm["spatial"] = shifted.obsm["spatial"] + 37.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", st.StPredictWarning)
+        loaded.predict(shifted)

@@ -42,6 +42,7 @@ RECORDED = (
     "versions",
     "created",
     "train_mpp",
+    "train_fingerprints",
 )
 #: what must match between the representation a model was trained on and the one of a new slide
 RECIPE_KEYS = ("method", "size", "unit", "checkpoint_sha256", "pretrained", "target_mpp", "stain_reference")
@@ -111,6 +112,10 @@ class Predictor:
     train_mpp
         Microns per pixel of the training slides' images (median), when recorded: patches of new slides
         scanned at another resolution are resampled to it.
+    train_fingerprints
+        Per training slide, its image identity (file path, digest of the ``hires`` pixels) and up to 256 spot
+        centres: :meth:`predict` warns when a slide is a training slide under another name, also after
+        :meth:`save`/:meth:`load`.
     """
 
     def __init__(
@@ -130,6 +135,7 @@ class Predictor:
         versions: dict[str, str] | None = None,
         created: str | None = None,
         train_mpp: float | None = None,
+        train_fingerprints: dict[str, dict] | None = None,
     ) -> None:
         self.model = model
         self.genes = list(genes)
@@ -145,6 +151,7 @@ class Predictor:
         self.versions = versions or _versions()
         self.created = created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         self.train_mpp = float(train_mpp) if train_mpp is not None else None
+        self.train_fingerprints = train_fingerprints or {}
 
     @property
     def model_name(self) -> str:
@@ -394,6 +401,13 @@ class Predictor:
         reused = sorted(set(slides) & set(self.train_slides))
         if reused:
             warn(f"Slide(s) {reused} were used to train this model: their predictions are in-sample, not a test.")
+        copies = {k: v for k, v in self._training_copies(adata).items() if k not in reused}
+        if copies:
+            warn(
+                f"Slide(s) {copies} (slide: training slide) show a training slide's image with its spots at the same "
+                "positions: they were used to train this model under another name, so their predictions are "
+                "in-sample, not a test."
+            )
         if adata.n_vars > 0 and not adata.var_names.isin(self.genes).any():
             msg = (
                 f"adata shares none of the {len(self.genes)} predicted genes (e.g. {self.genes[:3]} vs "
@@ -424,6 +438,14 @@ class Predictor:
             elapsed,
         )
         return adata if copy else None
+
+    def _training_copies(self, adata: AnnData) -> dict[str, str]:
+        """Slides of ``adata`` that are training slides under another name (see ``train_fingerprints``)."""
+        from ..tl._leakage import fingerprint_copies  # tl imports models: import when used
+
+        if not self.train_fingerprints or "spatial" not in adata.obsm:
+            return {}
+        return fingerprint_copies(adata, self.train_fingerprints)
 
     def model_inputs(self, adata: AnnData, *, show_progress_bar: bool = False, target_mpp: float | None = None):
         """What the model reads of ``adata`` (representation, positions, graphs, images), and the graphs built.

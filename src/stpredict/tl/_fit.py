@@ -21,6 +21,7 @@ from ..models._inputs import build_inputs, spot_patients
 from ..models._predictor import jsonable, representation_recipe
 from ..pp._genes import default_genes
 from ..pp._normalize import layer_scale
+from ._leakage import slide_fingerprints
 
 
 def default_recipe(method: str) -> dict[str, Any]:
@@ -195,6 +196,7 @@ def fit(
         random_state=random_state,
         timings={"fit_s": time.perf_counter() - started},
         train_mpp=_training_mpp(adata_train),
+        train_fingerprints=slide_fingerprints(adata_train) if "spatial" in adata_train.obsm else None,
     )
     logger.info("fit: %s trained on %s (%.1f s)", model, predictor.train_slides, predictor.timings["fit_s"])
     return predictor

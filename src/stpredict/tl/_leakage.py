@@ -20,6 +20,8 @@ from .._validate import require_spatial, slide_masks, spatial_entry, spot_librar
 
 #: share of a test slide's spots at a training slide's coordinates (same image) that counts as the same slide
 SAME_SPOTS_SHARE = 0.5
+#: training spot positions a fitted model keeps per slide to recognise its training slides later
+FINGERPRINT_SPOTS = 256
 OVERRIDE = "allow_overlap=True"
 
 
@@ -59,6 +61,48 @@ def _copies(test_slides: dict, train_slides: dict) -> dict[str, str]:
 def same_slides(train: AnnData, test: AnnData) -> dict[str, str]:
     """Test slides that are a training slide under another name: ``{test slide: training slide}``."""
     return _copies(_slides(test), _slides(train))
+
+
+def _centre_keys(adata: AnnData) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Spot centres rounded to whole pixels, as one int64 key per spot, and each slide's spot mask."""
+    centres = np.rint(require_spatial(adata)).astype(np.int64)
+    return (centres[:, 0] << 32) + centres[:, 1], slide_masks(adata)
+
+
+def slide_fingerprints(adata: AnnData) -> dict[str, dict]:
+    """Per training slide, what a saved model keeps to recognise it: image identity and sampled spot centres.
+
+    At most :data:`FINGERPRINT_SPOTS` distinct centres (evenly spaced in sorted order), JSON-ready; numpy
+    throughout, so that a slide of a million spots costs a sort.
+    """
+    keys, masks = _centre_keys(adata)
+    fingerprints = {}
+    for library_id, mask in masks.items():
+        centres = np.unique(keys[mask])
+        chosen = np.unique(np.linspace(0, len(centres) - 1, min(FINGERPRINT_SPOTS, len(centres))).round().astype(int))
+        sampled = centres[chosen]
+        fingerprints[library_id] = {
+            "image": sorted(_image_identity(adata, library_id)),
+            "spots": np.column_stack([sampled >> 32, sampled & 0xFFFFFFFF]).tolist(),
+        }
+    return fingerprints
+
+
+def fingerprint_copies(adata: AnnData, fingerprints: dict[str, dict]) -> dict[str, str]:
+    """Slides of ``adata`` that are a fingerprinted training slide: same image, most sampled centres present."""
+    keys, masks = _centre_keys(adata)
+    found = {}
+    for library_id, mask in masks.items():
+        image = _image_identity(adata, library_id)
+        for train_lib, fingerprint in fingerprints.items():
+            sampled = np.asarray(fingerprint["spots"], dtype=np.int64).reshape(-1, 2)
+            if not (image & set(fingerprint["image"])) or not len(sampled):
+                continue
+            present = np.isin((sampled[:, 0] << 32) + sampled[:, 1], keys[mask]).sum()
+            if present >= SAME_SPOTS_SHARE * len(sampled):
+                found[library_id] = train_lib
+                break
+    return found
 
 
 def _refuse_shared_names(shared: pd.Index) -> None:
