@@ -220,6 +220,9 @@ def neighbour_features(
     >>> adata.obsm["X_handcrafted_neighbours"].shape
     (4, 25, 44)
     """
+    if adata.n_obs == 0:
+        msg = "adata has no spots."
+        raise ValueError(msg)
     key_added = key_added or f"X_{method}_neighbours"
     options = {
         "method": method, "tile_size": tile_size, "unit": unit, "grid": grid, "checkpoint": checkpoint,
@@ -265,9 +268,6 @@ def compute_neighbour_features(
 
     from ._features import _extractor, _microns_per_pixel
 
-    if adata.n_obs == 0:
-        msg = "adata has no spots."
-        raise ValueError(msg)
     extract, _ = _extractor(method, checkpoint, pretrained, device)
     features = mask = None
     views = iter_neighbour_views(
@@ -293,18 +293,10 @@ def compute_neighbour_features(
     return features, mask
 
 
-def _slide_neighbour_features(part: AnnData, **options) -> tuple[np.ndarray, np.ndarray]:
-    """Neighbour features of one slide on a worker (the image is read from its path there)."""
-    return compute_neighbour_features(part, **options)
-
-
 def _neighbour_features_on_cluster(adata: AnnData, client, options: dict) -> tuple[np.ndarray, np.ndarray]:
-    """One task per slide on a dask.distributed cluster; rows back in ``adata``'s order."""
-    if adata.n_obs == 0:
-        msg = "adata has no spots."
-        raise ValueError(msg)
+    """One task per slide on a dask.distributed cluster (workers read their slide's image); rows in ``adata``'s order."""
     parts = slide_parts(adata, library_key=options["library_key"])
-    results = map_slides(client, _slide_neighbour_features, parts, **options)
+    results = map_slides(client, compute_neighbour_features, parts, **options)
     features = rows_in_order(adata.n_obs, parts, [values for values, _ in results])
     return features, rows_in_order(adata.n_obs, parts, [inside for _, inside in results])
 

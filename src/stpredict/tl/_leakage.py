@@ -39,12 +39,16 @@ def _image_identity(adata: AnnData, library_id: str) -> set[str]:
     return found
 
 
-def _slides(adata: AnnData) -> dict[str, tuple[set[str], set[tuple[int, int]]]]:
-    """Per slide: image identity and the set of spot centres rounded to whole pixels."""
-    centres = np.rint(require_spatial(adata)).astype(np.int64)
-    return {
-        lib: (_image_identity(adata, lib), set(map(tuple, centres[mask]))) for lib, mask in slide_masks(adata).items()
-    }
+def _centre_keys(centres: np.ndarray) -> np.ndarray:
+    """Whole-pixel spot centres ``(n, 2)`` as one int64 key each (x in the high, y in the low 32 bits)."""
+    centres = np.asarray(centres, dtype=np.int64).reshape(-1, 2)
+    return (centres[:, 0] << 32) + centres[:, 1]
+
+
+def _slides(adata: AnnData) -> dict[str, tuple[set[str], np.ndarray]]:
+    """Per slide: image identity and its distinct spot centres rounded to whole pixels (sorted keys)."""
+    keys = _centre_keys(np.rint(require_spatial(adata)))
+    return {lib: (_image_identity(adata, lib), np.unique(keys[mask])) for lib, mask in slide_masks(adata).items()}
 
 
 def _copies(test_slides: dict, train_slides: dict) -> dict[str, str]:
@@ -52,7 +56,7 @@ def _copies(test_slides: dict, train_slides: dict) -> dict[str, str]:
     found = {}
     for test_lib, (image, spots) in test_slides.items():
         for train_lib, (train_image, train_spots) in train_slides.items():
-            if image & train_image and len(spots & train_spots) >= SAME_SPOTS_SHARE * len(spots):
+            if image & train_image and np.isin(spots, train_spots).sum() >= SAME_SPOTS_SHARE * len(spots):
                 found[test_lib] = train_lib
                 break
     return found
@@ -63,26 +67,17 @@ def same_slides(train: AnnData, test: AnnData) -> dict[str, str]:
     return _copies(_slides(test), _slides(train))
 
 
-def _centre_keys(adata: AnnData) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Spot centres rounded to whole pixels, as one int64 key per spot, and each slide's spot mask."""
-    centres = np.rint(require_spatial(adata)).astype(np.int64)
-    return (centres[:, 0] << 32) + centres[:, 1], slide_masks(adata)
-
-
 def slide_fingerprints(adata: AnnData) -> dict[str, dict]:
     """Per training slide, what a saved model keeps to recognise it: image identity and sampled spot centres.
 
-    At most :data:`FINGERPRINT_SPOTS` distinct centres (evenly spaced in sorted order), JSON-ready; numpy
-    throughout, so that a slide of a million spots costs a sort.
+    At most :data:`FINGERPRINT_SPOTS` distinct centres (evenly spaced in sorted order), JSON-ready.
     """
-    keys, masks = _centre_keys(adata)
     fingerprints = {}
-    for library_id, mask in masks.items():
-        centres = np.unique(keys[mask])
+    for library_id, (image, centres) in _slides(adata).items():
         chosen = np.unique(np.linspace(0, len(centres) - 1, min(FINGERPRINT_SPOTS, len(centres))).round().astype(int))
         sampled = centres[chosen]
         fingerprints[library_id] = {
-            "image": sorted(_image_identity(adata, library_id)),
+            "image": sorted(image),
             "spots": np.column_stack([sampled >> 32, sampled & 0xFFFFFFFF]).tolist(),
         }
     return fingerprints
@@ -90,16 +85,15 @@ def slide_fingerprints(adata: AnnData) -> dict[str, dict]:
 
 def fingerprint_copies(adata: AnnData, fingerprints: dict[str, dict]) -> dict[str, str]:
     """Slides of ``adata`` that are a fingerprinted training slide: same image, most sampled centres present."""
-    keys, masks = _centre_keys(adata)
+    training = {lib: (set(f["image"]), _centre_keys(f["spots"])) for lib, f in fingerprints.items()}
     found = {}
-    for library_id, mask in masks.items():
-        image = _image_identity(adata, library_id)
-        for train_lib, fingerprint in fingerprints.items():
-            sampled = np.asarray(fingerprint["spots"], dtype=np.int64).reshape(-1, 2)
-            if not (image & set(fingerprint["image"])) or not len(sampled):
-                continue
-            present = np.isin((sampled[:, 0] << 32) + sampled[:, 1], keys[mask]).sum()
-            if present >= SAME_SPOTS_SHARE * len(sampled):
+    for library_id, (image, spots) in _slides(adata).items():
+        for train_lib, (train_image, sampled) in training.items():
+            if (
+                image & train_image
+                and len(sampled)
+                and np.isin(sampled, spots).sum() >= SAME_SPOTS_SHARE * len(sampled)
+            ):
                 found[library_id] = train_lib
                 break
     return found
