@@ -16,7 +16,7 @@ from skimage.filters import gaussian, threshold_otsu
 from skimage.morphology import skeletonize
 from skimage.segmentation import watershed
 
-from ._nuclei_kernels import _PERIMETER_WEIGHTS, hull_area_perimeter, watershed_peaks
+from ._nuclei_kernels import hull_area_perimeter, label_perimeters, watershed_peaks
 
 MORPHOLOGY = (
     "area",
@@ -93,30 +93,6 @@ def segment_nuclei(patch: np.ndarray, microns_per_pixel: float) -> np.ndarray:
     return _drop_small(labels, min_area)
 
 
-_RING = ((-1, -1, 10), (-1, 0, 2), (-1, 1, 10), (0, -1, 2), (0, 1, 2), (1, -1, 10), (1, 0, 2), (1, 1, 10))
-
-
-def _perimeters(labels: np.ndarray, n_labels: int) -> np.ndarray:
-    """``skimage.measure.perimeter`` of every labelled object at once (each object alone, as regionprops does).
-
-    A border pixel has a 4-neighbour of another label; its code is 1 plus 2 per edge-adjacent and 10 per
-    corner-adjacent border pixel *of the same object*, looked up in scikit-image's weights.
-    """
-    padded = np.pad(labels, 1)
-    inner = padded[1:-1, 1:-1]
-    shifted = {(dr, dc): padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : padded.shape[1] - 1 + dc]
-               for dr, dc, _ in _RING}  # fmt: skip
-    border = (inner > 0) & ((shifted[(-1, 0)] != inner) | (shifted[(1, 0)] != inner)
-                            | (shifted[(0, -1)] != inner) | (shifted[(0, 1)] != inner))  # fmt: skip
-    border_padded = np.pad(border, 1)
-    code = np.ones(labels.shape, dtype=np.int64)
-    for dr, dc, weight in _RING:
-        neighbour_border = border_padded[1 + dr : border_padded.shape[0] - 1 + dr,
-                                         1 + dc : border_padded.shape[1] - 1 + dc]  # fmt: skip
-        code += weight * (neighbour_border & (shifted[(dr, dc)] == inner))
-    return np.bincount(inner[border], weights=_PERIMETER_WEIGHTS[code[border]], minlength=n_labels + 1)
-
-
 def _morphology_table(labels: np.ndarray, mpp: float) -> tuple[np.ndarray, np.ndarray]:
     """The 14 morphology features of every nucleus (rows, as scikit-image's regionprops gives them) and centroids.
 
@@ -149,7 +125,7 @@ def _morphology_table(labels: np.ndarray, mpp: float) -> tuple[np.ndarray, np.nd
     eccentricity = np.where(l1 == 0, 0.0, np.sqrt(1.0 - np.divide(l2, l1, out=np.zeros_like(l1), where=l1 > 0)))
     orientation = np.where(m02 == m20, np.where(m11 > 0, np.pi / 4.0, -np.pi / 4.0), 0.5 * np.arctan2(-2 * b, c - a))
     major, minor = 4.0 * np.sqrt(l1) * mpp, 4.0 * np.sqrt(l2) * mpp
-    perimeter_um = np.maximum(_perimeters(labels, n_labels)[present], 1e-6) * mpp
+    perimeter_um = np.maximum(label_perimeters(labels, n_labels)[present], 1e-6) * mpp
     objects = ndi.find_objects(labels)
     boxes = np.array([[objects[label - 1][0].start, objects[label - 1][0].stop,
                        objects[label - 1][1].start, objects[label - 1][1].stop] for label in present]).reshape(-1, 4)  # fmt: skip
