@@ -26,8 +26,9 @@ PAPER_PARAMS = {
     "activation": "sigmoid",
     "output_activation": "sigmoid",
     "gene_features": "go",
+    "residual": False,
 }
-NET_PARAMS = ("gamma", "dropout", "activation", "output_activation")
+NET_PARAMS = ("gamma", "dropout", "activation", "output_activation", "residual")
 LOSS_PARAMS = ("reconstruction_weight", "ranking_weight", "margin", "dense_limit")
 
 
@@ -111,6 +112,7 @@ class M2tglgoModel(NeuralModel):
             "dropout": 0.5,  # on each GAT's input, as the authors' code (DGL feat_drop)
             "activation": "relu",  # of the intra-modal GAT: the authors' code; the paper writes a sigmoid
             "output_activation": "none",  # of H: the authors' code; the paper's sigmoid stalls training
+            "residual": True,  # not in the paper: the intra-modal GATs keep the spot's own features (probes)
             "modalities": list(MODALITIES),
             "n_neighbours": 6,
             "reconstruction_weight": 1.0,

@@ -46,12 +46,20 @@ class MMGELayer(nn.Module):
     """One layer of the multi-modal graph embedding: ``H_m = γ σ(GAT_m(X_m)) + (1-γ) H^IT_m`` (Eq. 1, 5)."""
 
     def __init__(
-        self, in_dims: dict[str, int], out_dim: int, *, gamma: float, dropout: float, activation: str = "sigmoid"
+        self,
+        in_dims: dict[str, int],
+        out_dim: int,
+        *,
+        gamma: float,
+        dropout: float,
+        activation: str = "sigmoid",
+        residual: bool = False,
     ) -> None:
         super().__init__()
         pyg = import_torch_geometric()
         self.activation = ACTIVATIONS[activation]
-        self.intra = nn.ModuleDict({m: pyg.nn.GATConv(d, out_dim, heads=1) for m, d in in_dims.items()})
+        gat = pyg.nn.GATConv
+        self.intra = nn.ModuleDict({m: gat(d, out_dim, heads=1, residual=residual) for m, d in in_dims.items()})
         self.inter = InterModal(in_dims, out_dim)
         self.gamma = gamma
         self.dropout = dropout
@@ -86,6 +94,7 @@ class M2TGLGONet(nn.Module):
         learn_gene_features: bool = False,
         activation: str = "sigmoid",
         output_activation: str = "sigmoid",
+        residual: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("activation", activation), ("output_activation", output_activation)):
@@ -96,7 +105,9 @@ class M2TGLGONet(nn.Module):
         dims = dict(in_dims)
         layers = []
         for width in hidden:
-            layers.append(MMGELayer(dims, width, gamma=gamma, dropout=dropout, activation=activation))
+            layers.append(
+                MMGELayer(dims, width, gamma=gamma, dropout=dropout, activation=activation, residual=residual)
+            )
             dims = dict.fromkeys(dims, width)
         self.layers = nn.ModuleList(layers)
         self.fuse = nn.Linear(len(dims) * hidden[-1], hidden[-1])  # W_S of Eq. 6

@@ -20,6 +20,12 @@ class MergeGAT(nn.Module):
     public code. Its LayerNorm is torch-geometric's default ``mode='graph'``, which normalises over all
     spots and channels of the slide; ``norm='node'`` normalises each spot on its own. Edges are dropped
     with probability ``drop_edge`` in training (DropEdge), before every forward pass.
+
+    ``residual=True`` (not in the paper) adds a linear map of each spot's own input to every GAT layer's
+    output (torch-geometric's ``GATConv(residual=True)``). Without it a spot reaches its own features only
+    through its self-loop's share of the attention (about 1/9 on the 8-neighbour graph, less beside a
+    centroid), averaged four times over: on probe targets that depend on the spot's own features alone the
+    paper's network loses about half of the signal ridge keeps (``docs/benchmarks.md``).
     """
 
     def __init__(
@@ -33,6 +39,7 @@ class MergeGAT(nn.Module):
         drop_edge: float = 0.2,
         norm: str = "graph",
         attention: str = "gat",
+        residual: bool = False,
     ) -> None:
         import_torch_geometric()
         from torch_geometric.nn import GATConv, GATv2Conv, LayerNorm
@@ -57,10 +64,10 @@ class MergeGAT(nn.Module):
         self.norms = nn.ModuleList()
         width = n_features if n_features == input_dim else int(input_dim)
         for size in hidden:
-            self.convs.append(conv(width, int(size), heads=int(heads)))
+            self.convs.append(conv(width, int(size), heads=int(heads), residual=residual))
             width = int(size) * int(heads)
             self.norms.append(nn.Identity() if norm == "none" else LayerNorm(width, mode=norm))
-        self.out = conv(width, n_genes, heads=1)
+        self.out = conv(width, n_genes, heads=1, residual=residual)
 
     def forward(self, batch) -> torch.Tensor:
         from torch_geometric.utils import dropout_edge

@@ -10,6 +10,8 @@ from torch import nn
 from .._nn import import_torch_geometric
 
 CONVS = ("GraphConv", "GCNConv")
+READOUTS = ("sagpool", "centre")
+AGGREGATIONS = ("add", "mean")
 
 
 class SepalGNN(nn.Module):
@@ -19,9 +21,25 @@ class SepalGNN(nn.Module):
     readout is ``SAGPooling`` with the **integer** ratio 1, which keeps the single highest-scoring node of
     each local graph, scaled by ``tanh`` of its score. The batch is laid out as torch-geometric's
     ``Batch`` (``x``, ``edge_index``, ``batch``); the output has one row per graph.
+
+    ``aggregation='mean'`` (not in the paper; GraphConv sums its neighbours) averages them, so that a spot at
+    the tissue edge with 3 neighbours and one inside with 8 get corrections on the same scale.
+    ``readout='centre'`` (not in the paper) reads the centre node of each graph instead (node 0, given by
+    ``ptr``), without the last ELU: the correction is then computed *for* the spot being predicted, from
+    its own and its neighbours' features, rather than taken from whichever node scores highest (at the start
+    of training all scores are equal, so that node is an arbitrary neighbour) and squashed below at -1.
     """
 
-    def __init__(self, n_in: int, n_genes: int, *, hidden: Sequence[int] = (), conv: str = "GraphConv") -> None:
+    def __init__(
+        self,
+        n_in: int,
+        n_genes: int,
+        *,
+        hidden: Sequence[int] = (),
+        conv: str = "GraphConv",
+        readout: str = "sagpool",
+        aggregation: str = "add",
+    ) -> None:
         import_torch_geometric()
         import torch_geometric.nn as gnn
 
@@ -29,9 +47,19 @@ class SepalGNN(nn.Module):
         if conv not in CONVS:
             msg = f"conv must be one of {CONVS}, got {conv!r}."
             raise ValueError(msg)
+        if readout not in READOUTS:
+            msg = f"readout must be one of {READOUTS}, got {readout!r}."
+            raise ValueError(msg)
+        self.readout = readout
         layer = getattr(gnn, conv)
         widths = [int(n_in), *map(int, hidden), int(n_genes)]
-        self.convs = nn.ModuleList(layer(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        if aggregation not in AGGREGATIONS:
+            msg = f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}."
+            raise ValueError(msg)
+        pairs = zip(widths[:-1], widths[1:], strict=True)
+        # GCNConv normalises by degree itself; GraphConv sums its neighbours unless told to average them
+        options = {"aggr": aggregation} if conv == "GraphConv" else {}
+        self.convs = nn.ModuleList(layer(a, b, **options) for a, b in pairs)
         self.act = nn.ELU()
         self.pool = gnn.SAGPooling(int(n_genes), ratio=1)  # int: one node per graph
 
@@ -44,7 +72,13 @@ class SepalGNN(nn.Module):
         for parameter in self.convs[-1].parameters():
             parameter.zero_()
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor, ptr: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.readout == "centre":
+            for conv in self.convs[:-1]:
+                x = self.act(conv(x, edge_index))
+            return self.convs[-1](x, edge_index)[ptr[:-1]]
         for conv in self.convs:
             x = self.act(conv(x, edge_index))
         pooled, _, _, pooled_batch, _, _ = self.pool(x, edge_index, batch=batch)

@@ -2,7 +2,7 @@
 
 from ._bank import ReferenceBank, cosine_topk
 from ._graph import hetero_graph
-from ._model import SpahgcModel
+from ._model import PAPER_PARAMS, SpahgcModel
 from ._module import SpaHGCNet
 
-__all__ = ["ReferenceBank", "SpaHGCNet", "SpahgcModel", "cosine_topk", "hetero_graph"]
+__all__ = ["PAPER_PARAMS", "ReferenceBank", "SpaHGCNet", "SpahgcModel", "cosine_topk", "hetero_graph"]
