@@ -221,6 +221,7 @@ _REGISTRY: dict[str, type[Model] | str] = {
     "triplex": "stpredict.models.triplex._model:TriplexModel",
     "spahgc": "stpredict.models.spahgc._model:SpahgcModel",
     "m2tglgo": "stpredict.models.m2tglgo._model:M2tglgoModel",
+    "ensemble": "stpredict.models.ensemble:EnsembleModel",
 }
 
 

@@ -1,0 +1,215 @@
+"""A model that combines registered models, weighted by how they predict held-out training slides.
+
+``st.tl.fit(adata, model='ensemble')`` is the "give me the best you have" model: every member is fitted on
+the training slides but a held-out group (patients, else slides, else spatial blocks), predicts that group,
+and the members' non-negative weights are chosen there (stacking); then every member is refitted on all
+training slides and the prediction is the weighted mean of theirs. Test slides play no part.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+from scipy.optimize import nnls
+
+from .._logging import logger
+from .._metrics import per_slide_pearson
+from ._base import Model, Validation, get_model
+from ._inputs import ModelInputs
+from ._validation import held_out_mask, scoring_units
+
+#: members that read only the ``obsm`` representation (no pixels): fast on a CPU and on any slide
+DEFAULT_MEMBERS = ("ridge", "ridge_spatial", "mlp", "merge", "spahgc")
+WEIGHTINGS = ("stacking", "equal")
+
+
+def unit_standardised(values: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Each column centred and scaled to unit variance within every unit (slide): what PCC(M) sees."""
+    out = np.zeros_like(values, dtype=np.float64)
+    for name in np.unique(unit):
+        rows = unit == name
+        block = values[rows] - values[rows].mean(axis=0)
+        scale = block.std(axis=0)
+        out[rows] = np.divide(block, scale, out=np.zeros_like(block), where=scale > 0)
+    return out
+
+
+def stacking_weights(predictions: Sequence[np.ndarray], targets: np.ndarray, unit: np.ndarray) -> np.ndarray:
+    """Non-negative weights summing to 1 that best fit held-out ``targets`` from the members' predictions.
+
+    Least squares on values standardised per slide and gene, so that a weight rewards a member for the
+    spot-to-spot pattern it gets right (what PCC(M) scores), not for its per-slide level.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.normal(size=(200, 3))
+    >>> good, noise = y + 0.3 * rng.normal(size=y.shape), rng.normal(size=y.shape)
+    >>> stacking_weights([good, noise], y, np.zeros(200)).round(2)
+    array([1., 0.])
+    """
+    y = unit_standardised(targets, unit).ravel()
+    design = np.column_stack([unit_standardised(p, unit).ravel() for p in predictions])
+    weights, _ = nnls(design, y)
+    if weights.sum() <= 0:  # no member correlates with the held-out targets: fall back to equal weights
+        return np.full(len(predictions), 1 / len(predictions))
+    return weights / weights.sum()
+
+
+class EnsembleModel(Model):
+    """A weighted mean of registered models' predictions, weights chosen on held-out training groups.
+
+    Parameters (``model_params``): ``models``, the member model names (default: ridge, ridge_spatial, mlp,
+    merge and spahgc, which read only the representation; add ``'triplex'``, ``'m2tglgo'`` or ``'sepal'``,
+    which read pixels too); ``member_params``, ``{member: model_params}``; ``weights``: ``'stacking'``
+    (non-negative least squares on the held-out group's per-slide standardised values, see
+    :func:`stacking_weights`) or ``'equal'``.
+
+    Every member is fitted twice (once without the held-out group, to choose the weights, and once on all
+    training spots), so the ensemble costs about twice the sum of its members. Its ``validation`` is the
+    weighted members' Pearson on the held-out group; the weights were chosen on that group too, so the score
+    is slightly optimistic (a handful of weights against thousands of held-out values).
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> adata = st.datasets.her2st_crop()
+    >>> st.pp.normalize(adata)
+    >>> train = adata[adata.obs.library_id != "C4"].copy()
+    >>> predictor = st.tl.fit(train, model="ensemble", genes=["ERBB2", "GNAS", "FASN"],
+    ...                       model_params={"models": ["ridge", "ridge_spatial"]}, device="cpu")
+    >>> weights = predictor.validation.selected["weights"]
+    >>> sorted(weights), round(sum(weights.values()), 6)
+    (['ridge', 'ridge_spatial'], 1.0)
+    """
+
+    defaults = MappingProxyType({"models": DEFAULT_MEMBERS, "member_params": {}, "weights": "stacking"})
+    uses_device = True
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        members = list(self.params["models"])
+        if not members or len(set(members)) != len(members):
+            msg = f"ensemble: `models` must name distinct registered models, got {members!r}."
+            raise ValueError(msg)
+        if "ensemble" in members:
+            msg = "ensemble: an ensemble cannot contain itself; list other models in `models`."
+            raise ValueError(msg)
+        unknown = sorted(set(self.params["member_params"]) - set(members))
+        if unknown:
+            msg = f"ensemble: member_params for {unknown}, which are not in models={members!r}."
+            raise ValueError(msg)
+        if self.params["weights"] not in WEIGHTINGS:
+            msg = f"ensemble: weights must be one of {WEIGHTINGS}, got {self.params['weights']!r}."
+            raise ValueError(msg)
+        self.members_ = [self._new_member(name) for name in members]  # checks every member's parameters now
+        self.weights_ = np.full(len(members), 1 / len(members))
+        self._graph_names = self._plan_graphs()
+
+    # --- what the members need ------------------------------------------------------------------------
+
+    def _new_member(self, name: str) -> Model:
+        member = get_model(name)(
+            random_state=self.random_state,
+            device=self.device,
+            trainer_params=self.trainer_params,
+            show_progress_bar=self.show_progress_bar,
+            **dict(self.params["member_params"].get(name, {})),
+        )
+        for attribute in ("n_features_", "n_genes_", "genes_"):
+            setattr(member, attribute, getattr(self, attribute, None))
+        return member
+
+    def _plan_graphs(self) -> list[dict[str, str]]:
+        """Per member, its graph names -> the ensemble's (one graph per distinct spec, shared by members)."""
+        self._graphs: dict[str, Mapping[str, Any]] = {}
+        plan = []
+        for member in self.members_:
+            names = {}
+            for name, spec in member.graph_specs().items():
+                shared = next((k for k, v in self._graphs.items() if dict(v) == dict(spec)), None)
+                if shared is None:
+                    shared = name if name not in self._graphs else f"{member.name}_{name}"
+                    self._graphs[shared] = spec
+                names[name] = shared
+            plan.append(names)
+        return plan
+
+    def graph_specs(self) -> Mapping[str, Mapping[str, Any]]:
+        return dict(self._graphs)
+
+    def reads_representation(self) -> bool:
+        return any(m.reads_representation() for m in self.members_)
+
+    def reads_pixels(self) -> bool:
+        return any(m.reads_pixels() for m in self.members_)
+
+    def _member_inputs(self, inputs: ModelInputs, index: int) -> ModelInputs:
+        graphs = {name: inputs.graphs[shared] for name, shared in self._graph_names[index].items()}
+        return replace(inputs, graphs=graphs)
+
+    # --- fit / predict ----------------------------------------------------------------------------------
+
+    def _fit_members(self, inputs: ModelInputs, targets: np.ndarray) -> list[Model]:
+        fitted = []
+        for index, name in enumerate(self.params["models"]):
+            member = self._new_member(name)
+            fitted.append(member.fit(self._member_inputs(inputs, index), targets))
+        return fitted
+
+    def fit(self, inputs: ModelInputs, targets: np.ndarray) -> EnsembleModel:
+        self._record_shapes(inputs, targets)
+        held, held_names, groups, kind = held_out_mask(inputs, random_state=self.random_state)
+        unit = scoring_units(inputs, groups, kind)[held]
+        names = list(self.params["models"])
+        logger.info("ensemble: fitting %d members without the held-out %s(s) %s", len(names), kind, held_names)
+        first = self._fit_members(inputs.subset(~held), targets[~held])
+        validation_inputs = inputs.subset(held)
+        predictions = [m.predict(self._member_inputs(validation_inputs, i)) for i, m in enumerate(first)]
+        if self.params["weights"] == "stacking":
+            self.weights_ = stacking_weights(predictions, targets[held], unit)
+        blended = sum(w * p for w, p in zip(self.weights_, predictions, strict=True))
+        member_scores = {
+            name: float(np.nan_to_num(per_slide_pearson(targets[held], p, unit), nan=0.0).mean())
+            for name, p in zip(names, predictions, strict=True)
+        }
+        gene_pearson = per_slide_pearson(targets[held], blended, unit)
+        self.validation_ = Validation(
+            groups=kind,
+            held_out=list(held_names),
+            score=float(np.nan_to_num(gene_pearson, nan=0.0).mean()),
+            gene_pearson=gene_pearson,
+            selected={
+                "weights": dict(zip(names, map(float, self.weights_), strict=True)),
+                "member_scores": member_scores,
+            },
+        )
+        logger.info("ensemble: weights %s; refitting the members on all training spots", self.validation_.selected)
+        self.members_ = self._fit_members(inputs, targets)
+        return self
+
+    def predict(self, inputs: ModelInputs) -> np.ndarray:
+        out = np.zeros((inputs.n_spots, self.n_genes_), dtype=np.float64)
+        for index, (weight, member) in enumerate(zip(self.weights_, self.members_, strict=True)):
+            member.device = self.device  # the predictor may have moved the ensemble to another device
+            if weight > 0:  # members stacking gave no weight are not run
+                out += weight * member.predict(self._member_inputs(inputs, index))
+        return out.astype(np.float32)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        state = {"weights": np.asarray(self.weights_, dtype=np.float64)}
+        for index, member in enumerate(self.members_):
+            state.update({f"member{index}.{k}": v for k, v in member.state_dict().items()})
+        return state
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        self.weights_ = np.asarray(state["weights"], dtype=np.float64)
+        self.members_ = [self._new_member(name) for name in self.params["models"]]
+        for index, member in enumerate(self.members_):
+            prefix = f"member{index}."
+            member.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
