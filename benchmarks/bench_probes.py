@@ -65,7 +65,8 @@ DATASETS = {
     ),
     "mob": (lambda d: st.datasets.mob(path=d / "mob"), ["MOB1", "MOB2"], ["MOB3", "MOB4"], 200, "um"),
 }
-# every registered model with its defaults, the paper ablations that bear on a probe, and the baselines
+# every seed model with its defaults, the paper ablations that bear on a probe (spatial context, views,
+# cross-slide relations, the ranking loss), and the baselines; any other MODEL_ABLATION name runs by --models
 DEFAULT_MODELS = [
     "ridge",
     "ridge_spatial",
@@ -78,6 +79,7 @@ DEFAULT_MODELS = [
     "triplex_no_neighbour",
     "triplex_no_global",
     "spahgc",
+    "spahgc_no_cnda",
     "spahgc_no_cnap",
     "m2tglgo",
     "m2tglgo_no_ranking",

@@ -28,6 +28,7 @@ PAPER_PARAMS = MappingProxyType(
         "depth_target": 0,
         "depth_neighbour": 3,
         "depth_global": 3,
+        "depth_fusion": 2,
         "mlp_ratio": 4.0,
         "dropout": 0.1,
         "target_input_size": 224,
@@ -131,6 +132,7 @@ class TriplexModel(NeuralModel):
             "depth_target": 1,
             "depth_neighbour": 1,
             "depth_global": 2,
+            "depth_fusion": 1,
             "mlp_ratio": 2.0,
             "dropout": 0.1,
             "alpha": 0.3,
@@ -187,7 +189,9 @@ class TriplexModel(NeuralModel):
 
     def _net(self) -> TriplexRegressor:
         p = self.params
-        net_params = {k: p[k] for k in ("dim", "heads", "depth_target", "depth_neighbour", "depth_global")}
+        net_params = {
+            k: p[k] for k in ("dim", "heads", "depth_target", "depth_neighbour", "depth_global", "depth_fusion")
+        }
         return TriplexRegressor(
             self.n_features_,
             self.n_tile_features_,

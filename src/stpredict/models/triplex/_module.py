@@ -90,6 +90,13 @@ class Attention(nn.Module):
         return self.out(out.transpose(1, 2).reshape(batch, n, -1))
 
 
+def _feed_forward(dim: int, mlp_ratio: float, dropout: float) -> nn.Sequential:
+    hidden = int(dim * mlp_ratio)
+    return nn.Sequential(
+        nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
+    )
+
+
 class Block(nn.Module):
     """Pre-norm transformer block: ``x + attention(LN(x))``, then ``x + MLP(LN(x))``."""
 
@@ -97,13 +104,29 @@ class Block(nn.Module):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attention = Attention(dim, heads, dropout)
-        hidden = int(dim * mlp_ratio)
-        self.mlp = nn.Sequential(
-            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout)
-        )
+        self.mlp = _feed_forward(dim, mlp_ratio, dropout)
 
     def forward(self, x: torch.Tensor, *, bias=None, key_mask=None) -> torch.Tensor:
         x = x + self.attention(self.norm1(x), bias=bias, key_mask=key_mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class CrossBlock(nn.Module):
+    """Pre-norm cross-attention block: ``q + attention(LN(q), LN(context))``, then ``+ MLP(LN(.))``.
+
+    The query keeps its own content (the residual): in TRIPLEX's fusion the query is the spot's global
+    token, whose view of the slide and of the spot reaches the prediction through it (the public code's
+    ``CrossEncoder``).
+    """
+
+    def __init__(self, dim: int, heads: int = 8, mlp_ratio: float = 2.0, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.norm_query, self.norm_context, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attention = Attention(dim, heads, dropout)
+        self.mlp = _feed_forward(dim, mlp_ratio, dropout)
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor, *, key_mask=None) -> torch.Tensor:
+        x = query + self.attention(self.norm_query(query), self.norm_context(context), key_mask=key_mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -281,6 +304,10 @@ class TriplexNet(nn.Module):
     ``index`` ``(b,)`` in it (only what its ``views`` read); it returns the ``fusion`` prediction and one
     per view ``(b, genes)``.
 
+    Fusion (``'cross_attention'``): ``depth_fusion`` pre-norm cross-attention blocks (:class:`CrossBlock`,
+    residual and feed-forward) query the global token against the target tokens and, with the same blocks,
+    against the neighbour tokens; the two results are summed, normalised and read by a linear layer.
+
     Ablations (TRIPLEX's Tables 3-5): ``views`` a subset of the three (without the global view the
     cross-attention query is a learned token; with the global view alone it is the fused token);
     ``fusion='sum'`` (pooled view tokens added) or ``'concat'`` (concatenated, then a linear layer) instead
@@ -298,6 +325,7 @@ class TriplexNet(nn.Module):
         depth_target: int = 2,
         depth_neighbour: int = 2,
         depth_global: int = 2,
+        depth_fusion: int = 1,
         mlp_ratio: float = 2.0,
         dropout: float = 0.1,
         grid: int = 5,
@@ -323,7 +351,9 @@ class TriplexNet(nn.Module):
                 n_spot_features, depth=depth_global, position_encoding=position_encoding, **common
             )
         if fusion == "cross_attention":
-            self.cross = nn.ModuleDict({v: Attention(dim, heads, dropout) for v in self.views if v != "global"})
+            # one stack of blocks queried against the target and then the neighbour tokens (the public code's
+            # FusionEncoder shares its CrossEncoder between the two views)
+            self.cross = nn.ModuleList(CrossBlock(dim, heads, mlp_ratio, dropout) for _ in range(int(depth_fusion)))
             if "global" not in self.views:
                 self.query = nn.Parameter(torch.zeros(1, 1, dim))
                 nn.init.trunc_normal_(self.query, std=0.02)
@@ -351,9 +381,13 @@ class TriplexNet(nn.Module):
             query = tokens["global"].unsqueeze(1)
         else:
             query = self.query.expand(next(iter(tokens.values())).shape[0], -1, -1)
-        attended = [
-            self.cross[v](query, tokens[v], key_mask=mask if v == "neighbour" else None)[:, 0] for v in self.cross
-        ]
+        attended = []
+        for view in ("target", "neighbour"):
+            if view in tokens:
+                fused = query
+                for block in self.cross:
+                    fused = block(fused, tokens[view], key_mask=mask if view == "neighbour" else None)
+                attended.append(fused[:, 0])
         return sum(attended) if attended else query[:, 0]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
