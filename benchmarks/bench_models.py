@@ -43,6 +43,7 @@ import stpredict as st
 from stpredict.models import get_model
 from stpredict.models.m2tglgo import PAPER_PARAMS as M2TGLGO_PAPER_PARAMS
 from stpredict.models.merge import PAPER_PARAMS
+from stpredict.models.spahgc import PAPER_PARAMS as SPAHGC_PAPER_PARAMS
 from stpredict.models.triplex import PAPER_PARAMS as TRIPLEX_PAPER_PARAMS
 
 DATASETS = {
@@ -96,6 +97,12 @@ VARIANTS.update(
         "m2tglgo_no_losses": ("m2tglgo", {"ranking_weight": 0.0, "reconstruction_weight": 0.0}),
         "m2tglgo_go_fixed": ("m2tglgo", {"gene_features": "go"}),  # GO SVD gene features kept fixed (as Gene2Vec)
         "m2tglgo_paper": ("m2tglgo", dict(M2TGLGO_PAPER_PARAMS)),
+        "spahgc_paper": ("spahgc", dict(SPAHGC_PAPER_PARAMS)),
+        # every seed model and the baselines in one ensemble (the default holds the five that read no pixels)
+        "ensemble_all": (
+            "ensemble",
+            {"models": ["ridge", "ridge_spatial", "mlp", "merge", "sepal", "triplex", "spahgc", "m2tglgo"]},
+        ),
     }
 )
 # data sets whose genes the bundled (human) Gene Ontology does not annotate: M2TGLGO runs without its GO prior
@@ -130,15 +137,13 @@ def run_one(
     adata = ad.read_h5ad(path)
     folds = st.tl.make_splits(adata, **DATASETS[name][2])
     registered, params = VARIANTS.get(model, (model, {}))
-    model_class = get_model(registered)
-    configured = model_class(**params)
+    params = dataset_params(registered, params, name)
+    if registered == "ensemble":  # each member gets the data set's patch geometry and GO setting too
+        members = params.get("models", get_model("ensemble").defaults["models"])
+        given = dict(params.get("member_params", {}))
+        params = {**params, "member_params": {m: dataset_params(m, given.get(m, {}), name) for m in members}}
+    configured = get_model(registered)(**params)
     reads_rep = configured.reads_representation()
-    if configured.reads_pixels():  # patches and neighbour tiles of the data set's patch size
-        size, unit = DATASETS[name][3], DATASETS[name][4]
-        cut = {"patch_size": size, "patch_unit": unit, "tile_size": size, "tile_unit": unit}
-        params = {**params, **{k: v for k, v in cut.items() if k in model_class.defaults}}
-    if registered == "m2tglgo" and name in WITHOUT_GO:
-        params = {**params, "go_prior": False}  # mouse genes: the bundled GO annotates human genes
     layer = target_layer(target)
     options = {
         "model": registered,
@@ -166,6 +171,18 @@ def run_one(
     else:
         table = st.tl.cross_validate(adata, splits=folds, **options)
     return table, peak_rss_mb()
+
+
+def dataset_params(registered: str, params: dict, name: str) -> dict:
+    """``params`` with the data set's patch and tile size for models that read pixels, and M2TGLGO's GO setting."""
+    model_class = get_model(registered)
+    if model_class(**params).reads_pixels():  # patches and neighbour tiles of the data set's patch size
+        size, unit = DATASETS[name][3], DATASETS[name][4]
+        cut = {"patch_size": size, "patch_unit": unit, "tile_size": size, "tile_unit": unit}
+        params = {**params, **{k: v for k, v in cut.items() if k in model_class.defaults}}
+    if registered == "m2tglgo" and name in WITHOUT_GO:
+        params = {**params, "go_prior": False}  # mouse genes: the bundled GO annotates human genes
+    return params
 
 
 def target_layer(target: str) -> str:
@@ -198,13 +215,21 @@ def prepare(name: str, shared: Path, targets: list[str], rep: str, models: list[
             )
     if rep != ENCODER_REP and rep not in adata.obsm:
         st.pp.image_features(adata, size=size, unit=unit, show_progress_bar=False, key_added=rep)
-    if any(VARIANTS.get(m, (m,))[0] == "m2tglgo" for m in models):
+    if any("m2tglgo" in _uses(m) for m in models):
         # M2TGLGO's nuclei morphology and topology, computed once and read by every fold and variant
         st.pp.image_features(adata, method="nuclei", size=size, unit=unit, n_jobs=-1, show_progress_bar=False)
-    if any(VARIANTS.get(m, (m,))[0] == "triplex" for m in models):
+    if any("triplex" in _uses(m) for m in models):
         # TRIPLEX's neighbour tiles encoded once and stored with their recipe: every fold and variant reads them
         st.pp.neighbour_features(adata, tile_size=size, unit=unit, show_progress_bar=False)
     return adata, st.tl.make_splits(adata, **split)
+
+
+def _uses(model: str) -> set[str]:
+    """The registered models a benchmark name runs (an ensemble's members included)."""
+    registered, params = VARIANTS.get(model, (model, {}))
+    if registered == "ensemble":
+        return {registered, *params.get("models", get_model("ensemble").defaults["models"])}
+    return {registered}
 
 
 def main() -> None:

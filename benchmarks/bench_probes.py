@@ -266,7 +266,11 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "stpredict-bench")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/probes.csv"))
+    parser.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
     args = parser.parse_args()
+    if args.table:
+        print(markdown(pd.read_csv(args.out)))
+        return
     logging.basicConfig(level=logging.WARNING)
     draws = 1 if args.quick else args.draws
     ceiling = 1 / np.sqrt(1 + args.noise)
@@ -302,6 +306,18 @@ def summary(results: pd.DataFrame) -> pd.DataFrame:
     """Mean Pearson per (data set, model) and family; families in :data:`FAMILIES` order."""
     table = results.groupby(["dataset", "model", "family"], sort=False).pcc.mean().unstack("family")
     return table[[f for f in FAMILIES if f in table.columns]]
+
+
+def markdown(results: pd.DataFrame) -> str:
+    """``summary`` as a markdown table: data set, model, fit seconds, one column per family."""
+    table = summary(results).round(3)
+    fit = results.groupby(["dataset", "model"], sort=False).fit_s.first().round(0).astype(int)
+    families = list(table.columns)
+    lines = ["| data set | model | fit s | " + " | ".join(families) + " |", "|---" * (3 + len(families)) + "|"]
+    for (dataset, model), row in table.iterrows():
+        cells = " | ".join(f"{row[f]:.3f}" for f in families)
+        lines.append(f"| {dataset} | {model} | {fit[(dataset, model)]} | {cells} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

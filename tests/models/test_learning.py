@@ -126,3 +126,26 @@ def test_papers_sepal_readout_adds_no_neighbourhood(planted):
     the paper's schedule (300 steps on a few hundred spots) leave the neighbourhood signal unlearned."""
     paper = {"stage1": "ridge", "readout": "sagpool", "aggregation": "add", "lr": 1e-4, "max_epochs": 100}
     assert _held_out_pearson(planted, "sepal", paper)["ring"] < 0.55
+
+
+# the papers' values of the non-paper options each model's default turns on
+PAPER_VALUES = {
+    "merge": {"residual": False, "norm": "graph"},
+    "sepal": {"readout": "sagpool", "aggregation": "add", "lr": 1e-4, "max_epochs": 100},
+    "spahgc": {"residual": False, "supervised_view": "masked", "lr": 1e-4},
+    "m2tglgo": {"residual": False},
+    "triplex": {"depth_fusion": 2},
+}
+
+
+@pytest.mark.parametrize("model", list(PAPER_VALUES))
+def test_paper_params_are_accepted_and_restore_the_papers_settings(model):
+    import importlib
+
+    from stpredict.models import get_model
+
+    paper = dict(importlib.import_module(f"stpredict.models.{model}").PAPER_PARAMS)
+    configured = get_model(model)(**paper).params  # every key is a parameter the model accepts
+    assert {k: configured[k] for k in PAPER_VALUES[model]} == PAPER_VALUES[model]
+    defaults = get_model(model).defaults
+    assert any(defaults[k] != v for k, v in PAPER_VALUES[model].items())  # the default is not the paper's

@@ -61,7 +61,8 @@ class SepalGNN(nn.Module):
         options = {"aggr": aggregation} if conv == "GraphConv" else {}
         self.convs = nn.ModuleList(layer(a, b, **options) for a, b in pairs)
         self.act = nn.ELU()
-        self.pool = gnn.SAGPooling(int(n_genes), ratio=1)  # int: one node per graph
+        # int ratio: one node per graph; the centre readout has no pooling (and no unused weights under DDP)
+        self.pool = gnn.SAGPooling(int(n_genes), ratio=1) if readout == "sagpool" else None
 
     @torch.no_grad()
     def zero_output(self) -> None:
