@@ -119,6 +119,15 @@ def test_ensemble_weights_the_member_that_fits_the_held_out_slide(planted):
     assert weights["ridge_spatial"] > weights["ridge"]  # only ridge_spatial reaches the ring target
     scores = predictor.validation.selected["member_scores"]
     assert predictor.validation.score >= max(scores.values()) - 0.01
+    # cross-fitted: every training slide was predicted out of fold and scored
+    assert predictor.validation.held_out == ["S0", "S1", "S2"]
+    assert predictor.validation.selected["stacking_folds"] == 3
+
+
+@pytest.mark.parametrize("folds", [0, 1.5, True])
+def test_ensemble_rejects_bad_stacking_folds(folds):
+    with pytest.raises(ValueError, match="stacking_folds must be a positive integer"):
+        st.models.get_model("ensemble")(stacking_folds=folds)
 
 
 def test_papers_sepal_readout_adds_no_neighbourhood(planted):

@@ -1,9 +1,10 @@
 """A model that combines registered models, weighted by how they predict held-out training slides.
 
-``st.tl.fit(adata, model='ensemble')`` is the "give me the best you have" model: every member is fitted on
-the training slides but a held-out group (patients, else slides, else spatial blocks), predicts that group,
-and the members' non-negative weights are chosen there (stacking); then every member is refitted on all
-training slides and the prediction is the weighted mean of theirs. Test slides play no part.
+``st.tl.fit(adata, model='ensemble')`` is the "give me the best you have" model. The training groups
+(patients, else slides, else spatial blocks) are split into folds; every member is fitted without each fold
+and predicts it, so every training spot gets an out-of-fold prediction from every member, and the members'
+non-negative weights are chosen on all of them (cross-fitted stacking, the "super learner"); then every member
+is refitted on all training slides and the prediction is the weighted mean of theirs. Test slides play no part.
 """
 
 from __future__ import annotations
@@ -20,11 +21,26 @@ from .._logging import logger
 from .._metrics import per_slide_pearson
 from ._base import Model, Validation, get_model
 from ._inputs import ModelInputs
-from ._validation import held_out_mask, scoring_units
+from ._validation import held_out_mask, scoring_units, validation_groups
 
 #: members that read only the ``obsm`` representation (no pixels): fast on a CPU and on any slide
 DEFAULT_MEMBERS = ("ridge", "ridge_spatial", "mlp", "merge", "spahgc")
 WEIGHTINGS = ("stacking", "equal")
+
+
+def group_folds(groups: np.ndarray, n_folds: int, random_state: int | None = 0) -> list[np.ndarray]:
+    """Spot masks of ``min(n_folds, n_groups)`` folds, each made of whole groups (patients, slides or blocks).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> folds = group_folds(np.array(["a", "a", "b", "c", "c", "d"]), 3)
+    >>> len(folds), np.sum(folds, axis=0).tolist()  # every spot in exactly one fold
+    (3, [1, 1, 1, 1, 1, 1])
+    """
+    names = np.random.default_rng(random_state).permutation(np.unique(groups))
+    chunks = np.array_split(names, min(n_folds, len(names)))
+    return [np.isin(groups, chunk) for chunk in chunks]
 
 
 def unit_standardised(values: np.ndarray, unit: np.ndarray) -> np.ndarray:
@@ -68,12 +84,14 @@ class EnsembleModel(Model):
     merge and spahgc, which read only the representation; add ``'triplex'``, ``'m2tglgo'`` or ``'sepal'``,
     which read pixels too); ``member_params``, ``{member: model_params}``; ``weights``: ``'stacking'``
     (non-negative least squares on the held-out group's per-slide standardised values, see
-    :func:`stacking_weights`) or ``'equal'``.
+    :func:`stacking_weights`) or ``'equal'``; ``stacking_folds`` (default 3), how many folds of whole training
+    groups give the out-of-fold predictions the weights are chosen on (``1``: a single held-out group of about
+    a fifth of the groups, the cheapest and noisiest choice).
 
-    Every member is fitted twice (once without the held-out group, to choose the weights, and once on all
-    training spots), so the ensemble costs about twice the sum of its members. Its ``validation`` is the
-    weighted members' Pearson on the held-out group; the weights were chosen on that group too, so the score
-    is slightly optimistic (a handful of weights against thousands of held-out values).
+    Every member is fitted ``stacking_folds + 1`` times (once without each fold, and once on all training
+    spots), so the ensemble costs about that many times the sum of its members. Its ``validation`` is the
+    weighted members' Pearson on the out-of-fold predictions; the weights were chosen on them too, so the score
+    is slightly optimistic (a handful of weights against all training values).
 
     Examples
     --------
@@ -88,7 +106,9 @@ class EnsembleModel(Model):
     (['ridge', 'ridge_spatial'], 1.0)
     """
 
-    defaults = MappingProxyType({"models": DEFAULT_MEMBERS, "member_params": {}, "weights": "stacking"})
+    defaults = MappingProxyType(
+        {"models": DEFAULT_MEMBERS, "member_params": {}, "weights": "stacking", "stacking_folds": 3}
+    )
     uses_device = True
 
     def __init__(self, **kwargs: Any) -> None:
@@ -106,6 +126,10 @@ class EnsembleModel(Model):
             raise ValueError(msg)
         if self.params["weights"] not in WEIGHTINGS:
             msg = f"ensemble: weights must be one of {WEIGHTINGS}, got {self.params['weights']!r}."
+            raise ValueError(msg)
+        folds = self.params["stacking_folds"]
+        if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 1:
+            msg = f"ensemble: stacking_folds must be a positive integer, got {folds!r}."
             raise ValueError(msg)
         self.members_ = [self._new_member(name) for name in members]  # checks every member's parameters now
         self.weights_ = np.full(len(members), 1 / len(members))
@@ -162,15 +186,32 @@ class EnsembleModel(Model):
             fitted.append(member.fit(self._member_inputs(inputs, index), targets))
         return fitted
 
+    def _held_out_folds(self, inputs: ModelInputs) -> tuple[list[np.ndarray], np.ndarray, str]:
+        """The folds whose out-of-fold predictions choose the weights, every spot's group, the group kind."""
+        if self.params["stacking_folds"] == 1:
+            held, _, groups, kind = held_out_mask(inputs, random_state=self.random_state)
+            return [held], groups, kind
+        groups, kind = validation_groups(inputs, random_state=self.random_state)
+        return group_folds(groups, self.params["stacking_folds"], self.random_state), groups, kind
+
+    def _out_of_fold(self, inputs: ModelInputs, targets: np.ndarray, folds: list[np.ndarray]) -> list[np.ndarray]:
+        """Every member's prediction of every held-out spot, by members fitted without its fold."""
+        predictions = [np.full(targets.shape, np.nan) for _ in self.params["models"]]
+        for number, fold in enumerate(folds, start=1):
+            logger.info("ensemble: fold %d of %d, fitting %d members", number, len(folds), len(predictions))
+            fitted = self._fit_members(inputs.subset(~fold), targets[~fold])
+            held_inputs = inputs.subset(fold)
+            for index, member in enumerate(fitted):
+                predictions[index][fold] = member.predict(self._member_inputs(held_inputs, index))
+        return predictions
+
     def fit(self, inputs: ModelInputs, targets: np.ndarray) -> EnsembleModel:
         self._record_shapes(inputs, targets)
-        held, held_names, groups, kind = held_out_mask(inputs, random_state=self.random_state)
+        folds, groups, kind = self._held_out_folds(inputs)
+        held = np.logical_or.reduce(folds)
         unit = scoring_units(inputs, groups, kind)[held]
         names = list(self.params["models"])
-        logger.info("ensemble: fitting %d members without the held-out %s(s) %s", len(names), kind, held_names)
-        first = self._fit_members(inputs.subset(~held), targets[~held])
-        validation_inputs = inputs.subset(held)
-        predictions = [m.predict(self._member_inputs(validation_inputs, i)) for i, m in enumerate(first)]
+        predictions = [p[held] for p in self._out_of_fold(inputs, targets, folds)]
         if self.params["weights"] == "stacking":
             self.weights_ = stacking_weights(predictions, targets[held], unit)
         blended = sum(w * p for w, p in zip(self.weights_, predictions, strict=True))
@@ -181,12 +222,13 @@ class EnsembleModel(Model):
         gene_pearson = per_slide_pearson(targets[held], blended, unit)
         self.validation_ = Validation(
             groups=kind,
-            held_out=list(held_names),
+            held_out=sorted(np.unique(groups[held]).tolist()),
             score=float(np.nan_to_num(gene_pearson, nan=0.0).mean()),
             gene_pearson=gene_pearson,
             selected={
                 "weights": dict(zip(names, map(float, self.weights_), strict=True)),
                 "member_scores": member_scores,
+                "stacking_folds": len(folds),
             },
         )
         logger.info("ensemble: weights %s; refitting the members on all training spots", self.validation_.selected)
