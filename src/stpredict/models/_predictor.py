@@ -21,9 +21,11 @@ from anndata import AnnData
 from .._files import atomic_path
 from .._logging import logger, warn
 from .._predictions import write_predictions
-from .._validate import check_adata, get_rep, library_ids, require_spatial
+from .._validate import check_adata, get_rep, library_ids, require_spatial, spot_libraries
 from ._base import Model, Validation, get_model
-from ._inputs import build_inputs
+from ._conformal import INTERVAL_METHODS, Calibration
+from ._inputs import build_inputs, spot_patients
+from ._novelty import NoveltyReference
 
 FORMAT = "stpredict-model"
 FORMAT_VERSION = 1
@@ -116,6 +118,12 @@ class Predictor:
         Per training slide, its image identity (file path, digest of the ``hires`` pixels) and up to 256 spot
         centres: :meth:`predict` warns when a slide is a training slide under another name, also after
         :meth:`save`/:meth:`load`.
+    calibration
+        Out-of-fold residuals on training groups (``st.tl.fit(..., calibrate=True)``), for prediction intervals
+        and :meth:`gene_reliability`; ``None`` when not calibrated.
+    novelty
+        Where the training spots lie in the representation, for the out-of-distribution score :meth:`predict`
+        writes; ``None`` for models that read pixels only.
     """
 
     def __init__(
@@ -136,6 +144,8 @@ class Predictor:
         created: str | None = None,
         train_mpp: float | None = None,
         train_fingerprints: dict[str, dict] | None = None,
+        calibration: Calibration | None = None,
+        novelty: NoveltyReference | None = None,
     ) -> None:
         self.model = model
         self.genes = list(genes)
@@ -152,6 +162,8 @@ class Predictor:
         self.created = created or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         self.train_mpp = float(train_mpp) if train_mpp is not None else None
         self.train_fingerprints = train_fingerprints or {}
+        self.calibration = calibration
+        self.novelty = novelty
 
     @property
     def model_name(self) -> str:
@@ -174,11 +186,12 @@ class Predictor:
         """Validation Pearson per gene (training groups only), for choosing "highly predictive" genes."""
         return pd.Series(self.validation.gene_pearson, index=self.genes, name="validation_pearson")
 
-    def highly_predictive(self, n: int = 50) -> list[str]:
+    def highly_predictive(self, n: int = 50, *, reliable_only: bool = False) -> list[str]:
         """The ``n`` genes best predicted on the training slides' validation (PCC(H)'s genes).
 
         Chosen without looking at any test slide; pass them to :func:`stpredict.tl.evaluate` as
-        ``highly_predictive=``.
+        ``highly_predictive=``. ``reliable_only=True`` keeps only genes whose out-of-fold Pearson is
+        significantly above zero (:meth:`gene_reliability`; needs ``st.tl.fit(..., calibrate=True)``).
 
         Examples
         --------
@@ -189,7 +202,40 @@ class Predictor:
         >>> len(predictor.highly_predictive(2))
         2
         """
-        return self.gene_pearson.dropna().sort_values(ascending=False).index[:n].tolist()
+        ranked = self.gene_pearson.dropna().sort_values(ascending=False).index
+        if reliable_only:
+            reliable = self.gene_reliability()["reliable"]
+            ranked = [g for g in ranked if reliable[g]]
+        return list(ranked[:n])
+
+    def gene_reliability(self) -> pd.DataFrame:
+        """How far each gene's prediction can be trusted, from out-of-fold predictions of training groups.
+
+        Columns: ``expected_pearson`` (mean Pearson over slides, or spatial blocks when there are fewer than
+        3 slides), its 95 % interval ``ci_low``/``ci_high``, ``n_units``, a one-sided t-test ``p_value`` that
+        it exceeds 0, its Benjamini-Hochberg ``q_value``, and ``reliable`` (``q_value < 0.05``): genes not
+        reliable are predicted no better than a constant, as far as the training slides can tell.
+
+        Examples
+        --------
+        >>> import stpredict as st
+        >>> adata = st.datasets.her2st_crop()
+        >>> st.pp.normalize(adata)
+        >>> train = adata[adata.obs.library_id != "C4"].copy()
+        >>> predictor = st.tl.fit(train, genes=["ERBB2", "GNAS", "FASN"], calibrate=True)
+        >>> predictor.gene_reliability().columns.tolist()
+        ['expected_pearson', 'ci_low', 'ci_high', 'n_units', 'p_value', 'q_value', 'reliable']
+        """
+        return self._calibrated("gene_reliability()").reliability.copy()
+
+    def _calibrated(self, what: str) -> Calibration:
+        if self.calibration is None:
+            msg = (
+                f"{what} needs a calibrated model: fit it with st.tl.fit(..., calibrate=True), which refits the "
+                "model without each of 3 folds of training groups to measure its out-of-fold errors."
+            )
+            raise ValueError(msg)
+        return self.calibration
 
     def __repr__(self) -> str:
         recipe = f" ({self.rep_recipe['method']})" if self.rep_recipe else ""
@@ -347,6 +393,8 @@ class Predictor:
         full_layer: bool | None = None,
         show_progress_bar: bool = False,
         copy: bool = False,
+        interval: float | None = None,
+        interval_method: str = "adaptive",
     ) -> AnnData | None:
         """Predict expression of every spot of ``adata`` from its image (expression in ``adata`` is never read).
 
@@ -370,6 +418,14 @@ class Predictor:
             Progress bar while computing a missing representation.
         copy
             Return a modified copy instead of writing into ``adata``.
+        interval
+            Also write bounds that hold the measured value with this probability (e.g. ``0.9``), per spot and
+            gene: split-conformal intervals from the training groups' out-of-fold errors (needs
+            ``st.tl.fit(..., calibrate=True)``). Valid for slides like the training slides: see the
+            out-of-distribution score below.
+        interval_method
+            ``'adaptive'`` (width follows how wrong the model was on training spots predicted alike) or
+            ``'constant'`` (one width per gene).
 
         Returns
         -------
@@ -381,7 +437,13 @@ class Predictor:
         - ``obsp[f'{key_added}_{graph}_connectivities']``: spatial graphs the model used, if any;
         - ``obsm[f'{key_added}_{suffix}']``: what the model adds beside its predictions, if anything (SpaHGC:
           ``_references``, the training spots each spot retrieved);
-        - ``uns[key_added]``: model, genes, parameters, training slides, validation, timings.
+        - ``obsm[f'{key_added}_lower']``, ``obsm[f'{key_added}_upper']``: interval bounds, same columns (with
+          ``interval``);
+        - ``obs[f'{key_added}_ood']``: the spot's out-of-distribution score (above 1: farther from the training
+          images than 95 % of a held-out training slide's spots), for models that read a representation; a
+          :class:`~stpredict.StPredictWarning` names slides whose median score exceeds 1;
+        - ``uns[key_added]``: model, genes, parameters, training slides, validation, timings, the interval
+          settings and each slide's OOD score.
 
         Examples
         --------
@@ -415,6 +477,14 @@ class Predictor:
                 "image-only AnnData."
             )
             raise ValueError(msg)
+        if interval is not None:
+            self._calibrated("predict(..., interval=...)")
+            if interval_method not in INTERVAL_METHODS:
+                msg = f"interval_method must be one of {INTERVAL_METHODS}, got {interval_method!r}."
+                raise ValueError(msg)
+            if not 0 < interval < 1:
+                msg = f"interval is a coverage level strictly between 0 and 1 (e.g. 0.9), got {interval!r}."
+                raise ValueError(msg)
         if device is not None:
             self.model.device = resolve_device(device, type(self.model).uses_device)
         started = time.perf_counter()
@@ -429,6 +499,10 @@ class Predictor:
         key_added = key_added or f"pred_{self.model_name}"
         adata = adata.copy() if copy else adata
         self._write(adata, prediction, graphs, key_added, elapsed, full_layer)
+        if interval is not None:
+            self._write_interval(adata, prediction, key_added, interval, interval_method)
+        if self.novelty is not None and inputs.features.shape[1] == self.n_features > 0:
+            self._write_novelty(adata, inputs.features, key_added)
         logger.info(
             "predict: %s (trained on %s) predicted %d gene(s) for %s in %.1f s",
             self.model_name,
@@ -438,6 +512,45 @@ class Predictor:
             elapsed,
         )
         return adata if copy else None
+
+    def _write_interval(
+        self, adata: AnnData, prediction: np.ndarray, key_added: str, level: float, method: str
+    ) -> None:
+        lower, upper = self.calibration.interval(prediction.astype(np.float64), level, method)
+        for side, values in (("lower", lower), ("upper", upper)):
+            adata.obsm[f"{key_added}_{side}"] = pd.DataFrame(
+                values.astype(np.float32), index=adata.obs_names, columns=self.genes
+            )
+        adata.uns[key_added]["interval"] = {
+            "level": float(level),
+            "method": method,
+            "calibration": self.calibration.metadata(),
+        }
+        new_patients = sorted({str(p) for p in spot_patients(adata) if p is not None} - set(self.train_patients))
+        if self.calibration.groups != "patient" and new_patients:
+            warn(
+                f"The {level:.0%} intervals were calibrated on held-out {self.calibration.groups}s of the training "
+                f"patient(s) {self.train_patients}, but patient(s) {new_patients} are new: a patient's expression can "
+                "differ in level from the training patients' in ways no image shows (batch, sequencing depth), and "
+                "the intervals may then hold the measured values less often than stated. Train (and calibrate) on "
+                "slides of several patients for intervals that carry over to new patients."
+            )
+
+    def _write_novelty(self, adata: AnnData, features: np.ndarray, key_added: str) -> None:
+        scores = self.novelty.spot_scores(features)
+        adata.obs[f"{key_added}_ood"] = scores.astype(np.float32)
+        libraries = spot_libraries(adata)
+        per_slide = {str(s): float(np.median(scores[libraries == s])) for s in pd.unique(libraries)}
+        adata.uns[key_added]["ood"] = {"slides": per_slide, "threshold": 1.0, "groups": self.novelty.groups}
+        unusual = {s: round(v, 2) for s, v in per_slide.items() if v > 1}
+        if unusual:
+            warn(
+                f"Slide(s) {unusual} (median out-of-distribution score) look unlike the training slides: most of "
+                f"their spots lie farther from the training images than 95 % of a held-out training "
+                f"{self.novelty.groups}'s spots, so predictions (and intervals) may be off. Check the scan "
+                "resolution (target_mpp), try stain normalisation (st.pp.normalize_stain), or train on slides "
+                f"like these. Per-spot scores: adata.obs[{key_added + '_ood'!r}]."
+            )
 
     def _training_copies(self, adata: AnnData) -> dict[str, str]:
         """Slides of ``adata`` that are training slides under another name (see ``train_fingerprints``)."""
@@ -531,7 +644,13 @@ class Predictor:
 
         path = Path(path)
         arrays = {f"model/{k}": np.ascontiguousarray(v) for k, v in self.model.state_dict().items()}
-        metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(self._metadata())}
+        meta = self._metadata()
+        for name in ("calibration", "novelty"):
+            part = getattr(self, name)
+            if part is not None:
+                arrays.update({f"{name}/{k}": v for k, v in part.state_dict().items()})
+                meta[name] = jsonable(part.metadata())
+        metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "meta": json.dumps(meta)}
         with atomic_path(path) as tmp:  # an interrupted save never leaves a truncated model file
             save_file(arrays, str(tmp), metadata=metadata)
         logger.info("saved %s model to %s", self.model_name, path)
@@ -546,9 +665,21 @@ class Predictor:
         model = model_cls(random_state=meta["random_state"], device="cpu", **meta["params"])
         model.n_features_, model.n_genes_ = int(meta["n_features"]), int(meta["n_genes"])
         model.genes_ = list(meta["genes"])
-        model.load_state_dict({k.removeprefix("model/"): v for k, v in arrays.items()})
+        model.load_state_dict({k.removeprefix("model/"): v for k, v in arrays.items() if k.startswith("model/")})
         model.validation_ = Validation.from_json(meta["validation"])
-        return cls(model=model, **{name: meta[name] for name in RECORDED if name in meta})
+        part = lambda name: {k.removeprefix(f"{name}/"): v for k, v in arrays.items() if k.startswith(f"{name}/")}  # noqa: E731
+        calibration = (
+            Calibration.from_state(part("calibration"), meta["calibration"], list(meta["genes"]))
+            if "calibration" in meta
+            else None
+        )
+        novelty = NoveltyReference.from_state(part("novelty"), meta["novelty"]) if "novelty" in meta else None
+        return cls(
+            model=model,
+            calibration=calibration,
+            novelty=novelty,
+            **{name: meta[name] for name in RECORDED if name in meta},
+        )
 
 
 def _read_model_file(path: Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:

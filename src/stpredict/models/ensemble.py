@@ -20,27 +20,13 @@ from scipy.optimize import nnls
 from .._logging import logger
 from .._metrics import per_slide_pearson
 from ._base import Model, Validation, get_model
+from ._crossfit import group_folds, out_of_fold
 from ._inputs import ModelInputs
 from ._validation import held_out_mask, scoring_units, validation_groups
 
 #: members that read only the ``obsm`` representation (no pixels): fast on a CPU and on any slide
 DEFAULT_MEMBERS = ("ridge", "ridge_spatial", "mlp", "merge", "spahgc")
 WEIGHTINGS = ("stacking", "equal")
-
-
-def group_folds(groups: np.ndarray, n_folds: int, random_state: int | None = 0) -> list[np.ndarray]:
-    """Spot masks of ``min(n_folds, n_groups)`` folds, each made of whole groups (patients, slides or blocks).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> folds = group_folds(np.array(["a", "a", "b", "c", "c", "d"]), 3)
-    >>> len(folds), np.sum(folds, axis=0).tolist()  # every spot in exactly one fold
-    (3, [1, 1, 1, 1, 1, 1])
-    """
-    names = np.random.default_rng(random_state).permutation(np.unique(groups))
-    chunks = np.array_split(names, min(n_folds, len(names)))
-    return [np.isin(groups, chunk) for chunk in chunks]
 
 
 def unit_standardised(values: np.ndarray, unit: np.ndarray) -> np.ndarray:
@@ -194,16 +180,9 @@ class EnsembleModel(Model):
         groups, kind = validation_groups(inputs, random_state=self.random_state)
         return group_folds(groups, self.params["stacking_folds"], self.random_state), groups, kind
 
-    def _out_of_fold(self, inputs: ModelInputs, targets: np.ndarray, folds: list[np.ndarray]) -> list[np.ndarray]:
-        """Every member's prediction of every held-out spot, by members fitted without its fold."""
-        predictions = [np.full(targets.shape, np.nan) for _ in self.params["models"]]
-        for number, fold in enumerate(folds, start=1):
-            logger.info("ensemble: fold %d of %d, fitting %d members", number, len(folds), len(predictions))
-            fitted = self._fit_members(inputs.subset(~fold), targets[~fold])
-            held_inputs = inputs.subset(fold)
-            for index, member in enumerate(fitted):
-                predictions[index][fold] = member.predict(self._member_inputs(held_inputs, index))
-        return predictions
+    def _fit_predict(self, train: ModelInputs, targets: np.ndarray, held: ModelInputs) -> list[np.ndarray]:
+        fitted = self._fit_members(train, targets)
+        return [member.predict(self._member_inputs(held, index)) for index, member in enumerate(fitted)]
 
     def fit(self, inputs: ModelInputs, targets: np.ndarray) -> EnsembleModel:
         self._record_shapes(inputs, targets)
@@ -211,7 +190,7 @@ class EnsembleModel(Model):
         held = np.logical_or.reduce(folds)
         unit = scoring_units(inputs, groups, kind)[held]
         names = list(self.params["models"])
-        predictions = [p[held] for p in self._out_of_fold(inputs, targets, folds)]
+        predictions = [p[held] for p in out_of_fold(self._fit_predict, inputs, targets, folds, "ensemble")]
         if self.params["weights"] == "stacking":
             self.weights_ = stacking_weights(predictions, targets[held], unit)
         blended = sum(w * p for w, p in zip(self.weights_, predictions, strict=True))

@@ -5,12 +5,15 @@ from ._correlation import gene_correlation
 from ._graph import hierarchical_graph
 from ._spatial import model_comparison, prediction, scores
 from ._tissue import tissue
+from ._uncertainty import calibration_curve, ood
 
 __all__ = [
+    "calibration_curve",
     "enrichment",
     "gene_correlation",
     "hierarchical_graph",
     "model_comparison",
+    "ood",
     "prediction",
     "regions",
     "scores",

@@ -127,6 +127,7 @@ def prediction(
     cmap: str = "viridis",
     shared_scale: bool = False,
     spot_size: float | None = None,
+    uncertainty: bool = False,
     ax=None,
     show: bool | None = None,
     save: str | PathLike | None = None,
@@ -158,9 +159,12 @@ def prediction(
         One colour scale per gene for both panels instead of one per panel.
     spot_size
         Marker size in points² (default: from the spot diameter).
+    uncertainty
+        Add a panel of the prediction interval's width (``obsm[f'{layer_pred}_upper'] - obsm[f'{layer_pred}_lower']``,
+        written by ``predict(..., interval=0.9)``): where the model is less sure.
     ax
-        Axes to draw on: one per panel (genes × [measured,] predicted), e.g. from ``plt.subplots``; by default
-        a new figure.
+        Axes to draw on: one per panel (genes × [measured,] predicted [, interval width]), e.g. from
+        ``plt.subplots``; by default a new figure.
     show, save
         As in scanpy: write the figure to ``save``; show it unless ``save`` is given (``show=False`` returns it).
 
@@ -189,35 +193,66 @@ def prediction(
     columns = adata.var_names.get_indexer(genes)
     pred = predicted[mask]
     true = get_matrix(adata[mask], layer_true, columns=columns) if layer_true is not None else None
+    width = _interval_width(adata, layer_pred, genes)[mask] if uncertainty else None
 
-    panels = 2 if true is not None else 1
+    panels = (2 if true is not None else 1) + (width is not None)
     own_figure = ax is None
     fig, axes = _panel_axes(ax, len(genes), panels)  # genes x panels
     pearson = column_pearson(true, pred) if true is not None else [np.nan] * len(genes)
     for row, gene in enumerate(genes):
         values = [true[:, row], pred[:, row]] if true is not None else [pred[:, row]]
         titles = ["measured", f"predicted (r = {pearson[row]:.2f})"] if true is not None else ["predicted"]
+        n_expression = len(values)
+        if width is not None:
+            level = adata.uns.get(layer_pred, {}).get("interval", {}).get("level")
+            values.append(width[:, row])
+            titles.append(f"{level:.0%} interval width" if level else "interval width")
         for col, (vals, title) in enumerate(zip(values, titles, strict=True)):
             ax = axes[row, col]
-            scale_values = np.concatenate(values) if shared_scale else vals
+            is_width = col >= n_expression
+            scale_values = np.concatenate(values[:n_expression]) if shared_scale and not is_width else vals
             finite = scale_values[np.isfinite(scale_values)]
             vmin, vmax = (np.percentile(finite, 1), np.percentile(finite, 99)) if len(finite) else (0, 1)
             if image is not None:
                 ax.imshow(image, alpha=0.6)
-            points = ax.scatter(xy[:, 0], xy[:, 1], c=vals, s=spot_size, cmap=cmap, vmin=vmin, vmax=vmax)
+            points = ax.scatter(
+                xy[:, 0], xy[:, 1], c=vals, s=spot_size, cmap="magma" if is_width else cmap, vmin=vmin, vmax=vmax
+            )
+            if not is_width:
+                expression_points = points
             ax.set_title(f"{gene} {title}", fontsize=9)
             view.frame(ax)
-            if not shared_scale:
+            if is_width or not shared_scale:
                 colourbar = fig.colorbar(points, ax=ax, shrink=0.8)
-                colourbar.set_label(layer_true if (true is not None and col == 0) else layer_pred, fontsize=8)
+                label = "upper - lower" if is_width else layer_true if (true is not None and col == 0) else layer_pred
+                colourbar.set_label(label, fontsize=8)
         if shared_scale:
-            fig.colorbar(points, ax=axes[row, :].tolist(), shrink=0.8, label=f"{layer_true} / {layer_pred}")
+            fig.colorbar(
+                expression_points,
+                ax=axes[row, :n_expression].tolist(),
+                shrink=0.8,
+                label=f"{layer_true} / {layer_pred}",
+            )
     scales = "one colour scale per gene" if shared_scale or true is None else "each panel its own colour scale"
     if own_figure:
         fig.suptitle(f"slide {library_id} ({scales})", fontsize=10)
     for panel in axes.ravel():
         view.fit_spots(panel)
     return _finish(axes[0, 0], show, save, result=fig)
+
+
+def _interval_width(adata: AnnData, key: str, genes: list[str]) -> np.ndarray:
+    """Upper minus lower interval bound of ``genes`` (an error saying how to get them when absent)."""
+    missing = [f"{key}_{side}" for side in ("lower", "upper") if f"{key}_{side}" not in adata.obsm]
+    if missing:
+        msg = (
+            f"uncertainty=True needs the interval bounds adata.obsm{missing}: predict with intervals, e.g. "
+            f"predictor.predict(adata, key_added={key!r}, interval=0.9) (the model fitted with calibrate=True)."
+        )
+        raise KeyError(msg)
+    lower, _ = get_predictions(adata, f"{key}_lower", genes)
+    upper, _ = get_predictions(adata, f"{key}_upper", genes)
+    return upper - lower
 
 
 def _panel_axes(ax, n_genes: int, panels: int):

@@ -13,6 +13,7 @@ from ._hetero_graph import hetero_graph
 from ._regions import cluster_predictions, differential_expression, region_agreement
 from ._splits import Fold, make_splits
 from ._train_encoder import TrainedEncoder, train_encoder
+from ._uncertainty import interval_coverage
 
 __all__ = [
     "Fold",
@@ -32,6 +33,7 @@ __all__ = [
     "gene_correlation",
     "gene_similarity",
     "hetero_graph",
+    "interval_coverage",
     "load_model",
     "make_splits",
     "model_ablations",

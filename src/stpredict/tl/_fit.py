@@ -17,8 +17,11 @@ from .._logging import logger
 from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix, get_rep, library_ids
 from ..models import Predictor
 from ..models._base import get_model
+from ..models._conformal import calibrate as calibrate_out_of_fold
 from ..models._inputs import build_inputs, spot_patients
+from ..models._novelty import NoveltyReference
 from ..models._predictor import jsonable, representation_recipe
+from ..models._validation import validation_groups
 from ..pp._genes import default_genes
 from ..pp._normalize import layer_scale
 from ._leakage import slide_fingerprints
@@ -97,6 +100,7 @@ def fit(
     model_params: Mapping[str, Any] = MappingProxyType({}),
     trainer_params: Mapping[str, Any] | None = None,
     show_progress_bar: bool = False,
+    calibrate: bool | int = False,
 ) -> Predictor:
     """Train a model on slides with measured expression; apply it later to any H&E slide.
 
@@ -128,6 +132,11 @@ def fit(
         Passed to ``lightning.Trainer`` for neural models (e.g. ``{'strategy': 'ddp', 'devices': 4}``).
     show_progress_bar
         Training progress bar (neural models).
+    calibrate
+        Also measure how wrong the model is on training groups it did not see, for prediction intervals
+        (``predict(..., interval=0.9)``) and per-gene reliability (:meth:`~stpredict.models.Predictor.gene_reliability`):
+        the model is refitted without each of ``calibrate`` folds of training groups (``True``: 3 folds), so
+        fitting costs that many times more. See ``docs/uncertainty.md``.
 
     Returns
     -------
@@ -145,13 +154,18 @@ def fit(
     """
     check_adata(adata_train, "adata_train")
     model_cls = get_model(model)
-    estimator = model_cls(
-        random_state=random_state,
-        device=resolve_device(device, model_cls.uses_device),
-        trainer_params=trainer_params,
-        show_progress_bar=show_progress_bar,
-        **dict(model_params),
-    )
+    n_folds = _calibration_folds(calibrate)
+
+    def new_estimator():
+        return model_cls(
+            random_state=random_state,
+            device=resolve_device(device, model_cls.uses_device),
+            trainer_params=trainer_params,
+            show_progress_bar=show_progress_bar,
+            **dict(model_params),
+        )
+
+    estimator = new_estimator()
     chosen = _checked_genes(adata_train, genes)
     targets = get_matrix(adata_train, layer, columns=adata_train.var_names.get_indexer(chosen))
     if not np.isfinite(targets).all():
@@ -176,9 +190,13 @@ def fit(
         needs_grid=model_cls.needs_grid,
         needs_images=estimator.reads_pixels(),
     )
-    estimator.n_features_, estimator.n_genes_ = int(features.shape[1]), len(chosen)
-    estimator.genes_ = list(chosen)  # models with gene priors (M2TGLGO's Gene Ontology graph) read the names
-    estimator.fit(inputs, targets)
+
+    def shaped(model):
+        model.n_features_, model.n_genes_ = int(features.shape[1]), len(chosen)
+        model.genes_ = list(chosen)  # models with gene priors (M2TGLGO's Gene Ontology graph) read the names
+        return model
+
+    shaped(estimator).fit(inputs, targets)
     if estimator.validation_ is None:
         msg = f"Model {model!r} did not record its validation (Model.fit must set `validation_`)."
         raise RuntimeError(msg)
@@ -198,8 +216,37 @@ def fit(
         train_mpp=_training_mpp(adata_train),
         train_fingerprints=slide_fingerprints(adata_train) if "spatial" in adata_train.obsm else None,
     )
+    if features.shape[1] > 0:  # models that learn their own representation from pixels get no OOD score
+        groups, kind = validation_groups(inputs, random_state=random_state)
+        try:
+            predictor.novelty = NoveltyReference.from_training(features, groups, kind, random_state)
+        except ValueError as error:
+            logger.info("fit: no out-of-distribution score: %s", error)
+    if n_folds:
+        started = time.perf_counter()
+        predictor.calibration = calibrate_out_of_fold(
+            lambda: shaped(new_estimator()),
+            inputs,
+            targets,
+            n_folds=n_folds,
+            genes=chosen,
+            random_state=random_state,
+        )
+        predictor.timings["calibrate_s"] = time.perf_counter() - started
     logger.info("fit: %s trained on %s (%.1f s)", model, predictor.train_slides, predictor.timings["fit_s"])
     return predictor
+
+
+def _calibration_folds(calibrate: bool | int) -> int:
+    """Folds of training groups for conformal calibration: 0 (none), 3 for ``True``, else the number given."""
+    if calibrate is False or calibrate is None:
+        return 0
+    if calibrate is True:
+        return 3
+    if isinstance(calibrate, int | np.integer) and calibrate >= 2:
+        return int(calibrate)
+    msg = f"calibrate must be True/False or a number of folds >= 2, got {calibrate!r}."
+    raise ValueError(msg)
 
 
 def predict(
