@@ -259,13 +259,16 @@ def predict(
     full_layer: bool | None = None,
     show_progress_bar: bool = False,
     copy: bool = False,
+    interval: float | None = None,
+    interval_method: str = "adaptive",
 ) -> AnnData | None:
     """Apply a fitted model to new slides (same as ``predictor.predict(adata, ...)``).
 
     Writes ``obsm[key_added]`` (spots x genes), ``layers[key_added]`` (when ``adata`` has genes and
     ``full_layer`` allows) and
     ``uns[key_added]``; see :meth:`stpredict.models.Predictor.predict`. Slides scanned at another resolution
-    than the training slides are resampled to it (``harmonise=False``: refused).
+    than the training slides are resampled to it (``harmonise=False``: refused). With ``interval`` (a model
+    fitted with ``calibrate=True``), also the bounds ``obsm[f'{key_added}_lower']`` and ``_upper``.
 
     Examples
     --------
@@ -290,6 +293,8 @@ def predict(
         full_layer=full_layer,
         show_progress_bar=show_progress_bar,
         copy=copy,
+        interval=interval,
+        interval_method=interval_method,
     )
 
 
