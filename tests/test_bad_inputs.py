@@ -720,3 +720,21 @@ def test_spots_of_one_section_on_the_image_of_another_are_flagged():
     ]
     with pytest.warns(st.StPredictWarning, match=r"of the patches of slide 'C2' show almost no tissue"):
         st.pp.image_features(c2, show_progress_bar=False)
+
+
+def test_repeated_gene_names_predict_and_say_what_to_do_where_ambiguous(crop):
+    st.pp.normalize(crop)
+    train, test = crop[crop.obs.library_id != "C4"].copy(), crop[crop.obs.library_id == "C4"].copy()
+    predictor = st.tl.fit(train, genes=["ERBB2", "GNAS"])
+    names = test.var_names.tolist()
+    erbb2 = names.index("ERBB2")
+    names[0] = "ERBB2"  # Space Ranger output before var_names_make_unique
+    test.var_names = names
+    predictor.predict(test)  # prediction reads no expression: works
+    layer = test.layers["pred_ridge"]
+    np.testing.assert_array_equal(layer[:, 0], layer[:, erbb2])
+    np.testing.assert_array_equal(layer[:, 0], test.obsm["pred_ridge"]["ERBB2"].to_numpy())
+    with pytest.raises(ValueError, match=r"appear more than once.*var_names_make_unique"):
+        st.tl.evaluate(test, layer_pred="pred_ridge")
+    with pytest.raises(ValueError, match="appear more than once"):
+        st.tl.fit(test, genes=["ERBB2"])

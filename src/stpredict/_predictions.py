@@ -44,8 +44,10 @@ def write_predictions(adata: AnnData, key: str, frame: pd.DataFrame, full_layer:
         )
         return
     values = np.full(adata.shape, np.nan, dtype=np.float32)
-    present = adata.var_names.get_indexer(frame.columns)
-    values[:, present[present >= 0]] = frame.to_numpy(dtype=np.float32)[:, present >= 0]
+    # for every var column, its predicted gene (frame columns are unique; var_names need not be: a gene
+    # named twice, as in Space Ranger output before var_names_make_unique, gets its prediction in both)
+    source = frame.columns.get_indexer(adata.var_names)
+    values[:, source >= 0] = frame.to_numpy(dtype=np.float32)[:, source[source >= 0]]
     adata.layers[key] = values
 
 

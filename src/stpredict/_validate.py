@@ -175,6 +175,15 @@ def check_genes_present(adata: AnnData, genes: Sequence[str], where: str = "adat
     if missing:
         msg = f"{len(missing)} gene(s) not found in {where}.var_names, e.g. {missing[:5]}."
         raise KeyError(msg)
+    if not adata.var_names.is_unique:
+        repeated = sorted(set(adata.var_names[adata.var_names.duplicated()]) & set(genes))
+        if repeated:
+            msg = (
+                f"{len(repeated)} gene(s) appear more than once in {where}.var_names, e.g. {repeated[:5]}: which "
+                f"column to read is ambiguous. Make the names unique first ({where}.var_names_make_unique(), as "
+                "scanpy's readers do), or drop the duplicates."
+            )
+            raise ValueError(msg)
 
 
 def spatial_entry(adata: AnnData, library_id: str) -> dict | None:

@@ -236,3 +236,11 @@ def test_intervals_warn_for_a_patient_the_calibration_never_saw(calibrated):
     new_patient.obs["patient"] = "P9"
     with pytest.warns(st.StPredictWarning, match=r"patient\(s\) \['P9'\] are new"):
         predictor.predict(new_patient, interval=0.9)
+
+
+def test_fit_predict_writes_intervals(crop_norm):
+    train = crop_norm[crop_norm.obs.library_id != "C4"].copy()
+    test = crop_norm[crop_norm.obs.library_id == "C4"].copy()
+    st.tl.fit_predict(train, test, genes=GENES, interval=0.8)
+    assert (test.obsm["pred_ridge_lower"] < test.obsm["pred_ridge_upper"]).all().all()
+    assert test.uns["pred_ridge"]["interval"]["level"] == 0.8

@@ -29,6 +29,7 @@ def fit_predict(
     allow_overlap: bool = False,
     full_layer: bool | None = None,
     copy: bool = False,
+    interval: float | None = None,
 ) -> AnnData | None:
     """Train a model on slides with expression and predict expression of other slides from their images.
 
@@ -72,6 +73,9 @@ def fit_predict(
         :meth:`~stpredict.models.Predictor.predict`.
     copy
         Return a modified copy of ``adata_test`` instead of writing into it.
+    interval
+        Also calibrate the model (``st.tl.fit(..., calibrate=True)``: 3 more fits) and write prediction intervals
+        of this coverage (e.g. ``0.9``) to ``obsm[f'{key_added}_lower']`` and ``_upper``.
 
     Returns
     -------
@@ -113,5 +117,6 @@ def fit_predict(
         random_state=random_state,
         model_params=model_params,
         trainer_params=trainer_params,
+        calibrate=interval is not None,
     )
-    return predictor.predict(adata_test, key_added=key_added, full_layer=full_layer, copy=copy)
+    return predictor.predict(adata_test, key_added=key_added, full_layer=full_layer, copy=copy, interval=interval)
