@@ -11,5 +11,8 @@ COUNTS_LAYER = "counts"
 SOURCE_IMAGE_KEY = "source_image_path"  # uns['spatial'][lib]['metadata'][...] as scanpy's read_visium
 MICRONS_PER_PIXEL = "microns_per_pixel"  # uns['spatial'][lib]['scalefactors'][...]
 GRID_KEY = "grid"  # uns['spatial'][lib]['metadata'][...]: 'square' (legacy ST) or 'hex' (Visium)
+# uns['spatial'][lib]['metadata'][...]: 'circle' (spots; the default when absent) or 'square' (Visium HD bins),
+# each spot_diameter_fullres wide
+SPOT_SHAPE_KEY = "spot_shape"
 SPATIALDATA_STORE_KEY = "spatialdata_store"  # uns['spatial'][lib]['metadata'][...]: Zarr store of the image
 SPATIALDATA_IMAGE_KEY = "spatialdata_image"  # ... and the name of the image element in it

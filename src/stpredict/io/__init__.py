@@ -11,6 +11,7 @@ from ._spatialdata import read_spatialdata
 from ._st import read_st
 from ._tissue import detect_tissue
 from ._visium import read_visium
+from ._visium_hd import read_visium_hd
 from ._wsi import WholeSlide, is_wsi, write_pyramidal_tiff
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "read_spatialdata",
     "read_st",
     "read_visium",
+    "read_visium_hd",
     "read_wsi",
     "source_image_path",
     "to_spatialdata",

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._constants import LIBRARY_KEY, MICRONS_PER_PIXEL
+from .._constants import LIBRARY_KEY, MICRONS_PER_PIXEL, SPOT_SHAPE_KEY
 from .._validate import check_adata, library_ids, require_spatial, spatial_entry, spot_libraries
 from ._image import open_slide_image
 
@@ -19,6 +19,17 @@ if TYPE_CHECKING:
 REGION_KEY = "region"
 INSTANCE_KEY = "spot_index"
 CHUNK = 4096  # pixels per side of the lazily read image chunks
+
+
+def _square_bins(centres: np.ndarray, side: float):
+    """Visium HD bins as axis-aligned square polygons ``side`` pixels wide (a ShapesModel GeoDataFrame)."""
+    import geopandas as gpd
+    import shapely
+    from spatialdata.models import ShapesModel
+
+    half = side / 2
+    boxes = shapely.box(centres[:, 0] - half, centres[:, 1] - half, centres[:, 0] + half, centres[:, 1] + half)
+    return ShapesModel.parse(gpd.GeoDataFrame(geometry=boxes, index=pd.RangeIndex(len(centres))))
 
 
 def _lazy_image(image) -> object:
@@ -69,7 +80,7 @@ def to_spatialdata(adata: AnnData, *, key: str | None = None, library_id: str | 
 
     The image is a lazy multiscale element (whole-slide images are read chunk by chunk only when something
     draws or writes them), the spots are circles of the slide's spot diameter at their full-resolution
-    positions, and the table annotates them: measured genes and prediction layers, or, for slides without
+    positions (Visium HD bins: squares of the bin's side), and the table annotates them: measured genes and prediction layers, or, for slides without
     genes, the predictions of ``obsm[key]`` as its expression. Open it with ``napari-spatialdata`` or
     ``spatialdata-plot``, or write it to Zarr with ``sdata.write(path)``.
 
@@ -114,7 +125,7 @@ def to_spatialdata(adata: AnnData, *, key: str | None = None, library_id: str | 
     scalefactors = (spatial_entry(adata, library_id) or {}).get("scalefactors", {})
     diameter = float(scalefactors.get("spot_diameter_fullres", np.nan))
     if not np.isfinite(diameter):
-        msg = f"Slide {library_id!r} records no scalefactors['spot_diameter_fullres']: the circles need it."
+        msg = f"Slide {library_id!r} records no scalefactors['spot_diameter_fullres']: the spot shapes need it."
         raise KeyError(msg)
 
     image, scale = open_slide_image(adata, library_id)
@@ -128,9 +139,10 @@ def to_spatialdata(adata: AnnData, *, key: str | None = None, library_id: str | 
     )
     region = f"{library_id}_spots"
     centres = require_spatial(spots)
-    shapes = ShapesModel.parse(
+    square = (spatial_entry(adata, library_id) or {}).get("metadata", {}).get(SPOT_SHAPE_KEY) == "square"
+    shapes = _square_bins(centres, diameter) if square else ShapesModel.parse(
         centres, geometry=0, radius=np.full(len(centres), diameter / 2), index=pd.RangeIndex(len(centres))
-    )
+    )  # fmt: skip
     table = TableModel.parse(
         _table(adata, spots, key, region), region=region, region_key=REGION_KEY, instance_key=INSTANCE_KEY
     )

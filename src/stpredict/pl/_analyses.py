@@ -131,13 +131,21 @@ def regions(
             ax.scatter(
                 *view.xy[chosen].T,
                 s=view.spot_size,
+                marker=view.marker,
                 color=palette(code % palette.N),
                 label=str(name),
                 edgecolors="none",
             )
         unlabelled = (labels.cat.codes < 0).to_numpy()
         if unlabelled.any():
-            ax.scatter(*view.xy[unlabelled].T, s=view.spot_size, color="0.85", label="no label", edgecolors="none")
+            ax.scatter(
+                *view.xy[unlabelled].T,
+                s=view.spot_size,
+                marker=view.marker,
+                color="0.85",
+                label="no label",
+                edgecolors="none",
+            )
         ax.set_title(f"{library_id}: {key}")
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
         view.frame(ax)

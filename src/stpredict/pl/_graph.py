@@ -115,7 +115,7 @@ def hierarchical_graph(
         n_clusters = int(labels.nunique())
     else:
         colours, n_clusters = ["0.5"] * len(spots), 0
-    ax.scatter(*view.xy.T, c=colours, s=view.spot_size, edgecolors="none", zorder=3)
+    ax.scatter(*view.xy.T, c=colours, s=view.spot_size, marker=view.marker, edgecolors="none", zorder=3)
     ax.scatter(
         *view.xy[centroid].T,
         marker="*",

@@ -13,7 +13,7 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
 
-from .._constants import LIBRARY_KEY, SPATIAL_KEY
+from .._constants import LIBRARY_KEY, SPATIAL_KEY, SPOT_SHAPE_KEY
 from .._files import atomic_path
 from .._metrics import column_pearson
 from .._predictions import get_predictions
@@ -57,8 +57,9 @@ class SlideView:
     xy: np.ndarray
     image: np.ndarray | None
     spot_size: float
-    diameter: float = 0.0  # spot diameter in the same (hires pixel) units as ``xy``
+    diameter: float = 0.0  # spot diameter (a square bin's side) in the same (hires pixel) units as ``xy``
     fixed_size: bool = False  # the caller chose ``spot_size``: keep it
+    marker: str = "o"  # "o" for round spots, "s" for square bins (Visium HD); both span sqrt(size) points
 
     def frame(self, ax) -> None:
         """Zoom onto the spots with room for whole spots at the edges, equal axes, image y axis down, no ticks."""
@@ -113,7 +114,8 @@ def slide_view(
     fixed = spot_size is not None
     if spot_size is None:  # a first guess for the scatter call; fit_spots sets the exact size
         spot_size = 20.0
-    return SlideView(mask, xy, image, float(spot_size), diameter, fixed)
+    marker = "s" if slide.get("metadata", {}).get(SPOT_SHAPE_KEY) == "square" else "o"
+    return SlideView(mask, xy, image, float(spot_size), diameter, fixed, marker)
 
 
 def prediction(
@@ -216,7 +218,14 @@ def prediction(
             if image is not None:
                 ax.imshow(image, alpha=0.6)
             points = ax.scatter(
-                xy[:, 0], xy[:, 1], c=vals, s=spot_size, cmap="magma" if is_width else cmap, vmin=vmin, vmax=vmax
+                xy[:, 0],
+                xy[:, 1],
+                c=vals,
+                s=spot_size,
+                marker=view.marker,
+                cmap="magma" if is_width else cmap,
+                vmin=vmin,
+                vmax=vmax,
             )
             if not is_width:
                 expression_points = points

@@ -69,7 +69,13 @@ def tissue(
     n_spots = int(view.mask.sum())
     if show_spots:
         ax.scatter(
-            view.xy[:, 0], view.xy[:, 1], s=view.spot_size, facecolors="none", edgecolors="black", linewidths=0.3
+            view.xy[:, 0],
+            view.xy[:, 1],
+            s=view.spot_size,
+            marker=view.marker,
+            facecolors="none",
+            edgecolors="black",
+            linewidths=0.3,
         )
     ax.set_xlim(0, mask.shape[1])
     ax.set_ylim(mask.shape[0], 0)
