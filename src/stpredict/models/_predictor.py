@@ -47,7 +47,16 @@ RECORDED = (
     "train_fingerprints",
 )
 #: what must match between the representation a model was trained on and the one of a new slide
-RECIPE_KEYS = ("method", "size", "unit", "checkpoint_sha256", "pretrained", "target_mpp", "stain_reference")
+RECIPE_KEYS = (
+    "method",
+    "size",
+    "unit",
+    "checkpoint_sha256",
+    "pretrained",
+    "target_mpp",
+    "stain_reference",
+    "preprocessing",  # an encoder's input size, mean/std, interpolation, resize/crop and output pooling
+)
 #: a slide whose pixel size differs from the training slides' by more than this is resampled (or refused)
 MPP_TOLERANCE = 0.1
 
@@ -341,6 +350,7 @@ class Predictor:
             show_progress_bar=show_progress_bar,
             target_mpp=target_mpp,
             stain_reference=recipe.get("stain_reference"),
+            preprocessing=recipe.get("preprocessing"),
         ).astype(np.float64)
 
     def target_resolution(self, adata: AnnData, *, harmonise: bool = True) -> float | None:

@@ -121,21 +121,33 @@ def _microns_per_pixel(adata: AnnData, library_id: str, method: str) -> float:
     return mpp if mpp is not None else float("nan")
 
 
-def _extractor(method: str, checkpoint, pretrained: bool, device: str):
-    """``(extract(patches, microns_per_pixel, n_jobs) -> features, feature names)`` for a method."""
+def _extractor(method: str, checkpoint, pretrained: bool, device: str, preprocessing=None):
+    """``(extract(patches, microns_per_pixel, n_jobs) -> features, feature names, preprocessing)`` for a method.
+
+    ``preprocessing`` is the encoder's resolved input preparation and output (``None`` for the methods that
+    use no network); it is part of the recipe, so a model trained on one encoder's features refuses another's.
+    """
     if method in _METHODS:
+        if preprocessing:
+            msg = f"preprocessing= applies to encoders; method {method!r} uses no network."
+            raise ValueError(msg)
         extract, names = _METHODS[method]
-        return extract, names()
+        return extract, names(), None
     try:
         spec = encoder_spec(method)
     except ValueError:
-        msg = f"Unknown image feature method {method!r}; available: {sorted(_METHODS)}, {sorted(ENCODERS)} or 'timm:<model>'."
+        msg = (
+            f"Unknown image feature method {method!r}; available: {sorted(_METHODS)}, {sorted(ENCODERS)}, "
+            "'timm:<model>' or 'hf:<model id>'."
+        )
         raise ValueError(msg) from None
-    model, spec = load_encoder(spec.name, checkpoint=checkpoint, pretrained=pretrained)
+    model, spec = load_encoder(spec.name, checkpoint=checkpoint, pretrained=pretrained, preprocessing=preprocessing)
     resolved = resolve_device(device, needed=True)
-    return (lambda patches, mpp, n_jobs: embed_patches(model, spec, patches, resolved)), [
-        f"{method}_{i}" for i in range(spec.dim)
-    ]
+    return (
+        (lambda patches, mpp, n_jobs: embed_patches(model, spec, patches, resolved)),
+        [f"{method}_{i}" for i in range(spec.dim)],
+        spec.preprocessing(),
+    )
 
 
 def file_sha256(path: str | PathLike) -> str:
@@ -164,18 +176,24 @@ def compute_image_features(
     target_mpp: float | None = None,
     stain_reference: Mapping[str, Any] | None = None,
     client: Any = None,
-) -> np.ndarray | tuple[np.ndarray, list[str]]:
-    """The representation of :func:`image_features` as an array (and its feature names), without writing."""
+    preprocessing: Mapping[str, Any] | None = None,
+    return_preprocessing: bool = False,
+) -> np.ndarray | tuple:
+    """The representation of :func:`image_features` as an array, without writing.
+
+    With ``return_names``, also its feature names; with ``return_preprocessing``, the names and the encoder's
+    resolved preprocessing.
+    """
     options = {
         "method": method, "size": size, "unit": unit, "batch_size": batch_size, "library_key": library_key,
         "n_jobs": n_jobs, "checkpoint": checkpoint, "pretrained": pretrained, "device": device,
-        "target_mpp": target_mpp, "stain_reference": stain_reference,
+        "target_mpp": target_mpp, "stain_reference": stain_reference, "preprocessing": preprocessing,
     }  # fmt: skip
     client = resolve_client(client)
     if client is not None:
-        features, names = _on_cluster(adata, client, options)
-        return (features, names) if return_names else features
-    extractor, names = _extractor(method, checkpoint, pretrained, device)
+        features, names, resolved = _on_cluster(adata, client, options)
+        return _returned(features, names, resolved, return_names, return_preprocessing)
+    extractor, names, resolved = _extractor(method, checkpoint, pretrained, device, preprocessing)
     stains = slide_stains(adata, size=size, unit=unit, target_mpp=target_mpp) if stain_reference is not None else None
     features = None
     batches = iter_slide_patches(
@@ -194,22 +212,28 @@ def compute_image_features(
     if features is None:
         msg = "adata has no spots."
         raise ValueError(msg)
+    return _returned(features, names, resolved, return_names, return_preprocessing)
+
+
+def _returned(features, names, resolved, return_names: bool, return_preprocessing: bool):
+    if return_preprocessing:
+        return features, names, resolved
     return (features, names) if return_names else features
 
 
-def _slide_features(part: AnnData, **options) -> tuple[np.ndarray, list[str]]:
+def _slide_features(part: AnnData, **options) -> tuple[np.ndarray, list[str], dict | None]:
     """Features of one slide on a worker (the image is read from its path there)."""
-    return compute_image_features(part, return_names=True, **options)
+    return compute_image_features(part, return_preprocessing=True, **options)
 
 
-def _on_cluster(adata: AnnData, client, options: dict) -> tuple[np.ndarray, list[str]]:
+def _on_cluster(adata: AnnData, client, options: dict) -> tuple[np.ndarray, list[str], dict | None]:
     """One task per slide on a dask.distributed cluster; rows back in ``adata``'s order."""
     if adata.n_obs == 0:
         msg = "adata has no spots."
         raise ValueError(msg)
     parts = slide_parts(adata, library_key=options["library_key"])
     results = map_slides(client, _slide_features, parts, **options)
-    return rows_in_order(adata.n_obs, parts, [values for values, _ in results]), results[0][1]
+    return rows_in_order(adata.n_obs, parts, [values for values, _, _ in results]), results[0][1], results[0][2]
 
 
 def image_features(
@@ -228,6 +252,7 @@ def image_features(
     target_mpp: float | None = None,
     stain_reference: Mapping[str, Any] | None = None,
     client: Any = None,
+    preprocessing: Mapping[str, Any] | None = None,
     show_progress_bar: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -238,10 +263,13 @@ def image_features(
     - ``'nuclei'``: M2TGLGO's 14 nuclei morphology and 3 Delaunay topology features averaged over the
       patch's nuclei, plus the nuclei count (see :func:`nuclei_features`; nuclei segmented by colour
       deconvolution, threshold and watershed, no weights). Needs ``microns_per_pixel``.
-    - an encoder name: ``'resnet18'``, ``'resnet50'``, ``'densenet121'``, ``'vit_b_16'`` (torchvision), ``'uni'``
-      (timm, gated Hugging Face weights) or ``'timm:<model>'``, with weights from ``checkpoint`` (a local
-      file, e.g. saved by :func:`stpredict.tl.train_encoder`) or ``pretrained=True`` (download). Batched
-      inference with each model's input size and normalisation, bfloat16 autocast on GPU.
+    - an encoder name (``docs/encoders.md``): pathology foundation models ``'uni'``, ``'uni2-h'``, ``'virchow'``,
+      ``'virchow2'``, ``'h-optimus-0'``, ``'h-optimus-1'``, ``'h0-mini'``, ``'prov-gigapath'``, ``'phikon'``,
+      ``'phikon-v2'``, ``'conch'``; torchvision CNNs ``'resnet18'``, ``'resnet50'``, ``'densenet121'``,
+      ``'vit_b_16'``; ``'timm:<model>'`` or ``'hf:<model id>'``; with weights from ``checkpoint`` (a local file,
+      e.g. saved by :func:`stpredict.tl.train_encoder`) or ``pretrained=True`` (download). Each runs with its
+      model card's input size, normalisation, interpolation, crop and output pooling (``timm:``: the model's
+      pretrained configuration); batched inference, bfloat16 autocast on GPU.
 
     Parameters
     ----------
@@ -274,6 +302,11 @@ def image_features(
         A ``dask.distributed`` Client (``True``: the active one) to compute slides in parallel, one slide per
         task; workers read each slide's image from its path (it must be reachable from the workers). Results
         equal the serial ones. See the "Many slides on a cluster" page.
+    preprocessing
+        Overrides of an encoder's input preparation and output (``input_size``, ``mean``, ``std``,
+        ``interpolation``, ``resize``, ``pooling``): by default each named encoder's model card, and for
+        ``'timm:<model>'`` the model's pretrained configuration. The resolved values are recorded in
+        ``uns['stpredict_features'][key_added]['preprocessing']`` and checked when a model predicts.
     show_progress_bar
         Show a progress bar over batches (serial runs).
     copy
@@ -295,7 +328,7 @@ def image_features(
     check_adata(adata)
     key_added = key_added or f"X_{method}"
     started = time.perf_counter()
-    features, names = compute_image_features(
+    features, names, resolved = compute_image_features(
         adata,
         method=method,
         size=size,
@@ -307,10 +340,11 @@ def image_features(
         pretrained=pretrained,
         device=device,
         show_progress_bar=show_progress_bar,
-        return_names=True,
         target_mpp=target_mpp,
         stain_reference=stain_reference,
         client=client,
+        preprocessing=preprocessing,
+        return_preprocessing=True,
     )
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features
@@ -325,6 +359,7 @@ def image_features(
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "checkpoint_sha256": file_sha256(checkpoint) if checkpoint is not None else None,
         "pretrained": pretrained,
+        "preprocessing": resolved,
     }
     elapsed = time.perf_counter() - started
     logger.info(

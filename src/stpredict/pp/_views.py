@@ -268,7 +268,7 @@ def compute_neighbour_features(
 
     from ._features import _extractor, _microns_per_pixel
 
-    extract, _ = _extractor(method, checkpoint, pretrained, device)
+    extract, _, _ = _extractor(method, checkpoint, pretrained, device)
     features = mask = None
     views = iter_neighbour_views(
         adata,

@@ -1,0 +1,136 @@
+"""Pathology foundation models built as their model cards say: architecture, preprocessing, output, weights.
+
+Offline: every named timm encoder is built with random weights in its card's configuration, shrunk to one
+transformer block (the same code path; the real depth is too big for CI), and checked for its embedding
+size, its normalisation constants and the card's pooling of the token sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+
+import stpredict as st
+from stpredict.pp import _encoders
+from stpredict.pp._encoders import HOPTIMUS_MEAN, HOPTIMUS_STD, IMAGENET_MEAN, load_encoder, to_model_input
+
+CARD = {  # name: (embedding size, mean, pooling) from each model card
+    "uni": (1024, IMAGENET_MEAN, "model"),
+    "uni2-h": (1536, IMAGENET_MEAN, "model"),
+    "virchow": (2560, IMAGENET_MEAN, "cls+mean"),
+    "virchow2": (2560, IMAGENET_MEAN, "cls+mean"),
+    "h-optimus-0": (1536, HOPTIMUS_MEAN, "model"),
+    "h-optimus-1": (1536, HOPTIMUS_MEAN, "model"),
+    "h0-mini": (768, HOPTIMUS_MEAN, "cls"),
+    "prov-gigapath": (1536, IMAGENET_MEAN, "model"),
+}
+
+
+@pytest.fixture
+def one_block(monkeypatch):
+    """Named timm encoders with one transformer block (their card's width, registers and layers kept)."""
+    for name in CARD:
+        spec = _encoders.ENCODERS[name]
+        monkeypatch.setitem(_encoders.ENCODERS, name, replace(spec, timm_kwargs={**spec.timm_kwargs, "depth": 1}))
+
+
+def test_every_named_encoder_is_listed_with_its_card():
+    named = set(st.pp.ENCODERS)
+    assert set(CARD) | {"phikon", "phikon-v2", "conch", "resnet18", "resnet50", "densenet121", "vit_b_16"} == named
+    for name, spec in st.pp.ENCODERS.items():
+        assert spec.licence, name
+        if spec.library != "torchvision":
+            assert spec.page and spec.page.startswith("https://huggingface.co/"), name
+    assert st.pp.ENCODERS["h-optimus-0"].std == HOPTIMUS_STD
+    assert st.pp.ENCODERS["conch"].input_size == 448
+
+
+@pytest.mark.parametrize("name", list(CARD))
+def test_named_timm_encoders_build_as_their_cards_say(name, one_block):
+    dim, mean, pooling = CARD[name]
+    model, spec = load_encoder(name, random_weights=True)
+    assert spec.dim == dim and spec.mean == mean and spec.pooling == pooling
+    patches = np.random.default_rng(0).integers(0, 255, (2, 120, 120, 3), dtype=np.uint8)
+    features = _encoders.embed_patches(model, spec, patches)
+    assert features.shape == (2, dim) and np.isfinite(features).all()
+    if pooling != "model":  # the card's embedding, recomputed from the token sequence by hand
+        with torch.inference_mode():
+            tokens = model.inner.forward_features(to_model_input(patches, spec, "cpu"))
+        expected = tokens[:, 0]
+        if pooling == "cls+mean":
+            expected = torch.cat([expected, tokens[:, model.inner.num_prefix_tokens :].mean(1)], dim=-1)
+        np.testing.assert_allclose(features, expected.numpy(), rtol=1e-4, atol=1e-5)
+    if name == "virchow2":
+        assert model.inner.num_prefix_tokens == 5  # class token + 4 registers, excluded from the mean
+
+
+def test_resize_then_centre_crop_as_prov_gigapath_card():
+    spec = st.pp.ENCODERS["prov-gigapath"]
+    patch = np.random.default_rng(1).integers(0, 255, (1, 300, 300, 3), dtype=np.uint8)
+    x = to_model_input(patch, spec, "cpu")
+    reference = torch.from_numpy(patch).permute(0, 3, 1, 2).float() / 255
+    reference = TF.center_crop(TF.resize(reference, [256, 256], interpolation=TF.InterpolationMode.BICUBIC), [224, 224])
+    reference = TF.normalize(reference, list(spec.mean), list(spec.std))
+    assert tuple(x.shape) == (1, 3, 224, 224)
+    np.testing.assert_allclose(x.numpy(), reference.numpy(), atol=2e-2)
+
+
+def test_timm_models_take_their_own_pretrained_configuration_and_overrides():
+    _, spec = load_encoder("timm:vit_small_patch16_224.augreg_in21k", random_weights=True)
+    assert spec.mean == (0.5, 0.5, 0.5) and spec.interpolation == "bicubic"  # not ImageNet's constants
+    assert spec.resize == 249 and spec.input_size == 224  # crop_pct 0.9
+    _, spec = load_encoder(
+        "timm:resnet18", random_weights=True, preprocessing={"mean": [0.6, 0.6, 0.6], "resize": None}
+    )
+    assert spec.mean == (0.6, 0.6, 0.6) and spec.resize is None and spec.dim == 512
+    with pytest.raises(ValueError, match="Unknown preprocessing"):
+        load_encoder("timm:resnet18", random_weights=True, preprocessing={"means": [0.5] * 3})
+    with pytest.raises(ValueError, match="pooling can be changed for timm"):
+        load_encoder("resnet18", random_weights=True, preprocessing={"pooling": "cls"})
+
+
+def test_a_model_trained_on_one_preprocessing_refuses_features_of_another(crop, tmp_path):
+    torch.manual_seed(0)
+    model, _ = load_encoder("timm:resnet18", random_weights=True)
+    checkpoint = tmp_path / "resnet18.pt"
+    torch.save(model.state_dict(), checkpoint)
+    st.pp.normalize(crop)
+    options = {"method": "timm:resnet18", "checkpoint": checkpoint, "device": "cpu", "show_progress_bar": False}
+    small = {"input_size": 64, "resize": None}  # a CNN takes any size: 64 px keeps the test fast
+    st.pp.image_features(crop, key_added="X_enc", preprocessing=small, **options)
+    recorded = crop.uns["stpredict_features"]["X_enc"]["preprocessing"]
+    assert recorded["mean"] == pytest.approx(IMAGENET_MEAN) and recorded["input_size"] == 64
+    train, test = crop[crop.obs.library_id != "C4"].copy(), crop[crop.obs.library_id == "C4"].copy()
+    predictor = st.tl.fit(train, genes=["ERBB2"], use_rep="X_enc")
+    st.pp.image_features(test, key_added="X_enc", preprocessing={**small, "mean": [0.5, 0.5, 0.5]}, **options)
+    with pytest.raises(ValueError, match="preprocessing"):
+        predictor.predict(test)
+    del test.obsm["X_enc"]
+    predictor.predict(test)  # recomputed with the recorded recipe, preprocessing included
+    np.testing.assert_allclose(
+        test.obsm["pred_ridge"].to_numpy(),
+        predictor.predict(crop[crop.obs.library_id == "C4"].copy(), copy=True).obsm["pred_ridge"].to_numpy(),
+        rtol=1e-5,
+    )
+
+
+def test_gated_and_missing_packages_say_what_to_do(monkeypatch):
+    import timm
+
+    def refused(*args, **kwargs):
+        raise OSError("401 Client Error: access to model MahmoodLab/UNI2-h is restricted")
+
+    monkeypatch.setattr(timm, "create_model", refused)
+    with pytest.raises(
+        PermissionError, match=r"CC-BY-NC-ND-4.0.*huggingface.co/MahmoodLab/UNI2-h.*huggingface-cli login"
+    ):
+        load_encoder("uni2-h", pretrained=True)
+    with pytest.raises(ValueError, match="needs weights.*huggingface.co/bioptimus/H-optimus-0"):
+        load_encoder("h-optimus-0")
+    monkeypatch.setitem(__import__("sys").modules, "conch", None)
+    with pytest.raises(ImportError, match="CONCH package: pip install git\\+https://github.com/mahmoodlab/CONCH.git"):
+        load_encoder("conch", random_weights=True)
