@@ -58,6 +58,10 @@ class Settings:
     verbosity
         0 — errors only (warnings silenced), 1 — warnings (default), 2 — also progress information,
         3 — also debugging detail.
+    feature_cache_dir
+        A folder for the on-disk image-feature cache used by ``st.pp.image_features``, ``fit``, ``predict``
+        and ``cross_validate`` whenever they compute features (``None``, the default: no cache). Features are
+        kept per slide and recipe and never served for another recipe or another slide.
 
     Examples
     --------
@@ -71,6 +75,7 @@ class Settings:
     def __init__(self) -> None:
         self._verbosity = 1
         logger.setLevel(_LEVELS[1])
+        self.feature_cache_dir: str | None = None
 
     @property
     def verbosity(self) -> int:
@@ -85,7 +90,7 @@ class Settings:
         logger.setLevel(_LEVELS[value])
 
     def __repr__(self) -> str:
-        return f"stpredict settings: verbosity={self._verbosity}"
+        return f"stpredict settings: verbosity={self._verbosity}, feature_cache_dir={self.feature_cache_dir!r}"
 
 
 settings = Settings()

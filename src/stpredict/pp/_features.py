@@ -178,11 +178,13 @@ def compute_image_features(
     client: Any = None,
     preprocessing: Mapping[str, Any] | None = None,
     return_preprocessing: bool = False,
+    cache_dir: str | PathLike | None = None,
 ) -> np.ndarray | tuple:
     """The representation of :func:`image_features` as an array, without writing.
 
     With ``return_names``, also its feature names; with ``return_preprocessing``, the names and the encoder's
-    resolved preprocessing.
+    resolved preprocessing. ``cache_dir`` (default ``st.settings.feature_cache_dir``): read and write the
+    on-disk feature cache (:mod:`._feature_cache`; not used on a dask cluster).
     """
     options = {
         "method": method, "size": size, "unit": unit, "batch_size": batch_size, "library_key": library_key,
@@ -193,26 +195,56 @@ def compute_image_features(
     if client is not None:
         features, names, resolved = _on_cluster(adata, client, options)
         return _returned(features, names, resolved, return_names, return_preprocessing)
+    if adata.n_obs == 0:
+        msg = "adata has no spots."
+        raise ValueError(msg)
+    cache = _feature_cache(cache_dir, options)
+    slides, cached, features = cache.lookup(adata, library_key) if cache else ({}, np.zeros(adata.n_obs, bool), None)
+    known = cache.names_and_preprocessing() if cache else None
+    if cached.all() and known is not None:  # everything cached: no model to load, no patch to read
+        return _returned(features, *known, return_names, return_preprocessing)
     extractor, names, resolved = _extractor(method, checkpoint, pretrained, device, preprocessing)
+    if cache:
+        cache.record_names_and_preprocessing(names, resolved)
+    todo = np.flatnonzero(~cached)
     stains = slide_stains(adata, size=size, unit=unit, target_mpp=target_mpp) if stain_reference is not None else None
-    features = None
+    source = adata if len(todo) == adata.n_obs else adata[todo]
     batches = iter_slide_patches(
-        adata, size=size, unit=unit, library_key=library_key, batch_size=batch_size, target_mpp=target_mpp
+        source, size=size, unit=unit, library_key=library_key, batch_size=batch_size, target_mpp=target_mpp
     )
-    with tqdm(total=adata.n_obs, desc=f"image features ({method})", disable=not show_progress_bar) as bar:
+    with tqdm(total=adata.n_obs, initial=adata.n_obs - len(todo), desc=f"image features ({method})",
+              unit="patch", disable=not show_progress_bar) as bar:  # fmt: skip
         for library_id, positions, patches in batches:
             if stains is not None:
                 patches = normalize_stain(patches, stains[library_id], stain_reference)
             mpp = target_mpp if target_mpp is not None else _microns_per_pixel(adata, library_id, method)
             values = extractor(patches, mpp, n_jobs)
             if features is None:
-                features = np.empty((adata.n_obs, values.shape[1]), dtype=np.float32)
-            features[positions] = values
+                features = np.full((adata.n_obs, values.shape[1]), np.nan, dtype=np.float32)
+            rows = todo[positions]
+            features[rows] = values
+            if cache:
+                slide_rows, digest = slides[str(library_id)]
+                cache.store(digest, len(slide_rows), np.searchsorted(slide_rows, rows), values)
             bar.update(len(positions))
-    if features is None:
-        msg = "adata has no spots."
-        raise ValueError(msg)
     return _returned(features, names, resolved, return_names, return_preprocessing)
+
+
+def _feature_cache(cache_dir, options: Mapping[str, Any]):
+    """The feature cache of this recipe (``cache_dir``, else ``st.settings.feature_cache_dir``), or ``None``."""
+    from .._logging import settings
+    from ._feature_cache import FeatureCache
+
+    root = cache_dir if cache_dir is not None else settings.feature_cache_dir
+    if root is None:
+        return None
+    checkpoint = options["checkpoint"]
+    recipe = {
+        k: options[k]
+        for k in ("method", "size", "unit", "target_mpp", "stain_reference", "preprocessing", "pretrained")
+    }
+    recipe["checkpoint_sha256"] = file_sha256(checkpoint) if checkpoint is not None else None
+    return FeatureCache(root, recipe)
 
 
 def _returned(features, names, resolved, return_names: bool, return_preprocessing: bool):
@@ -253,6 +285,7 @@ def image_features(
     stain_reference: Mapping[str, Any] | None = None,
     client: Any = None,
     preprocessing: Mapping[str, Any] | None = None,
+    cache_dir: str | PathLike | None = None,
     show_progress_bar: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -307,6 +340,11 @@ def image_features(
         ``interpolation``, ``resize``, ``pooling``): by default each named encoder's model card, and for
         ``'timm:<model>'`` the model's pretrained configuration. The resolved values are recorded in
         ``uns['stpredict_features'][key_added]['preprocessing']`` and checked when a model predicts.
+    cache_dir
+        A folder for the on-disk feature cache (default ``st.settings.feature_cache_dir``; ``None``: none):
+        features are stored per slide and recipe as they are computed, so a rerun, a ``fit``/``predict`` of
+        the same slides or an interrupted run resumes from what is there. Never served for another recipe
+        or slide (its name, spot centres and image file are part of the key).
     show_progress_bar
         Show a progress bar over batches (serial runs).
     copy
@@ -345,6 +383,7 @@ def image_features(
         client=client,
         preprocessing=preprocessing,
         return_preprocessing=True,
+        cache_dir=cache_dir,
     )
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features
