@@ -479,7 +479,8 @@ def to_model_input(patches: np.ndarray, spec: EncoderSpec, device: str):
     import torch
     import torch.nn.functional as F
 
-    x = torch.from_numpy(np.ascontiguousarray(patches[..., :3])).to(device).permute(0, 3, 1, 2).float() / 255.0
+    host = torch.from_numpy(np.ascontiguousarray(patches[..., :3]))
+    x = host.to(device, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0
     side = spec.resize or spec.input_size
     mode = "bicubic" if spec.interpolation == "bicubic" else "bilinear"
     if x.shape[-1] != side or x.shape[-2] != side:
@@ -493,10 +494,19 @@ def to_model_input(patches: np.ndarray, spec: EncoderSpec, device: str):
 
 
 def embed_patches(model, spec: EncoderSpec, patches: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """Features of a batch of patches (mixed precision on GPU)."""
+    """Features of a batch of patches (mixed precision on GPU; a batch too big for GPU memory is split)."""
     import torch
 
     model = model.to(device)
     with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
-        features = model(to_model_input(patches, spec, device))
+        try:
+            features = model(to_model_input(patches, spec, device))
+        except torch.cuda.OutOfMemoryError:
+            if len(patches) < 2:
+                raise
+            torch.cuda.empty_cache()
+            half = len(patches) // 2  # adapt: halve until the batch fits
+            logger.info("embed: %d patches do not fit in GPU memory; splitting", len(patches))
+            return np.concatenate([embed_patches(model, spec, patches[:half], device),
+                                   embed_patches(model, spec, patches[half:], device)])  # fmt: skip
     return features.float().cpu().numpy()

@@ -20,8 +20,9 @@ from .._distributed import map_slides, resolve_client, rows_in_order, slide_part
 from .._logging import logger
 from .._validate import check_adata
 from ._encoders import ENCODERS, embed_patches, encoder_spec, load_encoder
+from ._loader import patch_batches
 from ._nuclei import nuclei_feature_names, nuclei_features
-from ._patches import iter_slide_patches, slide_mpp
+from ._patches import slide_mpp
 from ._stain import normalize_stain, slide_stains
 
 _PERCENTILES = (10, 50, 90)
@@ -179,6 +180,7 @@ def compute_image_features(
     preprocessing: Mapping[str, Any] | None = None,
     return_preprocessing: bool = False,
     cache_dir: str | PathLike | None = None,
+    num_workers: int = 0,
 ) -> np.ndarray | tuple:
     """The representation of :func:`image_features` as an array, without writing.
 
@@ -190,6 +192,7 @@ def compute_image_features(
         "method": method, "size": size, "unit": unit, "batch_size": batch_size, "library_key": library_key,
         "n_jobs": n_jobs, "checkpoint": checkpoint, "pretrained": pretrained, "device": device,
         "target_mpp": target_mpp, "stain_reference": stain_reference, "preprocessing": preprocessing,
+        "num_workers": num_workers,
     }  # fmt: skip
     client = resolve_client(client)
     if client is not None:
@@ -209,9 +212,10 @@ def compute_image_features(
     todo = np.flatnonzero(~cached)
     stains = slide_stains(adata, size=size, unit=unit, target_mpp=target_mpp) if stain_reference is not None else None
     source = adata if len(todo) == adata.n_obs else adata[todo]
-    batches = iter_slide_patches(
-        source, size=size, unit=unit, library_key=library_key, batch_size=batch_size, target_mpp=target_mpp
-    )
+    batches = patch_batches(
+        source, size=size, unit=unit, library_key=library_key, batch_size=batch_size, target_mpp=target_mpp,
+        num_workers=num_workers, pin_memory=str(device).startswith("cuda"),
+    )  # fmt: skip
     with tqdm(total=adata.n_obs, initial=adata.n_obs - len(todo), desc=f"image features ({method})",
               unit="patch", disable=not show_progress_bar) as bar:  # fmt: skip
         for library_id, positions, patches in batches:
@@ -286,6 +290,7 @@ def image_features(
     client: Any = None,
     preprocessing: Mapping[str, Any] | None = None,
     cache_dir: str | PathLike | None = None,
+    num_workers: int = 0,
     show_progress_bar: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -345,6 +350,10 @@ def image_features(
         features are stored per slide and recipe as they are computed, so a rerun, a ``fit``/``predict`` of
         the same slides or an interrupted run resumes from what is there. Never served for another recipe
         or slide (its name, spot centres and image file are part of the key).
+    num_workers
+        DataLoader workers that read slide regions and cut patches while the model runs (0: in this
+        process). On a GPU, batches arrive in pinned memory and are prefetched; a batch that does not fit in
+        GPU memory is split and retried.
     show_progress_bar
         Show a progress bar over batches (serial runs).
     copy
@@ -384,6 +393,7 @@ def image_features(
         preprocessing=preprocessing,
         return_preprocessing=True,
         cache_dir=cache_dir,
+        num_workers=num_workers,
     )
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features

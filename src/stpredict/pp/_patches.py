@@ -210,12 +210,16 @@ def iter_slide_patches(
     library_key: str = LIBRARY_KEY,
     batch_size: int = 256,
     target_mpp: float | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """Yield ``(library_id, spot positions in adata, patches)`` batches, opening one slide image at a time.
 
     Whole-slide images are read region by region; ``target_mpp`` resamples every slide's patches to one
-    pixel size (see :func:`patch_geometry`).
+    pixel size (see :func:`patch_geometry`). ``shard=(i, n)`` yields only every ``n``-th batch from the
+    ``i``-th (a DataLoader worker's share) and leaves the background warning to the caller.
     """
+    index, count = shard or (0, 1)
+    number = -1
     for library_id, positions, centres, image, scale in iter_slide_images(adata, library_key):
         side, out_side = patch_geometry(adata, library_id, size, unit, target_mpp)
         check_patch_side(max(side, out_side), size, unit, library_id)
@@ -223,11 +227,15 @@ def iter_slide_patches(
         step = batch_size_for(max(side_in_image, out_side), batch_size)
         fractions = []
         for start in range(0, len(positions), step):
+            number += 1
+            if number % count != index:
+                continue
             batch = slice(start, start + step)
             patches = cut_patches(image, centres[batch] * scale, side_in_image, out_side)
             fractions.append(tissue_fraction(patches))
             yield library_id, positions[batch], patches
-        warn_background(library_id, np.concatenate(fractions) if fractions else np.empty(0))
+        if shard is None:
+            warn_background(library_id, np.concatenate(fractions) if fractions else np.empty(0))
 
 
 def _check_total_patch_memory(
