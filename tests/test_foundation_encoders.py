@@ -134,3 +134,18 @@ def test_gated_and_missing_packages_say_what_to_do(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "conch", None)
     with pytest.raises(ImportError, match="CONCH package: pip install git\\+https://github.com/mahmoodlab/CONCH.git"):
         load_encoder("conch", random_weights=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "dim", "model_class"), [("phikon", 768, "ViTModel"), ("phikon-v2", 1024, "Dinov2Model")]
+)
+def test_transformers_encoders_build_as_their_cards_say(name, dim, model_class, monkeypatch):
+    spec = _encoders.ENCODERS[name]
+    monkeypatch.setitem(_encoders.ENCODERS, name, replace(spec, hf_config={**spec.hf_config, "num_hidden_layers": 1}))
+    model, spec = load_encoder(name, random_weights=True)
+    assert spec.dim == dim and spec.mean == IMAGENET_MEAN and type(model.inner).__name__ == model_class
+    patches = np.random.default_rng(0).integers(0, 255, (2, 100, 100, 3), dtype=np.uint8)
+    features = _encoders.embed_patches(model, spec, patches)
+    with torch.inference_mode():  # the card: the CLS token of the last hidden state
+        expected = model.inner(pixel_values=to_model_input(patches, spec, "cpu")).last_hidden_state[:, 0]
+    np.testing.assert_allclose(features, expected.numpy(), rtol=1e-4, atol=1e-5)

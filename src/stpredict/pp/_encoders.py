@@ -56,6 +56,7 @@ class EncoderSpec:
     page: str | None = None
     gated: bool = False
     package: str | None = None  # what to install for this library, when it is not a dependency
+    hf_config: dict[str, Any] = field(default_factory=dict)  # transformers config (model_type + shape) of the card
 
     def preprocessing(self) -> dict[str, Any]:
         """What the recipe records and checks: a model trained on one encoder's features refuses another's."""
@@ -144,10 +145,14 @@ ENCODERS: dict[str, EncoderSpec] = {
     "phikon": EncoderSpec(
         "phikon", "hf", "owkin/phikon", 768, pooling="cls", licence="Owkin non-commercial",
         page=_HF + "owkin/phikon", package="transformers",
+        hf_config={"model_type": "vit", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                   "intermediate_size": 3072, "image_size": 224, "patch_size": 16, "layer_norm_eps": 1e-6},
     ),
     "phikon-v2": EncoderSpec(
         "phikon-v2", "hf", "owkin/phikon-v2", 1024, pooling="cls", licence="Owkin non-commercial",
         page=_HF + "owkin/phikon-v2", package="transformers",
+        hf_config={"model_type": "dinov2", "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                   "mlp_ratio": 4, "image_size": 224, "patch_size": 16, "layer_norm_eps": 1e-6},
     ),
     # CONCH (Lu et al. 2024): the CoCa image tower at 448 px, OpenAI CLIP normalisation, through the CONCH package
     "conch": EncoderSpec(
@@ -255,7 +260,12 @@ def _build_hf(spec: EncoderSpec, pretrained: bool):
         raise ImportError(msg) from err
     if pretrained:
         inner = transformers.AutoModel.from_pretrained(spec.arch)
-    else:  # the architecture with random weights (needs its config: from the hub cache or online)
+    elif spec.hf_config:  # the card's architecture, offline (random weights, or a local checkpoint next)
+        config = dict(spec.hf_config)
+        inner = transformers.AutoModel.from_config(
+            transformers.AutoConfig.for_model(config.pop("model_type"), **config)
+        )
+    else:  # an hf: model: its configuration from the hub (or the hub cache)
         inner = transformers.AutoModel.from_config(transformers.AutoConfig.from_pretrained(spec.arch))
 
     class _ClsToken(nn.Module):
