@@ -90,3 +90,17 @@ def test_train_on_one_run_and_predict_another_at_16um(hd_runs, tmp_path):
     assert square.area == pytest.approx(side**2)  # a square bin, not a circle
     fig = st.pl.prediction(test, ["DARK"], layer_pred="pred_ridge", show=False)
     assert fig.axes[0].collections[0].get_paths()[0].vertices.shape[0] == 5  # square markers
+
+
+def test_square_bins_from_spatialdata_keep_their_size_and_shape(hd_runs):
+    """spatialdata_io.visium_hd writes bins as square polygons: their side, not a circle's diameter (13 % off)."""
+    outs, _ = hd_runs
+    adata = _read(outs, 16)
+    mpp = adata.uns["spatial"]["run_a"]["scalefactors"]["microns_per_pixel"]
+    sdata = st.io.to_spatialdata(adata)
+    back = st.io.read_spatialdata(sdata, spot_diameter_um=16, source_image_path=outs.parent / "image.tif")
+    slide = back.uns["spatial"]["run_a_spots"]
+    assert slide["metadata"]["spot_shape"] == "square" and slide["metadata"]["grid"] == "square"
+    assert slide["scalefactors"]["spot_diameter_fullres"] == pytest.approx(16 / mpp, rel=1e-6)
+    assert slide["scalefactors"]["microns_per_pixel"] == pytest.approx(mpp, rel=1e-6)
+    np.testing.assert_allclose(back.obsm["spatial"], adata.obsm["spatial"], atol=1e-6)

@@ -29,6 +29,7 @@ from .._constants import (
     SPATIAL_KEY,
     SPATIALDATA_IMAGE_KEY,
     SPATIALDATA_STORE_KEY,
+    SPOT_SHAPE_KEY,
 )
 from .._logging import logger, warn
 from ._image import HIRES_MAX_SIDE, hires_size, image_size, require_spots_inside
@@ -87,10 +88,26 @@ def read_spatialdata_image(store: str | PathLike, image_key: str) -> np.ndarray:
     return _as_rgb_uint8(np.asarray(_image_scales(sdata.images[image_key])[0].data), image_key)
 
 
+def _square_bins(geometry) -> bool:
+    """Whether every polygon is an axis-aligned square (its area fills its bounding box, equal sides).
+
+    Visium HD bins as ``spatialdata_io.visium_hd`` writes them (``bins_as_squares=True``).
+    """
+    if not (geometry.geom_type == "Polygon").all():
+        return False
+    bounds = geometry.bounds
+    width, height = (bounds["maxx"] - bounds["minx"]).to_numpy(), (bounds["maxy"] - bounds["miny"]).to_numpy()
+    area = geometry.area.to_numpy(float)
+    return bool(np.allclose(area, width * height, rtol=1e-3) and np.allclose(width, height, rtol=1e-3))
+
+
 def _spot_centres(
     sdata: SpatialData, shapes_key: str, image_key: str, instances: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Centres ``(n, 2)`` of the annotated shapes in the image's full-resolution pixels, and their diameters."""
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Centres ``(n, 2)`` of the annotated shapes in the image's full-resolution pixels, and their sizes.
+
+    Returns the centres, the diameters (a square's side) and whether the shapes are square bins.
+    """
     from spatialdata.transformations import get_transformation_between_coordinate_systems
 
     shapes = sdata.shapes[shapes_key]
@@ -107,10 +124,14 @@ def _spot_centres(
         diameter = (
             2 * shapes["radius"].loc[instances].to_numpy(float) if "radius" in shapes else np.full(len(xy), np.nan)
         )
+        square = False
     else:
         centroids = geometry.centroid
         xy = np.column_stack([centroids.x.to_numpy(), centroids.y.to_numpy()])
-        diameter = 2 * np.sqrt(geometry.area.to_numpy(float) / np.pi)  # of the circle with the same area
+        square = _square_bins(geometry)
+        area = geometry.area.to_numpy(float)
+        # a square bin's side; other polygons: the diameter of the circle with the same area
+        diameter = np.sqrt(area) if square else 2 * np.sqrt(area / np.pi)
     try:
         transform = get_transformation_between_coordinate_systems(sdata, shapes, sdata.images[image_key])
     except Exception as err:  # no path between the two elements' coordinate systems
@@ -121,7 +142,7 @@ def _spot_centres(
         raise ValueError(msg) from err
     affine = np.asarray(transform.to_affine_matrix(input_axes=("x", "y"), output_axes=("x", "y")), dtype=float)
     centres = xy @ affine[:2, :2].T + affine[:2, 2]
-    return centres, diameter * np.sqrt(abs(np.linalg.det(affine[:2, :2])))
+    return centres, diameter * np.sqrt(abs(np.linalg.det(affine[:2, :2]))), square
 
 
 def _downscaled(scales: list, image_key: str, max_side: int) -> tuple[np.ndarray, float]:
@@ -243,7 +264,7 @@ def read_spatialdata(
 
     rows = (table.obs[attrs["region_key"]].astype(str) == region).to_numpy()
     table = table[rows]
-    centres, diameters = _spot_centres(sdata, region, image_key, table.obs[attrs["instance_key"]].to_numpy())
+    centres, diameters, square = _spot_centres(sdata, region, image_key, table.obs[attrs["instance_key"]].to_numpy())
     scales = _image_scales(sdata.images[image_key])
     height, width = scales[0].shape[-2:]
     if source_image_path is not None:
@@ -286,6 +307,9 @@ def read_spatialdata(
         metadata[SOURCE_IMAGE_KEY] = str(Path(source_image_path).resolve())
     if grid is not None:
         metadata[GRID_KEY] = grid
+    if square:  # Visium HD bins: square markers and exports of the bin's side
+        metadata[SPOT_SHAPE_KEY] = "square"
+        metadata.setdefault(GRID_KEY, "square")
     adata.uns[SPATIAL_KEY] = {
         library_id: {
             "images": {"hires": hires},
