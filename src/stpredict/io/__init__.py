@@ -13,6 +13,7 @@ from ._tissue import detect_tissue
 from ._visium import read_visium
 from ._visium_hd import read_visium_hd
 from ._wsi import WholeSlide, is_wsi, write_pyramidal_tiff
+from ._xenium import read_xenium
 
 __all__ = [
     "GeneOntology",
@@ -30,6 +31,7 @@ __all__ = [
     "read_visium",
     "read_visium_hd",
     "read_wsi",
+    "read_xenium",
     "source_image_path",
     "to_spatialdata",
     "write_pyramidal_tiff",
