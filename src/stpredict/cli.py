@@ -8,7 +8,8 @@
     stpredict evaluate predictions/*.h5ad --key pred --out scores.csv
 
 Slides are ``.h5ad`` files (as any ``st.io`` reader returns them, saved with ``write_h5ad``), Space Ranger
-``outs`` folders (Visium; Visium HD when they hold ``binned_outputs/``), SpatialData ``.zarr`` stores, or
+``outs`` folders (Visium; Visium HD when they hold ``binned_outputs/``), Xenium output folders (``[read]``
+gives ``he_image`` and ``alignment``), SpatialData ``.zarr`` stores, or
 whole-slide images (``.svs``, ``.ndpi``, pyramidal ``.tif``, ...: virtual spots, for ``predict``). Glob
 patterns are expanded here, so they may be quoted. A configuration file (TOML, or YAML) holds the same keys
 as the Python API, one table per step: ``[read]`` (``bin_size``, ``patient``, ``spot_diameter_um`` ...),
@@ -103,6 +104,8 @@ def read_slide(path: Path, options: dict[str, Any]) -> Any:
     if path.suffix == ".zarr":
         return st.io.read_spatialdata(path, **_known(st.io.read_spatialdata, options), **name)
     if path.is_dir():
+        if (path / "transcripts.parquet").is_file():  # Xenium: [read] gives he_image and alignment
+            return st.io.read_xenium(path, **_known(st.io.read_xenium, options), **name)
         if (path / "binned_outputs").is_dir():
             return st.io.read_visium_hd(path, **_known(st.io.read_visium_hd, options), **name)
         return st.io.read_visium(path, **_known(st.io.read_visium, options), **name)
