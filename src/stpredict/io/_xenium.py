@@ -92,8 +92,7 @@ def _pseudo_spots(
     counts = sp.csr_matrix(
         (np.ones(len(transcripts), dtype=np.float32), (spot_index.ravel(), gene_index.ravel())),
         shape=(len(spots), len(genes)),
-    )
-    counts.sum_duplicates()
+    )  # repeated (spot, gene) pairs are summed on conversion to CSR
     obs = pd.DataFrame({ARRAY_ROW: spots[:, 0], ARRAY_COL: spots[:, 1]})
     obs.index = [f"spot_{r}_{c}" for r, c in spots]
     centres = np.column_stack([(spots[:, 1] + 0.5) * spot_size_um, (spots[:, 0] + 0.5) * spot_size_um])

@@ -36,7 +36,6 @@ from .._metrics import column_pearson
 from ._base import Model
 from ._crossfit import group_folds, out_of_fold
 from ._inputs import ModelInputs
-from ._validation import validation_groups
 
 #: calibration spots kept (a random subset beyond it: still exchangeable, and the model file stays small)
 MAX_CALIBRATION_SPOTS = 5000
@@ -44,8 +43,20 @@ MAX_CALIBRATION_SPOTS = 5000
 N_COMPONENTS = 20
 #: calibration spots averaged into a local scale
 N_NEIGHBOURS = 50
+#: false discovery rate below which a gene counts as reliably predicted (:func:`gene_reliability_table`)
+RELIABILITY_FDR = 0.05
 #: interval kinds :meth:`Calibration.interval` makes
 INTERVAL_METHODS = ("adaptive", "constant")
+
+
+def check_interval(level: float, method: str = "adaptive") -> None:
+    """Refuse a coverage level outside (0, 1) or an unknown interval method, with what to pass instead."""
+    if method not in INTERVAL_METHODS:
+        msg = f"interval_method must be one of {INTERVAL_METHODS}, got {method!r}."
+        raise ValueError(msg)
+    if isinstance(level, bool) or not isinstance(level, int | float | np.number) or not 0 < level < 1:
+        msg = f"An interval level (interval=) lies strictly between 0 and 1 (e.g. 0.9), got {level!r}."
+        raise ValueError(msg)
 
 
 def conformal_quantile(scores: np.ndarray, level: float) -> np.ndarray:
@@ -63,9 +74,7 @@ def conformal_quantile(scores: np.ndarray, level: float) -> np.ndarray:
     >>> conformal_quantile(scores, 0.95)  # rank 10 > 9
     array([inf])
     """
-    if not 0 < level < 1:
-        msg = f"An interval level must lie strictly between 0 and 1 (e.g. 0.9), got {level!r}."
-        raise ValueError(msg)
+    check_interval(level)
     n = scores.shape[0]
     rank = int(np.ceil((n + 1) * level))
     if rank > n:
@@ -91,7 +100,7 @@ def _scoring_units(library: np.ndarray, spatial: np.ndarray, random_state: int |
 
 
 def gene_reliability_table(
-    targets: np.ndarray, predictions: np.ndarray, units: np.ndarray, genes: list[str], alpha: float = 0.05
+    targets: np.ndarray, predictions: np.ndarray, units: np.ndarray, genes: list[str], alpha: float = RELIABILITY_FDR
 ) -> pd.DataFrame:
     """Per gene: mean out-of-fold Pearson over units, its 95 % interval, and whether it is above zero.
 
@@ -206,17 +215,13 @@ class Calibration:
     def local_scale(self, predictions: np.ndarray) -> np.ndarray:
         """``(n_spots, n_genes)`` mean absolute residual of each spot's nearest calibration spots."""
         places = ((predictions - self.centre) / self.spread) @ self.components.T
-        neighbours = NearestNeighbors(n_neighbors=min(N_NEIGHBOURS, len(self.places))).fit(self.places)
-        _, index = neighbours.kneighbors(places)
-        return _floored(self.residuals[index].mean(axis=1), self.residuals)
+        return _floored(_neighbour_residual(self.places, self.residuals, places), self.residuals)
 
     def interval(
         self, predictions: np.ndarray, level: float, method: str = "adaptive"
     ) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper bounds around ``predictions`` that hold the truth with probability ``level``."""
-        if method not in INTERVAL_METHODS:
-            msg = f"Interval method must be one of {INTERVAL_METHODS}, got {method!r}."
-            raise ValueError(msg)
+        check_interval(level, method)
         if method == "constant":
             half = np.broadcast_to(conformal_quantile(self.residuals, level), predictions.shape)
         else:
@@ -251,7 +256,7 @@ class Calibration:
         reliability["n_units"] = metadata["n_units"]
         reliability["p_value"] = state["reliability.p_value"]
         reliability["q_value"] = state["reliability.q_value"]
-        reliability["reliable"] = reliability["q_value"] < 0.05
+        reliability["reliable"] = reliability["q_value"] < RELIABILITY_FDR
         return cls(
             **{name: np.asarray(state[name]) for name in cls.ARRAYS},
             reliability=reliability,
@@ -275,10 +280,15 @@ def _scale_from_other_groups(places: np.ndarray, residuals: np.ndarray, groups: 
     for name in names:
         own = groups == name
         others = ~own if len(names) > 1 else np.ones_like(own)  # one group: no out-of-group neighbours exist
-        k = int(min(N_NEIGHBOURS, others.sum()))
-        _, index = NearestNeighbors(n_neighbors=k).fit(places[others]).kneighbors(places[own])
-        scale[own] = residuals[others][index].mean(axis=1)
+        scale[own] = _neighbour_residual(places[others], residuals[others], places[own])
     return _floored(scale, residuals)
+
+
+def _neighbour_residual(places: np.ndarray, residuals: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Mean absolute residual of each query spot's :data:`N_NEIGHBOURS` nearest ``places`` (fewer if fewer)."""
+    k = int(min(N_NEIGHBOURS, len(places)))
+    _, index = NearestNeighbors(n_neighbors=k).fit(places).kneighbors(query)
+    return residuals[index].mean(axis=1)
 
 
 def calibrate(
@@ -286,15 +296,17 @@ def calibrate(
     inputs: ModelInputs,
     targets: np.ndarray,
     *,
+    groups: np.ndarray,
+    kind: str,
     n_folds: int,
     genes: list[str],
     random_state: int | None = 0,
 ) -> Calibration:
-    """Refit ``new_model()`` without each fold of training groups, predict the fold, calibrate on the residuals."""
-    if isinstance(n_folds, bool) or not isinstance(n_folds, int | np.integer) or n_folds < 2:
-        msg = f"calibrate needs at least 2 folds of training groups (calibrate=True uses 3), got {n_folds!r}."
-        raise ValueError(msg)
-    groups, kind = validation_groups(inputs, random_state=random_state)
+    """Refit ``new_model()`` without each fold of training groups, predict the fold, calibrate on the residuals.
+
+    ``groups`` and ``kind`` are the training spots' validation groups (:func:`~._validation.validation_groups`),
+    split into ``n_folds`` folds of whole groups.
+    """
     folds = group_folds(groups, n_folds, random_state)
 
     def fit_predict(train: ModelInputs, train_targets: np.ndarray, held: ModelInputs) -> list[np.ndarray]:

@@ -23,7 +23,7 @@ from .._logging import logger, warn
 from .._predictions import write_predictions
 from .._validate import check_adata, get_rep, library_ids, require_spatial, spot_libraries
 from ._base import Model, Validation, get_model
-from ._conformal import INTERVAL_METHODS, Calibration
+from ._conformal import Calibration, check_interval
 from ._inputs import build_inputs, spot_patients
 from ._novelty import NoveltyReference
 
@@ -489,12 +489,7 @@ class Predictor:
             raise ValueError(msg)
         if interval is not None:
             self._calibrated("predict(..., interval=...)")
-            if interval_method not in INTERVAL_METHODS:
-                msg = f"interval_method must be one of {INTERVAL_METHODS}, got {interval_method!r}."
-                raise ValueError(msg)
-            if not 0 < interval < 1:
-                msg = f"interval is a coverage level strictly between 0 and 1 (e.g. 0.9), got {interval!r}."
-                raise ValueError(msg)
+            check_interval(interval, interval_method)  # before the prediction's work, not after
         if device is not None:
             self.model.device = resolve_device(device, type(self.model).uses_device)
         started = time.perf_counter()

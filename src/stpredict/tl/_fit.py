@@ -216,8 +216,8 @@ def fit(
         train_mpp=_training_mpp(adata_train),
         train_fingerprints=slide_fingerprints(adata_train) if "spatial" in adata_train.obsm else None,
     )
+    groups, kind = validation_groups(inputs, random_state=random_state)  # for the OOD reference and calibration
     if features.shape[1] > 0:  # models that learn their own representation from pixels get no OOD score
-        groups, kind = validation_groups(inputs, random_state=random_state)
         try:
             predictor.novelty = NoveltyReference.from_training(features, groups, kind, random_state)
         except ValueError as error:
@@ -228,6 +228,8 @@ def fit(
             lambda: shaped(new_estimator()),
             inputs,
             targets,
+            groups=groups,
+            kind=kind,
             n_folds=n_folds,
             genes=chosen,
             random_state=random_state,
