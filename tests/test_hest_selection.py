@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from helpers import write_hest_sample
 
 import stpredict as st
 
 INDEX_COLUMNS = ["dataset_title", "id", "organ", "species", "st_technology", "oncotree_code", "patient"]
-
-
-def write_sample(root, sample_id, section, patient):
-    """One HEST sample (st/<id>.h5ad, wsis/<id>.tif, metadata/<id>.json) made from a bundled section."""
-    crop = st.datasets.her2st_crop()
-    adata = crop[crop.obs["library_id"] == section].copy()
-    mpp = adata.uns["spatial"][section]["scalefactors"]["microns_per_pixel"]
-    image = np.asarray(Image.open(st.datasets.her2st_crop_files()[section]["image"]).convert("RGB"))
-    for folder in ("st", "wsis", "metadata"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    adata.obs_names = adata.obs["spot_id"].astype(str).to_numpy()
-    adata.obs = adata.obs[["array_row", "array_col"]]
-    del adata.uns["spatial"]
-    adata.write_h5ad(root / "st" / f"{sample_id}.h5ad")
-    st.io.write_pyramidal_tiff(image, root / "wsis" / f"{sample_id}.tif", mpp=mpp, compression="zlib")
-    meta = {"pixel_size_um_estimated": mpp, "spot_diameter": 100.0, "inter_spot_dist": 200.0,
-            "st_technology": "Spatial Transcriptomics", "patient": patient}  # fmt: skip
-    (root / "metadata" / f"{sample_id}.json").write_text(json.dumps(meta))
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +24,8 @@ def mirror(tmp_path_factory):
         ("mob", "MOB_1", "Brain", "Mus musculus", "Spatial Transcriptomics", None, "1"),
     ]
     pd.DataFrame(rows, columns=INDEX_COLUMNS).to_csv(root / "HEST_v1_1_0.csv", index=False)
-    write_sample(root, "SPA_C2", "C2", "C")
-    write_sample(root, "SPA_C3", "C3", "C")
+    write_hest_sample(root, "SPA_C2", "C2", "C")
+    write_hest_sample(root, "SPA_C3", "C3", "C")
     return root
 
 

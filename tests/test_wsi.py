@@ -245,24 +245,14 @@ def test_export_to_spatialdata_round_trips_through_zarr(norm, slide_on_glass, tm
     np.testing.assert_allclose(again.X.toarray() if hasattr(again.X, "toarray") else again.X, table.X, rtol=1e-6)
 
 
-def test_read_hest_sample_built_from_shared_data(tmp_path, c3_image):
+def test_read_hest_sample_built_from_shared_data(tmp_path):
     """A HEST-1k sample (st/<id>.h5ad, wsis/<id>.tif, metadata/<id>.json) made from the bundled C3 section."""
-    import json
+    from helpers import write_hest_sample
 
     crop = st.datasets.her2st_crop()
     c3 = crop[crop.obs["library_id"] == "C3"].copy()
     mpp = c3.uns["spatial"]["C3"]["scalefactors"]["microns_per_pixel"]
-    for folder in ("st", "wsis", "metadata"):
-        (tmp_path / folder).mkdir()
-    hest = c3.copy()
-    hest.obs_names = hest.obs["spot_id"].astype(str).to_numpy()
-    hest.obs = hest.obs[["array_row", "array_col"]]
-    del hest.uns["spatial"]
-    hest.write_h5ad(tmp_path / "st" / "SPA_C3.h5ad")
-    st.io.write_pyramidal_tiff(c3_image, tmp_path / "wsis" / "SPA_C3.tif", mpp=mpp, compression="zlib")
-    meta = {"pixel_size_um_estimated": mpp, "spot_diameter": 100.0, "inter_spot_dist": 200.0,
-            "st_technology": "Spatial Transcriptomics", "patient": "C"}  # fmt: skip
-    (tmp_path / "metadata" / "SPA_C3.json").write_text(json.dumps(meta))
+    write_hest_sample(tmp_path, "SPA_C3", "C3", "C")
 
     adata = st.io.read_hest(tmp_path, "SPA_C3")
     assert adata.shape == c3.shape and adata.obs["patient"].iloc[0] == "C"
