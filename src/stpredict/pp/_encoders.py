@@ -436,8 +436,11 @@ def load_encoder(
     --------
     >>> import stpredict as st
     >>> model, spec = st.pp.load_encoder("h-optimus-0", checkpoint="h-optimus-0.bin")  # doctest: +SKIP
-    >>> spec.mean  # doctest: +SKIP
+    >>> st.pp.ENCODERS["h-optimus-0"].mean  # its card's normalisation, not ImageNet's
     (0.707223, 0.578729, 0.703617)
+    >>> _, spec = st.pp.load_encoder("timm:resnet18", random_weights=True)  # preprocessing from timm's config
+    >>> spec.dim, spec.input_size, spec.interpolation
+    (512, 224, 'bicubic')
     """
     spec = encoder_spec(name)
     if checkpoint is None and not pretrained and not random_weights:
