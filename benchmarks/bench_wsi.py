@@ -60,7 +60,7 @@ def tiles(side: int, factor: int, rng_seed: int = 0):
             yield np.where(inside[..., None], stain, glass)
 
 
-def write_synthetic(path: Path, side: int) -> float:
+def write_synthetic(path: Path, side: int, rng_seed: int = 0) -> float:
     import tifffile
 
     started = time.perf_counter()
@@ -70,7 +70,7 @@ def write_synthetic(path: Path, side: int) -> float:
         while side // factor >= 1024:
             n = side // factor
             tif.write(
-                tiles(side, factor),
+                tiles(side, factor, rng_seed),
                 shape=(n, n, 3),
                 dtype=np.uint8,
                 tile=(TILE, TILE),

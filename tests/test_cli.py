@@ -112,3 +112,82 @@ def test_yaml_config_and_the_installed_console_script(slides):
     )  # fmt: skip
     assert result.returncode == 1
     assert "Unknown model 'nosuch'" in result.stderr
+
+
+# The demo's task (python -m stpredict.demo: ridge on handcrafted features, the 100 most expressed training
+# genes; here the C4 fold: trained on C2 and C3) as a config file; docs/cli.md shows the same file.
+DEMO_CONFIG = """
+[features]
+method = "handcrafted"
+
+[fit]
+model = "ridge"
+n_genes = 100
+use_rep = "X_handcrafted"
+
+[predict]
+key_added = "pred"
+"""
+
+# The features step in another process, slowed down on its second slide so that it is killed mid-run.
+SLOW_FEATURES = """
+import sys, time
+import stpredict as st
+from stpredict.cli import main
+
+original, calls = st.pp.image_features, []
+def slow(adata, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        time.sleep(120)
+    return original(adata, **kwargs)
+st.pp.image_features = slow
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_the_demo_task_from_a_config_file_resumes_after_being_killed(tmp_path, capsys):
+    import os
+    import signal
+    import time
+
+    raw = st.datasets.her2st_crop()
+    for name in ("C2", "C3", "C4"):
+        raw[raw.obs.library_id == name].copy().write_h5ad(tmp_path / f"{name}.h5ad")
+    (tmp_path / "demo.toml").write_text(DEMO_CONFIG)
+    (tmp_path / "slow.py").write_text(SLOW_FEATURES)
+    config = ["--config", str(tmp_path / "demo.toml")]
+    features = ["features", str(tmp_path / "C*.h5ad"), "--out-dir", str(tmp_path / "feats"), *config]
+    child = subprocess.Popen([sys.executable, str(tmp_path / "slow.py"), *features], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "feats" / "C2.h5ad").exists() and time.monotonic() < deadline:
+            assert child.poll() is None, child.stderr.read().decode()
+            time.sleep(0.2)
+        time.sleep(1)  # now asleep in the second slide
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.kill()
+        child.communicate()
+    assert sorted(p.name for p in (tmp_path / "feats").iterdir()) == ["C2.h5ad"]  # no partial file
+    finished = (tmp_path / "feats" / "C2.h5ad").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(features) == 0  # the rerun resumes
+    table = capsys.readouterr().out
+    assert table.count("skipped (done before)") == 1 and (tmp_path / "feats" / "C2.h5ad").stat().st_mtime_ns == finished
+    assert sorted(p.name for p in (tmp_path / "feats").iterdir()) == ["C2.h5ad", "C3.h5ad", "C4.h5ad"]
+
+    feats = tmp_path / "feats"
+    assert main(["fit", str(feats / "C2.h5ad"), str(feats / "C3.h5ad"), "--out", str(tmp_path / "m"), *config]) == 0
+    assert main(["predict", str(feats / "C4.h5ad"), "--model", str(tmp_path / "m"), "--out-dir",
+                 str(tmp_path / "pred"), *config]) == 0  # fmt: skip
+    assert main(["evaluate", str(tmp_path / "pred" / "C4.h5ad"), "--key", "pred", "--out", str(tmp_path / "s.csv")]) == 0
+    # the demo's own score for C4, from the Python API on the same split
+    adata = st.pp.normalize(raw, copy=True)
+    st.pp.image_features(adata, show_progress_bar=False)
+    with pytest.warns(st.StPredictWarning, match="within-patient"):
+        folds = st.tl.make_splits(adata, method="leave_one_slide_out", allow_shared_patients=True)
+    demo = st.tl.cross_validate(adata, splits=[f for f in folds if f.test == ["C4"]], model="ridge",
+                                use_rep="X_handcrafted", gene_selection={"n_genes": 100})  # fmt: skip
+    assert pd.read_csv(tmp_path / "s.csv")["pcc_m"].iloc[0] == pytest.approx(demo["pcc_m"].iloc[0], abs=1e-6)

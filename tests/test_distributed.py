@@ -57,3 +57,17 @@ def test_neighbour_features_on_a_cluster_equal_serial(client, crop):
     for key in ("X_handcrafted_neighbours", "X_handcrafted_neighbours_mask"):
         np.testing.assert_array_equal(parallel.obsm[key], serial.obsm[key])
     assert np.abs(parallel.obsm["X_handcrafted_neighbours"]).sum() > 0 and parallel.n_obs == crop.n_obs
+
+
+def test_cluster_workers_fill_the_feature_cache_that_a_serial_run_then_serves(client, crop, tmp_path, monkeypatch):
+    parallel = crop.copy()
+    st.pp.image_features(parallel, client=client, cache_dir=tmp_path, show_progress_bar=False)
+    from stpredict.pp import _features
+
+    def no_extractor(*args, **kwargs):
+        raise AssertionError("the cache written by the workers should serve every spot")
+
+    monkeypatch.setattr(_features, "_extractor", no_extractor)
+    served = crop.copy()
+    st.pp.image_features(served, cache_dir=tmp_path, show_progress_bar=False)
+    np.testing.assert_array_equal(served.obsm["X_handcrafted"], parallel.obsm["X_handcrafted"])

@@ -186,7 +186,8 @@ def compute_image_features(
 
     With ``return_names``, also its feature names; with ``return_preprocessing``, the names and the encoder's
     resolved preprocessing. ``cache_dir`` (default ``st.settings.feature_cache_dir``): read and write the
-    on-disk feature cache (:mod:`._feature_cache`; not used on a dask cluster).
+    on-disk feature cache (:mod:`._feature_cache`; on a dask cluster the workers use it: give a folder they
+    all see).
     """
     options = {
         "method": method, "size": size, "unit": unit, "batch_size": batch_size, "library_key": library_key,
@@ -195,8 +196,8 @@ def compute_image_features(
         "num_workers": num_workers,
     }  # fmt: skip
     client = resolve_client(client)
-    if client is not None:
-        features, names, resolved = _on_cluster(adata, client, options)
+    if client is not None:  # the workers read and write the cache: a folder they all see
+        features, names, resolved = _on_cluster(adata, client, {**options, "cache_dir": _cache_root(cache_dir)})
         return _returned(features, names, resolved, return_names, return_preprocessing)
     if adata.n_obs == 0:
         msg = "adata has no spots."
@@ -236,10 +237,9 @@ def compute_image_features(
 
 def _feature_cache(cache_dir, options: Mapping[str, Any]):
     """The feature cache of this recipe (``cache_dir``, else ``st.settings.feature_cache_dir``), or ``None``."""
-    from .._logging import settings
     from ._feature_cache import FeatureCache
 
-    root = cache_dir if cache_dir is not None else settings.feature_cache_dir
+    root = _cache_root(cache_dir)
     if root is None:
         return None
     checkpoint = options["checkpoint"]
@@ -249,6 +249,14 @@ def _feature_cache(cache_dir, options: Mapping[str, Any]):
     }
     recipe["checkpoint_sha256"] = file_sha256(checkpoint) if checkpoint is not None else None
     return FeatureCache(root, recipe)
+
+
+def _cache_root(cache_dir) -> str | None:
+    """``cache_dir``, else ``st.settings.feature_cache_dir`` (``None``: no cache)."""
+    from .._logging import settings
+
+    root = cache_dir if cache_dir is not None else settings.feature_cache_dir
+    return None if root is None else str(root)
 
 
 def _returned(features, names, resolved, return_names: bool, return_preprocessing: bool):
