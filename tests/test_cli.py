@@ -182,7 +182,9 @@ def test_the_demo_task_from_a_config_file_resumes_after_being_killed(tmp_path, c
     assert main(["fit", str(feats / "C2.h5ad"), str(feats / "C3.h5ad"), "--out", str(tmp_path / "m"), *config]) == 0
     assert main(["predict", str(feats / "C4.h5ad"), "--model", str(tmp_path / "m"), "--out-dir",
                  str(tmp_path / "pred"), *config]) == 0  # fmt: skip
-    assert main(["evaluate", str(tmp_path / "pred" / "C4.h5ad"), "--key", "pred", "--out", str(tmp_path / "s.csv")]) == 0
+    assert (
+        main(["evaluate", str(tmp_path / "pred" / "C4.h5ad"), "--key", "pred", "--out", str(tmp_path / "s.csv")]) == 0
+    )
     # the demo's own score for C4, from the Python API on the same split
     adata = st.pp.normalize(raw, copy=True)
     st.pp.image_features(adata, show_progress_bar=False)
