@@ -18,8 +18,10 @@ def _runner():
     return module
 
 
-def test_there_are_three_tutorials():
-    assert [p.name for p in TUTORIALS] == ["01_quickstart.ipynb", "02_compare_models.ipynb", "03_new_slide.ipynb"]
+def test_there_are_four_tutorials():
+    assert [p.name for p in TUTORIALS] == [
+        "01_quickstart.ipynb", "02_compare_models.ipynb", "03_new_slide.ipynb", "04_visium_hd.ipynb"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("path", TUTORIALS, ids=lambda p: p.stem)

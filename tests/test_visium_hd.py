@@ -6,9 +6,9 @@ import shutil
 
 import numpy as np
 import pytest
-from visium_hd_fixture import write_visium_hd
 
 import stpredict as st
+from stpredict.datasets._visium_hd_example import write_visium_hd
 
 
 @pytest.fixture(scope="module")

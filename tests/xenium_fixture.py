@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from PIL import Image
-from visium_hd_fixture import write_10x_h5
 
 import stpredict as st
+from stpredict.datasets._visium_hd_example import write_10x_h5
 
 PIXEL_SIZE = 0.2125
 

@@ -5,6 +5,7 @@ from ._download import default_cache_dir, fetch, her2st, mob, visium_breast_canc
 from ._gene_ontology import gene_ontology
 from ._gene_sets import gene_sets, read_gmt
 from ._hest import HestSelection, hest
+from ._visium_hd_example import visium_hd_example
 
 __all__ = [
     "HestSelection",
@@ -20,4 +21,5 @@ __all__ = [
     "mob",
     "read_gmt",
     "visium_breast_cancer",
+    "visium_hd_example",
 ]

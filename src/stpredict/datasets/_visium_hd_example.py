@@ -1,6 +1,7 @@
-"""A Visium HD Space Ranger ``outs`` folder in the real file formats, built from a bundled H&E crop.
+"""A small Visium HD run in Space Ranger's file formats, synthesised from the bundled H&E crop (offline).
 
-Layout as Space Ranger 3 writes it::
+For trying the Visium HD path without downloading a run (real ones are tens of GB): the layout, formats and
+geometry are Space Ranger 3's, the expression is made up. Layout::
 
     outs/binned_outputs/square_002um/filtered_feature_bc_matrix.h5   (10x HDF5, CSC genes x barcodes)
     outs/binned_outputs/square_002um/spatial/tissue_positions.parquet
@@ -18,7 +19,9 @@ holds every bin, the filtered one the bins under tissue (all but one corner bin)
 from __future__ import annotations
 
 import json
+from os import PathLike
 from pathlib import Path
+from typing import Literal
 
 import h5py
 import numpy as np
@@ -26,7 +29,8 @@ import pandas as pd
 import scipy.sparse as sp
 from PIL import Image
 
-import stpredict as st
+from .. import io as st_io
+from ._bundled import her2st_crop, her2st_crop_files
 
 GENES = ["DARK", "PALE", "FLAT", "DUP", "DUP"] + [f"BG{i}" for i in range(20)]
 BIN_SIZES = (2, 8, 16)
@@ -65,12 +69,15 @@ def _darkness(rgb: np.ndarray, mpp: float, top: float, left: float, n: int, size
 def write_visium_hd(
     root: Path, *, top_um: float = 500.0, left_um: float = 500.0, extent_um: int = 320, seed: int = 0
 ) -> Path:
-    """Write ``root/outs`` (bins over ``extent_um`` µm square from (top_um, left_um)) and ``root/image.tif``."""
-    files = st.datasets.her2st_crop_files()["C4"]
-    mpp = float(st.datasets.her2st_crop().uns["spatial"]["C4"]["scalefactors"]["microns_per_pixel"])
+    """Write ``root/outs`` (bins over ``extent_um`` µm square from (top_um, left_um)) and ``root/image.tif``.
+
+    :func:`visium_hd_example` is the public face; tests call this with other regions and seeds.
+    """
+    files = her2st_crop_files()["C4"]
+    mpp = float(her2st_crop().uns["spatial"]["C4"]["scalefactors"]["microns_per_pixel"])
     rgb = np.asarray(Image.open(files["image"]).convert("RGB"))
     root.mkdir(parents=True, exist_ok=True)
-    st.io.write_pyramidal_tiff(rgb, root / "image.tif", mpp=mpp)
+    st_io.write_pyramidal_tiff(rgb, root / "image.tif", mpp=mpp)
     top, left = top_um / mpp, left_um / mpp
     n8 = extent_um // 8
     darkness = _darkness(rgb, mpp, top, left, n8, 8.0)
@@ -127,3 +134,38 @@ def write_visium_hd(
         (folder / "spatial" / "scalefactors_json.json").write_text(json.dumps(scalefactors))
         hires.save(folder / "spatial" / "tissue_hires_image.png")
     return root / "outs"
+
+
+def visium_hd_example(path: str | PathLike, *, run: Literal["a", "b"] = "a") -> Path:
+    """Write a small synthetic Visium HD run in Space Ranger's formats and return its ``outs`` folder.
+
+    Two runs cover different parts of the bundled HER2ST C4 H&E crop (so different tissue lies under their
+    bins): ``'a'`` and ``'b'`` (train on one, predict the other). Each has 2, 8 and 16 µm bins over a
+    320 µm square, a pyramidal full-resolution ``image.tif`` beside ``outs``, and made-up expression:
+    ``DARK`` rises and ``PALE`` falls with the darkness of the tissue under a bin, ``FLAT`` and ``BG*`` do not
+    depend on it, ``DUP`` occurs twice. For trying :func:`stpredict.io.read_visium_hd` offline; real runs come
+    from Space Ranger.
+
+    Parameters
+    ----------
+    path
+        Folder to write into (``path/outs`` and ``path/image.tif``).
+    run
+        Which of the two runs.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import stpredict as st
+    >>> outs = st.datasets.visium_hd_example(tempfile.mkdtemp())
+    >>> sorted(p.name for p in (outs / "binned_outputs").iterdir())
+    ['square_002um', 'square_008um', 'square_016um']
+    """
+    regions = {
+        "a": {"top_um": 300.0, "left_um": 200.0, "seed": 0},
+        "b": {"top_um": 900.0, "left_um": 1100.0, "seed": 1},
+    }
+    if run not in regions:
+        msg = f"run must be 'a' or 'b', got {run!r}."
+        raise ValueError(msg)
+    return write_visium_hd(Path(path), **regions[run])
