@@ -43,3 +43,34 @@ def test_normalize_errors(crop):
         st.pp.normalize(crop, layer="missing")
     with pytest.raises(ValueError, match="Unknown method"):
         st.pp.normalize(crop, method="cpm")
+
+
+def test_sparse_counts_too_big_for_a_dense_layer_give_the_same_values_sparse(crop, monkeypatch):
+    """A Visium HD slide (500,000 bins x 18,000 genes) would need 34 GiB dense: sparse counts stay sparse."""
+    import scipy.sparse as sp
+
+    from stpredict.pp import _normalize
+
+    dense = crop.copy()
+    dense.layers["counts"] = sp.csr_matrix(dense.layers["counts"])
+    st.pp.normalize(dense)
+    monkeypatch.setattr(_normalize, "DENSE_LAYER_LIMIT", 0)  # as if the slide were that big
+    big = crop.copy()
+    big.layers["counts"] = sp.csr_matrix(big.layers["counts"])
+    with pytest.warns(sp.SparseEfficiencyWarning):
+        big.layers["counts"][0, 0] = 0  # an explicit zero stays zero
+    st.pp.normalize(big)
+    assert sp.issparse(big.layers["log1p"]) and big.layers["log1p"].dtype == np.float32
+    np.testing.assert_allclose(big.layers["log1p"].toarray(), dense.layers["log1p"], rtol=1e-6, atol=1e-6)
+    # the rest of the workflow reads a sparse layer
+    st.pp.image_features(big, show_progress_bar=False)
+    st.pp.select_genes(big, n_genes=20)
+    train, test = big[big.obs.library_id != "C4"].copy(), big[big.obs.library_id == "C4"].copy()
+    st.tl.fit(train, show_progress_bar=False).predict(test, key_added="pred")
+    scores = st.tl.evaluate(test, layer_pred="pred", inplace=False)
+    assert len(scores) == 20 and np.isfinite(scores["pearson"]).all()
+    bad = crop.copy()
+    bad.layers["counts"] = sp.csr_matrix(bad.layers["counts"])
+    bad.layers["counts"].data[3] = -1.0
+    with pytest.raises(ValueError, match="negative values"):
+        st.pp.normalize(bad)

@@ -28,16 +28,24 @@ def _training_mask(adata: AnnData, train: Sequence[str] | None, library_key: str
     return np.isin(spot_libraries(adata, library_key), train), train
 
 
-def _detected(counts: np.ndarray, slide: np.ndarray, min_fraction: float) -> np.ndarray:
-    """Genes detected in every training slide and in at least ``min_fraction`` of the training spots."""
+def _column_sums(matrix) -> np.ndarray:
+    """Per-gene sums of a dense or sparse spots x genes matrix, as a 1-D array."""
+    return np.asarray(matrix.sum(axis=0), dtype=np.float64).ravel()
+
+
+def _detected(counts, slide: np.ndarray, min_fraction: float) -> np.ndarray:
+    """Genes detected in every training slide and in at least ``min_fraction`` of the training spots.
+
+    ``counts``: dense or sparse (a Visium HD slide's counts are never densified).
+    """
     detected_everywhere = np.ones(counts.shape[1], dtype=bool)
     for lib in np.unique(slide):
-        detected_everywhere &= counts[slide == lib].sum(axis=0) > 0
-    return detected_everywhere & ((counts > 0).mean(axis=0) >= min_fraction)
+        detected_everywhere &= _column_sums(counts[slide == lib]) > 0
+    return detected_everywhere & (_column_sums(counts > 0) / max(counts.shape[0], 1) >= min_fraction)
 
 
-def _top_expressed(counts: np.ndarray, slide: np.ndarray, min_fraction: float) -> pd.DataFrame:
-    return pd.DataFrame({"score": counts.sum(axis=0), "eligible": _detected(counts, slide, min_fraction)})
+def _top_expressed(counts, slide: np.ndarray, min_fraction: float) -> pd.DataFrame:
+    return pd.DataFrame({"score": _column_sums(counts), "eligible": _detected(counts, slide, min_fraction)})
 
 
 #: fewest spots (and detected genes) per slide for seurat_v3 highly variable genes
@@ -174,8 +182,9 @@ def select_genes(
     mask, train_libraries = _training_mask(adata, train, library_key)
     if layer is None:
         layer = "log1p" if method == "moran" else (COUNTS_LAYER if COUNTS_LAYER in adata.layers else None)
-    values = get_matrix(adata, layer)
-    if method in ("top_expressed", "hvg") and ((values < 0).any() or not np.allclose(values, np.round(values))):
+    values = get_matrix(adata, layer, dense=method == "moran")  # counts stay sparse (Visium HD: 500k bins)
+    stored = values.data if sp.issparse(values) else values
+    if method in ("top_expressed", "hvg") and ((stored < 0).any() or not np.allclose(stored, np.round(stored))):
         msg = f"Method {method!r} needs raw counts, but layer {layer!r} holds non-integer or negative values."
         raise ValueError(msg)
     slide = spot_libraries(adata, library_key)[mask]
@@ -186,7 +195,7 @@ def select_genes(
     else:
         table = _moran(adata, values, mask, train_libraries, library_key)
         if COUNTS_LAYER in adata.layers:  # SEPAL's sparsity filter, on raw counts (a smoothed layer has no zeros)
-            counts = get_matrix(adata, COUNTS_LAYER)[mask]
+            counts = get_matrix(adata, COUNTS_LAYER, dense=False)[mask]
             table["eligible"] &= _detected(counts, slide, min_fraction)
     table.index = adata.var_names
     ranked = table[table["eligible"]].sort_values("score", ascending=False, kind="stable")

@@ -33,11 +33,22 @@ def gene_lengths() -> pd.Series:
     return table.set_index("symbol")["length"].astype(float)
 
 
-def _check_counts(adata: AnnData, counts: np.ndarray, where: str, layer: str | None) -> None:
-    """Refuse what cannot be counts (NaN, inf, negatives) and warn about what does not look like counts."""
+DENSE_LAYER_LIMIT = 2**28  # bytes of a dense float32 layer above which sparse counts give a sparse layer
+
+
+def _check_counts(adata: AnnData, matrix, where: str, layer: str | None) -> None:
+    """Refuse what cannot be counts (NaN, inf, negatives) and warn about what does not look like counts.
+
+    ``matrix``: dense, or sparse (only its stored values are checked: the others are zeros).
+    """
+    counts = matrix.data if sp.issparse(matrix) else matrix
     bad = ~np.isfinite(counts)
     if bad.any():
-        spots, genes = np.nonzero(bad)
+        if sp.issparse(matrix):
+            coo = matrix.tocoo()
+            spots, genes = coo.row[bad], coo.col[bad]
+        else:
+            spots, genes = np.nonzero(bad)
         msg = (
             f"{where} has {int(bad.sum())} NaN or infinite value(s) in {len(np.unique(spots))} spot(s), e.g. spot "
             f"{adata.obs_names[spots[0]]!r}, gene {adata.var_names[genes[0]]!r}. Normalising would spread them over the "
@@ -103,8 +114,9 @@ def normalize(
 
     Returns
     -------
-    ``None``, or the modified copy when ``copy=True``. Writes ``adata.layers[key_added]`` (dense float32)
-    and ``adata.uns['stpredict_normalize'][key_added]`` (parameters).
+    ``None``, or the modified copy when ``copy=True``. Writes ``adata.layers[key_added]`` (float32: dense, or
+    CSR when the counts are sparse and a dense layer would exceed 256 MiB, e.g. a Visium HD slide) and
+    ``adata.uns['stpredict_normalize'][key_added]`` (parameters).
 
     Examples
     --------
@@ -129,6 +141,23 @@ def normalize(
     if source is None:
         msg = f"{where} is empty: this AnnData holds no expression values."
         raise ValueError(msg)
+    if method == "log1p" and sp.issparse(source) and 4 * adata.n_obs * adata.n_vars > DENSE_LAYER_LIMIT:
+        # e.g. Visium HD: 500,000 bins x 18,000 genes would be 34 GiB dense; log1p keeps zeros at zero
+        values = sp.csr_matrix(source, dtype=np.float64, copy=True)
+        _check_counts(adata, values, where, layer)
+        adata = adata.copy() if copy else adata
+        totals = np.asarray(values.sum(axis=1)).ravel()
+        empty = int((totals == 0).sum())
+        if empty:
+            warn(f"normalize: {empty} spot(s) have no counts; their values stay 0.")
+        scale = target_sum / np.where(totals == 0, 1.0, totals)
+        values.data = np.log1p(values.data * np.repeat(scale, np.diff(values.indptr)))
+        adata.layers[key_added or "log1p"] = values.astype(np.float32)
+        adata.uns.setdefault("stpredict_normalize", {})[key_added or "log1p"] = {
+            "method": method, "layer": layer, "target_sum": target_sum,
+        }  # fmt: skip
+        logger.info("normalize: added sparse layer %r (%s)", key_added or "log1p", method)
+        return adata if copy else None
     counts = source.toarray() if sp.issparse(source) else np.asarray(source, dtype=np.float64)
     counts = counts.astype(np.float64, copy=False)
     _check_counts(adata, counts, where, layer)
@@ -141,7 +170,11 @@ def normalize(
         empty = int((totals == 0).sum())
         if empty:
             warn(f"normalize: {empty} spot(s) have no counts; their values stay 0.")
-        values = np.log1p(counts / np.where(totals == 0, 1.0, totals) * target_sum)
+        if counts is not source:  # a copy already (densified or cast): work in place, no second spots x genes array
+            counts /= np.where(totals == 0, 1.0, totals) / target_sum
+            values = np.log1p(counts, out=counts)
+        else:
+            values = np.log1p(counts / np.where(totals == 0, 1.0, totals) * target_sum)
         params["target_sum"] = target_sum
     else:
         key_added = key_added or "log2_tpm"
