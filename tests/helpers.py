@@ -42,3 +42,31 @@ def write_hest_sample(root: Path, sample_id: str, section: str, patient: str) ->
     meta = {"pixel_size_um_estimated": mpp, "spot_diameter": 100.0, "inter_spot_dist": 200.0,
             "st_technology": "Spatial Transcriptomics", "patient": patient}  # fmt: skip
     (root / "metadata" / f"{sample_id}.json").write_text(json.dumps(meta))
+
+
+def model_test_module(model: str):
+    """The model's own test file (``tests/models/test_<model>.py``) as a module, or ``None``.
+
+    A new model brings its small contract settings (``CONTRACT_PARAMS``) and its learning test there, so that
+    adding one never means editing the shared test files.
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).parent / "models" / f"test_{model}.py"
+    if not path.is_file():
+        return None
+    name = f"_model_tests_{model}"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def declared(model: str, name: str, default=None):
+    """A constant the model's own test file declares (e.g. ``CONTRACT_PARAMS``), else ``default``."""
+    module = model_test_module(model)
+    return getattr(module, name, default) if module is not None else default

@@ -91,12 +91,12 @@ def test_train_encoder_errors(crop):
 def test_dihedral_augmentation_moves_pixels_exactly():
     import torch
 
-    from stpredict.models._image_training import _dihedral
+    from stpredict.models._image_training import dihedral
 
     x = torch.arange(6 * 3 * 5 * 5, dtype=torch.float32).reshape(6, 3, 5, 5)
     turns = torch.tensor([0, 1, 2, 3, 1, 3])
     mirror = torch.tensor([False, False, True, True, True, False])
-    out = _dihedral(x, turns, mirror)
+    out = dihedral(x, turns, mirror)
     for i in range(6):
         expected = torch.rot90(x[i], int(turns[i]), dims=(1, 2))
         expected = torch.flip(expected, dims=(2,)) if mirror[i] else expected

@@ -163,18 +163,20 @@ def test_regressor_objective_terms_can_be_switched_off():
     batch = {
         "x": torch.randn(n, 4),
         "nuclei": torch.randn(n, 18),
-        "edges": torch.tensor([[i, (i + 1) % n] for i in range(n)] + [[(i + 1) % n, i] for i in range(n)]).T,
+        "edge_index": torch.tensor([[i, (i + 1) % n] for i in range(n)] + [[(i + 1) % n, i] for i in range(n)]).T,
         "y": torch.randn(n, 3),
     }
-    ring = sp.csr_matrix((np.ones(2 * n), (batch["edges"][1].numpy(), batch["edges"][0].numpy())), shape=(n, n))
+    ring = sp.csr_matrix(
+        (np.ones(2 * n), (batch["edge_index"][1].numpy(), batch["edge_index"][0].numpy())), shape=(n, n)
+    )
     for r, pairs in enumerate(hop_pairs(ring, 3), start=1):
         batch[f"hop{r}"] = torch.from_numpy(pairs)
     full = M2TGLGORegressor(4, 3, hidden=(8,), dropout=0.0).eval()
     mse_only = M2TGLGORegressor(4, 3, hidden=(8,), dropout=0.0, reconstruction_weight=0, ranking_weight=0).eval()
     mse_only.load_state_dict(full.state_dict())
     with torch.no_grad():
-        h = full.net.embed(full._modalities(batch), batch["edges"])
-        extra = reconstruction_loss(h, batch["edges"]) + ranking_loss(h, [batch[f"hop{r}"] for r in (1, 2, 3)])
+        h = full.net.embed(full._modalities(batch), batch["edge_index"])
+        extra = reconstruction_loss(h, batch["edge_index"]) + ranking_loss(h, [batch[f"hop{r}"] for r in (1, 2, 3)])
         assert full.training_loss(batch).item() == pytest.approx(
             mse_only.training_loss(batch).item() + extra.item(), rel=1e-5
         )

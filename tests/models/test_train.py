@@ -82,7 +82,7 @@ def test_early_stopping_and_seeded_determinism():
 
 
 def test_settings_are_checked():
-    with pytest.raises(ValueError, match="Unknown loss"):
+    with pytest.raises(ValueError, match="loss must be one of"):
         TrainSettings(loss="huber")
     with pytest.raises(ValueError, match="monitor"):
         TrainSettings(monitor="train_loss")

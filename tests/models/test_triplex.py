@@ -33,12 +33,14 @@ def test_grid_cells_start_at_zero_and_halve_visium_columns():
 def test_batches_come_from_one_slide_with_its_whole_global_view(crop_norm):
     inputs, _ = build_inputs(crop_norm, crop_norm.obsm["X_handcrafted"], needs_grid=True, needs_images=True)
     model = TriplexModel(batch_size=16, **SMALL)
-    views = model._views(inputs)
-    items = model._items(inputs, views, np.arange(inputs.n_spots), shuffle_seed=0)
-    seen = np.concatenate([item["ids"].numpy() for item in items])
-    assert sorted(seen.tolist()) == list(range(inputs.n_spots))
-    for item in items:
-        ids = item["ids"].numpy()
+    model._fit_views = model._views(inputs)
+    items = model._items(inputs, np.arange(inputs.n_spots), stage="train")  # shuffled within each slide
+    assert sorted(items.order.tolist()) == list(range(inputs.n_spots))
+    assert items.order.tolist() != list(range(inputs.n_spots))
+    start = 0
+    for item in items.batches:
+        ids = items.order[start : start + len(item["index"])]
+        start += len(ids)
         slide = inputs.library[ids[0]]
         members = np.flatnonzero(inputs.library == slide)
         assert (inputs.library[ids] == slide).all() and len(ids) <= 16

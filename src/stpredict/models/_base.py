@@ -94,7 +94,11 @@ class Model(ABC):
     - ``uses_device``: whether it runs on torch and honours ``device``;
     - ``graphs``: spatial graphs it reads, ``{name: st.pp.spatial_graph kwargs}``, built per slide into
       ``inputs.graphs[name]`` and stored with the predictions;
-    - ``needs_grid`` / ``needs_images``: array coordinates / a patch accessor in the inputs.
+    - ``needs_grid`` / ``needs_images``: array coordinates / a patch accessor in the inputs;
+    - ``Net`` and ``training_defaults`` (neural models): the network's typed parameters (a
+      :class:`~stpredict.models._params.Params` dataclass) and the training loop's settings with this model's
+      defaults (a ``TrainSettings``); ``defaults`` is derived from them, and both are checked when the model is
+      made (``self.net_params``, ``self.train_settings``).
 
     Subclasses implement :meth:`fit`, :meth:`predict`, :meth:`state_dict` and :meth:`load_state_dict`
     (arrays only: saved models never contain code).
@@ -108,6 +112,18 @@ class Model(ABC):
     graphs: ClassVar[Mapping[str, Mapping[str, Any]]] = MappingProxyType({})
     needs_grid: ClassVar[bool] = False
     needs_images: ClassVar[bool] = False
+    Net: ClassVar[type | None] = None
+    training_defaults: ClassVar[Any] = None
+    #: training settings this model does not take (e.g. ``batch_size`` when a batch is a whole slide)
+    fixed_training: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Net" in cls.__dict__ or "training_defaults" in cls.__dict__:
+            training = {} if cls.training_defaults is None else cls.training_defaults.as_dict()
+            training = {k: v for k, v in training.items() if k not in cls.fixed_training}
+            network = {} if cls.Net is None else cls.Net.defaults()
+            cls.defaults = MappingProxyType({**training, **network})
 
     def __init__(
         self,
@@ -119,6 +135,10 @@ class Model(ABC):
         **params: Any,
     ) -> None:
         self.params = self.check_params(params)
+        # typed views of the parameters: a wrong choice fails here, not in the middle of fitting
+        self.net_params = None if self.Net is None else self.Net.from_params(self.params)
+        training = type(self).training_defaults
+        self.train_settings = None if training is None else type(training).from_params(self.params)
         self.random_state = random_state
         self.device = device
         self.trainer_params = dict(trainer_params or {})

@@ -44,7 +44,7 @@ def standardise_images(images: torch.Tensor) -> tuple[torch.Tensor, tuple[float,
     return scaled, mean, std
 
 
-def _dihedral(x, turns, mirror):
+def dihedral(x, turns, mirror):
     """Rotate image ``i`` by ``turns[i]`` quarter turns, then mirror it where ``mirror[i]``.
 
     Exact pixel moves, batched over the (at most 8) groups of images sharing an orientation.
@@ -57,6 +57,25 @@ def _dihedral(x, turns, mirror):
                 rotated = torch.rot90(x[chosen], k, dims=(2, 3))
                 out[chosen] = torch.flip(rotated, dims=(3,)) if flip else rotated
     return out
+
+
+def random_dihedral(x: torch.Tensor) -> torch.Tensor:
+    """Each image of ``x`` in one of its 8 orientations, drawn from torch's generator (seeded by the loop)."""
+    n = x.shape[0]
+    turns = torch.randint(0, 4, (n,)).to(x.device)
+    mirror = (torch.rand(n) < 0.5).to(x.device)
+    return dihedral(x, turns, mirror)
+
+
+def dihedral_average(fn, x: torch.Tensor) -> torch.Tensor:
+    """``fn`` averaged over the 8 orientations of every image of ``x`` (test-time augmentation)."""
+    n = x.shape[0]
+    outputs = []
+    for k in range(4):
+        for flip in (False, True):
+            same = torch.full((n,), k, device=x.device), torch.full((n,), flip, device=x.device)
+            outputs.append(fn(dihedral(x, *same)))
+    return torch.stack(outputs).mean(dim=0)
 
 
 def _resized_crop(x, generator):
@@ -85,7 +104,7 @@ def _augment(x, generator, *, crop: bool):
         x = _resized_crop(x, generator)
     turns = torch.randint(0, 4, (n,), generator=generator).to(x.device)
     mirror = (torch.rand(n, generator=generator) < 0.5).to(x.device)
-    x = _dihedral(x, turns, mirror)
+    x = dihedral(x, turns, mirror)
     # per-image, per-channel stain variation (on normalised values)
     gain = 1 + 0.1 * torch.randn(n, 3, 1, 1, generator=generator)
     shift = 0.1 * torch.randn(n, 3, 1, 1, generator=generator)

@@ -1,9 +1,21 @@
-"""What the torch models share: z-scored targets, validation records and weights stored as arrays."""
+"""The one template of the torch models: z-scored targets, held-out training groups, items, the shared loop.
+
+A neural model is this class + a pure ``nn.Module`` (its ``_module.py``) + typed parameters (``Net``, a
+:class:`~stpredict.models._params.Params` dataclass, and ``training_defaults``). It writes two methods:
+
+- :meth:`NeuralModel._net`: a fresh network for ``n_features_`` inputs and ``n_genes_`` outputs;
+- :meth:`NeuralModel._items`: what the network reads of some spots (``_data.spot_items`` for rows,
+  ``_data.slide_items`` for whole slides), with targets when fitting.
+
+and may override :meth:`NeuralModel._prepare` (work before the loop: input scalings, a pretraining stage, a
+reference bank) and :meth:`NeuralModel._finish` (after it). ``fit`` and ``predict`` are written once, here.
+"""
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -11,54 +23,115 @@ from torch import nn
 
 from .._metrics import per_slide_pearson
 from ._base import Model, Validation
+from ._data import Items, unit_codes
 from ._inputs import ModelInputs
 from ._nn import Standardize
-from ._train import TrainResult, TrainSettings, fit_network
+from ._train import TrainResult, TrainSettings, fit_network, predict_network
 from ._validation import held_out_mask, scoring_units
+
+Stage = Literal["train", "val", "predict"]
+
+
+@dataclass(frozen=True)
+class Split:
+    """Training spots split for early stopping: the held-out validation groups of the training slides.
+
+    ``unit``: the integer scoring unit of every spot (validation Pearson is computed within it).
+    """
+
+    held: np.ndarray
+    names: list[str]
+    kind: str
+    unit: np.ndarray
+
+    @property
+    def train(self) -> np.ndarray:
+        return np.flatnonzero(~self.held)
+
+    @property
+    def val(self) -> np.ndarray:
+        return np.flatnonzero(self.held)
 
 
 class NeuralModel(Model):
-    """A :class:`Model` around a ``torch`` network trained on z-scored genes (MSE then weighs genes equally).
-
-    Subclasses build the network in :meth:`_net` and predict z-scores in :meth:`_predict_z`; fitting sets
-    ``net_`` and calls :meth:`_standardize_targets` and :meth:`_record_validation`.
-    """
+    """A :class:`Model` around a ``torch`` network trained on z-scored genes (MSE then weighs genes equally)."""
 
     uses_device = True
 
-    @abstractmethod
     def _net(self) -> nn.Module:
         """A fresh network for ``n_features_`` inputs and ``n_genes_`` outputs."""
+        raise NotImplementedError
 
-    @abstractmethod
+    def _items(
+        self, inputs: ModelInputs, spots: np.ndarray, z: np.ndarray | None = None, unit: np.ndarray | None = None,
+        *, stage: Stage = "predict",
+    ) -> Items:  # fmt: skip
+        """What the network reads of ``spots`` (sorted indices into ``inputs``); targets when ``z`` is given."""
+        raise NotImplementedError
+
+    def _prepare(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
+        """Work before the training loop (default: none); ``net_`` exists and its input scaling is set."""
+
+    def _finish(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
+        """Work after training and validation (default: none), e.g. a reference bank of every training spot."""
+
+    # --- the template ----------------------------------------------------------------------------------------
+
+    def fit(self, inputs: ModelInputs, targets: np.ndarray) -> NeuralModel:
+        settings = self._begin_fit(inputs, targets)
+        z = self._standardize_targets(targets)
+        split = self._split(inputs)
+        self._prepare(inputs, z, split)
+        train = self._items(inputs, split.train, z, split.unit, stage="train")
+        val = self._items(inputs, split.val, z, split.unit, stage="val")
+        result = self._train_net(train, val, settings)
+        self._record_validation(result, z[split.held], self._run(val, split.val), split)
+        self._finish(inputs, z, split)
+        return self
+
     def _predict_z(self, inputs: ModelInputs) -> np.ndarray:
         """z-scored predictions of every spot of ``inputs``, in order."""
+        spots = np.arange(inputs.n_spots)
+        return self._run(self._items(inputs, spots, stage="predict"), spots)
+
+    def _run(self, items: Items, spots: np.ndarray) -> np.ndarray:
+        """The network's z-scored output for ``items``, in the order of ``spots``."""
+        if len(spots) == 0:
+            return np.empty((0, self.n_genes_), dtype=np.float32)
+        precision = self.params.get("precision", "auto")
+        rows = predict_network(
+            self.net_, items.batches, device=self.device, precision=precision, collate_fn=items.collate_fn
+        )
+        return items.scatter(rows, spots)
+
+    # --- shared steps ----------------------------------------------------------------------------------------
 
     def _begin_fit(self, inputs: ModelInputs, targets: np.ndarray) -> TrainSettings:
         """Shapes recorded, seed set, a fresh ``net_`` whose input scaling is fitted on the training spots."""
         self._record_shapes(inputs, targets)
         torch.manual_seed(0 if self.random_state is None else self.random_state)
         self.net_ = self._net()
-        self.net_.scale_in.set(inputs.features)
-        return TrainSettings.from_params(self.params)
+        if hasattr(self.net_, "scale_in") and inputs.features.shape[1]:
+            self.net_.scale_in.set(inputs.features)
+        return self.train_settings or TrainSettings.from_params(self.params)
 
-    def _held_out(self, inputs: ModelInputs) -> tuple[np.ndarray, list[str], str, np.ndarray]:
-        """Validation spots of held-out training groups: mask, group names, group kind, scoring unit per spot."""
+    def _split(self, inputs: ModelInputs) -> Split:
+        """Validation spots of held-out training groups, with every spot's scoring unit."""
         held, names, groups, kind = held_out_mask(inputs, random_state=self.random_state)
-        return held, names, kind, scoring_units(inputs, groups, kind)
+        return Split(held, names, kind, unit_codes(scoring_units(inputs, groups, kind)))
 
-    def _train_net(self, train_set, val_set, settings: TrainSettings, collate_fn=None) -> TrainResult:
+    def _train_net(self, train: Items, val: Items, settings: TrainSettings) -> TrainResult:
         """``net_`` through the shared loop with this model's device, seed, trainer and progress-bar settings."""
         return fit_network(
             self.net_,
-            train_set,
-            val_set,
+            train.batches,
+            val.batches,
             settings=settings,
             device=self.device,
             random_state=self.random_state,
             trainer_params=self.trainer_params,
             show_progress_bar=self.show_progress_bar,
-            collate_fn=collate_fn,
+            collate_fn=train.collate_fn,
         )
 
     def _standardize_targets(self, targets: np.ndarray) -> np.ndarray:
@@ -66,26 +139,12 @@ class NeuralModel(Model):
         self.scale_out_.set(targets)
         return (targets - self.scale_out_.mean.numpy()) / self.scale_out_.std.numpy()
 
-    def _record_validation(
-        self,
-        result: TrainResult,
-        z_held: np.ndarray,
-        val_inputs: ModelInputs,
-        unit: np.ndarray,
-        held,
-        kind: str,
-        predicted: np.ndarray | None = None,
-    ) -> None:
-        """Per-gene Pearson of the kept weights on the held-out training groups, and the training curve.
-
-        ``predicted``: the held-out spots' z-scored predictions when the model made them already (else
-        ``_predict_z(val_inputs)``).
-        """
-        predicted = self._predict_z(val_inputs) if predicted is None else predicted
-        gene_pearson = per_slide_pearson(z_held, predicted, unit)
+    def _record_validation(self, result: TrainResult, z_held: np.ndarray, predicted: np.ndarray, split: Split) -> None:
+        """Per-gene Pearson of the kept weights on the held-out training groups, and the training curve."""
+        gene_pearson = per_slide_pearson(z_held, predicted, split.unit[split.held])
         self.validation_ = Validation(
-            groups=kind,
-            held_out=list(held),
+            groups=split.kind,
+            held_out=list(split.names),
             score=float(np.nan_to_num(gene_pearson, nan=0.0).mean()),
             gene_pearson=gene_pearson,
             selected={"best_epoch": result.best_epoch, "stopped_early": result.stopped_early},

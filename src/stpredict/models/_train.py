@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -24,11 +24,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from .._metrics import per_slide_pearson
 from ._nn import LOSSES, check_loss
+from ._params import Params
 
 
 @dataclass(frozen=True)
-class TrainSettings:
-    """Optimisation settings (each neural model exposes them as ``model_params``)."""
+class TrainSettings(Params):
+    """Optimisation settings of the shared loop (each neural model exposes them as ``model_params``).
+
+    A model states its own defaults as an instance (``training_defaults = TrainSettings(max_epochs=100)``).
+    """
 
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -36,26 +40,19 @@ class TrainSettings:
     patience: int = 20
     max_time: float | None = None  # seconds
     batch_size: int = 128
-    loss: str = "mse"
+    loss: Literal["mse", "pcc", "mse+pcc"] = "mse"
     precision: str = "auto"
-    monitor: str = "val_pcc"  # or "val_loss"; PCC is what the field reports, and ignores per-slide offsets
+    monitor: Literal["val_pcc", "val_loss"] = "val_pcc"  # PCC is what the field reports; ignores slide offsets
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_loss(self.loss)
-        if self.monitor not in ("val_loss", "val_pcc"):
-            msg = f"monitor must be 'val_loss' or 'val_pcc', got {self.monitor!r}."
-            raise ValueError(msg)
         if self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
             msg = "max_epochs, patience and batch_size must be positive."
             raise ValueError(msg)
 
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> TrainSettings:
-        fields = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in params.items() if k in fields})
 
-
-TRAIN_DEFAULTS = {k: f.default for k, f in TrainSettings.__dataclass_fields__.items()}
+TRAIN_DEFAULTS = TrainSettings.defaults()
 
 
 @dataclass
@@ -152,6 +149,8 @@ def _lightning_task(net: torch.nn.Module, settings: TrainSettings, train_loader:
             self.log("val_pcc", pcc, prog_bar=True)
 
         def configure_optimizers(self):
+            if hasattr(self.net, "optimizer"):  # a model's own optimiser (e.g. ST-Net's SGD with momentum)
+                return self.net.optimizer(settings)
             return torch.optim.AdamW(self.net.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
     return Task()
@@ -226,7 +225,8 @@ def fit_network(
 ) -> TrainResult:
     """Train ``net`` (``net(batch) -> (rows, genes)``; batches are dicts with ``'y'``, ``'unit'``, optional ``'mask'``).
 
-    A net with a ``training_loss(batch)`` method is trained on that loss; validation always scores ``net(batch)``.
+    A net with a ``training_loss(batch)`` method is trained on that loss, one with an ``optimizer(settings)`` method
+    by that optimiser (default AdamW); validation always scores ``net(batch)``.
 
     Early stopping and the kept weights follow ``settings.monitor`` on ``val_set`` (spots of held-out
     training groups); without a validation set the last epoch is kept.

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ..._logging import warn
+from .._data import Key, slide_items
 from .._inputs import ModelInputs
-from .._neural import NeuralModel
-from .._train import TRAIN_DEFAULTS, TrainSettings, predict_network, single_item
+from .._neural import NeuralModel, Split
+from .._params import Params
+from .._train import TrainSettings
 from ._graph import edge_index, hop_pairs
 from ._module import MODALITIES, NUCLEI_COLUMNS, M2TGLGORegressor
 
-GENE_FEATURES = ("go", "learned")
+Activation = Literal["relu", "sigmoid", "none"]
 #: the paper's configuration (Sec. 4: two GAT layers of 256 and 512, AdamW lr 1e-4, 500 epochs, sigmoids of
 #: Eq. 1 and 6, fixed gene node features): GPU-sized, and slow to learn on CPU budgets (docs/models.md)
 PAPER_PARAMS = {
@@ -30,6 +33,46 @@ PAPER_PARAMS = {
 }
 NET_PARAMS = ("gamma", "dropout", "activation", "output_activation", "residual")
 LOSS_PARAMS = ("reconstruction_weight", "ranking_weight", "margin", "dense_limit")
+
+
+@dataclass(frozen=True)
+class M2tglgoParams(Params):
+    """The spot graph and its modalities, the GAT, the losses, the GO gene graph and the nuclei patches.
+
+    CPU defaults chosen on a training fold's validation slide (docs/models.md); ``PAPER_PARAMS``: the paper's.
+    """
+
+    hidden: tuple[int, ...] = (128, 256)
+    gamma: float = 0.75
+    dropout: float = 0.5  # on each GAT's input, as the authors' code (DGL feat_drop)
+    activation: Activation = "relu"  # of the intra-modal GAT: the authors' code; the paper writes a sigmoid
+    output_activation: Activation = "none"  # of H: the authors' code; the paper's sigmoid stalls training
+    residual: bool = True  # not in the paper: the intra-modal GATs keep the spot's own features (probes)
+    modalities: tuple[str, ...] = MODALITIES
+    n_neighbours: int = 6
+    reconstruction_weight: float = 1.0
+    ranking_weight: float = 1.0
+    margin: float = 0.01
+    dense_limit: int = 4096
+    go_prior: bool = True
+    gene_features: Literal["go", "learned"] = "learned"
+    gene_dim: int = 200
+    go_namespaces: tuple[str, ...] = ("BP", "MF", "CC")
+    go_n_top: int = 10
+    go_path: str | None = None
+    min_go_coverage: float = 0.5
+    patch_size: float = 224
+    patch_unit: Literal["px", "um"] = "px"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        unknown = sorted(set(self.modalities) - set(MODALITIES))
+        if unknown or not self.modalities:
+            msg = f"modalities must be a non-empty subset of {list(MODALITIES)}, got {list(self.modalities)!r}."
+            raise ValueError(msg)
+        if not 0 <= float(self.gamma) <= 1:
+            msg = f"gamma must be in [0, 1], got {self.gamma!r}."
+            raise ValueError(msg)
 
 
 def gene_prior(
@@ -98,38 +141,10 @@ class M2tglgoModel(NeuralModel):
     ``reconstruction_weight=0``, ``modalities=['deep']`` (or any subset).
     """
 
-    defaults = MappingProxyType(
-        {
-            **TRAIN_DEFAULTS,
-            # CPU default, chosen on a training fold's validation slide (docs/models.md); PAPER_PARAMS: the paper's
-            "lr": 1e-3,
-            "weight_decay": 1e-3,  # from the authors' code
-            "max_epochs": 200,
-            "patience": 20,
-            "batch_size": 1,  # one slide graph per step; not used otherwise
-            "hidden": [128, 256],
-            "gamma": 0.75,
-            "dropout": 0.5,  # on each GAT's input, as the authors' code (DGL feat_drop)
-            "activation": "relu",  # of the intra-modal GAT: the authors' code; the paper writes a sigmoid
-            "output_activation": "none",  # of H: the authors' code; the paper's sigmoid stalls training
-            "residual": True,  # not in the paper: the intra-modal GATs keep the spot's own features (probes)
-            "modalities": list(MODALITIES),
-            "n_neighbours": 6,
-            "reconstruction_weight": 1.0,
-            "ranking_weight": 1.0,
-            "margin": 0.01,
-            "dense_limit": 4096,
-            "go_prior": True,
-            "gene_features": "learned",
-            "gene_dim": 200,
-            "go_namespaces": ["BP", "MF", "CC"],
-            "go_n_top": 10,
-            "go_path": None,
-            "min_go_coverage": 0.5,
-            "patch_size": 224,
-            "patch_unit": "px",
-        }
-    )
+    Net = M2tglgoParams
+    # weight decay from the authors' code; one slide graph per step, so no batch size
+    training_defaults = TrainSettings(lr=1e-3, weight_decay=1e-3, max_epochs=200, patience=20)
+    fixed_training = ("batch_size",)
     #: the paper's ablations (Tables 3-4) as ``model_params``
     ablations = MappingProxyType(
         {
@@ -140,20 +155,6 @@ class M2tglgoModel(NeuralModel):
             "nuclei": {"modalities": ["morphology", "topology"]},
         }
     )
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        p = self.params
-        unknown = sorted(set(p["modalities"]) - set(MODALITIES))
-        if unknown or not p["modalities"]:
-            msg = f"modalities must be a non-empty subset of {list(MODALITIES)}, got {p['modalities']!r}."
-            raise ValueError(msg)
-        if p["gene_features"] not in GENE_FEATURES:
-            msg = f"gene_features must be one of {list(GENE_FEATURES)}, got {p['gene_features']!r}."
-            raise ValueError(msg)
-        if not 0 <= float(p["gamma"]) <= 1:
-            msg = f"gamma must be in [0, 1], got {p['gamma']!r}."
-            raise ValueError(msg)
 
     def graph_specs(self):
         return {"spatial": {"kind": "knn", "n_neighs": int(self.params["n_neighbours"])}}
@@ -192,35 +193,32 @@ class M2tglgoModel(NeuralModel):
         values = inputs.images.features("nuclei", size=self.params["patch_size"], unit=self.params["patch_unit"])
         return np.nan_to_num(np.asarray(values, dtype=np.float32))
 
-    def _items(self, inputs: ModelInputs, nuclei, z=None, unit=None, spots_of=None):
-        """One graph per slide (``spots_of``: slide -> spot indices): features, kNN edges, hop pairs, targets."""
-        items, order = [], []
+    def _items(self, inputs: ModelInputs, spots: np.ndarray, z=None, unit=None, *, stage="predict"):
+        """One graph per slide: features, nuclei features, kNN edges; hop pairs and targets when fitting."""
+        nuclei = self._fit_nuclei if stage != "predict" else self._nuclei(inputs)
         graph = inputs.graphs["spatial"]
-        for spots in spots_of:
-            adjacency = graph[spots][:, spots]
+        width = inputs.features.shape[1]
+
+        def slide(members: np.ndarray) -> dict:
+            adjacency = graph[members][:, members]
             item = {
-                "x": torch.from_numpy(
-                    np.ascontiguousarray(inputs.features[spots])
-                    if inputs.features.shape[1]
-                    else np.zeros((len(spots), 1), np.float32)
+                Key.X: torch.from_numpy(
+                    np.ascontiguousarray(inputs.features[members]) if width else np.zeros((len(members), 1), np.float32)
                 ),
-                "edges": torch.from_numpy(edge_index(adjacency)),
+                Key.EDGE_INDEX: torch.from_numpy(edge_index(adjacency)),
             }
             if nuclei is not None:
-                item["nuclei"] = torch.from_numpy(nuclei[spots])
+                item["nuclei"] = torch.from_numpy(nuclei[members])
             if z is not None:
                 for r, pairs in enumerate(hop_pairs(adjacency, 3), start=1):
                     item[f"hop{r}"] = torch.from_numpy(pairs)
-                item["y"] = torch.from_numpy(z[spots].astype(np.float32))
-                item["unit"] = torch.from_numpy(unit[spots])
-            items.append(item)
-            order.append(spots)
-        return items, order
+            return item
+
+        return slide_items(inputs, spots, slide, z, unit)
 
     def fit(self, inputs: ModelInputs, targets: np.ndarray) -> M2tglgoModel:
         p = self.params
-        self._record_shapes(inputs, targets)
-        if p["go_prior"]:
+        if p["go_prior"]:  # the network is built around the gene graph: before the template's fit
             if self.genes_ is None or len(self.genes_) != targets.shape[1]:
                 msg = "M2TGLGO's GO prior needs the names of the predicted genes (fit through st.tl.fit)."
                 raise ValueError(msg)
@@ -233,41 +231,15 @@ class M2tglgoModel(NeuralModel):
                 min_coverage=float(p["min_go_coverage"]),
                 random_state=self.random_state,
             )
-        torch.manual_seed(0 if self.random_state is None else self.random_state)
-        self.net_ = self._net()
-        if inputs.features.shape[1]:  # no deep representation when modalities leave 'deep' out
-            self.net_.scale_in.set(inputs.features)
-        settings = TrainSettings.from_params(p)
-        nuclei = self._nuclei(inputs)
-        if nuclei is not None:
-            self.net_.scale_nuclei.set(nuclei)
-        z = self._standardize_targets(targets)
-        held, held_names, kind, unit = self._held_out(inputs)
-        unit = np.unique(unit, return_inverse=True)[1]
-        library = np.asarray(inputs.library, dtype=str)
-        train_slides = [np.flatnonzero(~held & (library == s)) for s in pd.unique(library[~held])]
-        val_slides = [np.flatnonzero(held & (library == s)) for s in pd.unique(library[held])]
-        train_items, _ = self._items(inputs, nuclei, z, unit, train_slides)
-        val_items, val_order = self._items(inputs, nuclei, z, unit, val_slides)
-        result = self._train_net(train_items, val_items, settings, collate_fn=single_item)
-        predicted = np.empty((int(held.sum()), self.n_genes_), dtype=np.float32)
-        if val_items:
-            predicted[np.searchsorted(np.flatnonzero(held), np.concatenate(val_order))] = self._run(val_items)
-        self._record_validation(result, z[held], inputs.subset(held), unit[held], held_names, kind, predicted=predicted)
-        return self
+        return super().fit(inputs, targets)
 
-    def _run(self, items: list[dict]) -> np.ndarray:
-        return predict_network(
-            self.net_, items, device=self.device, precision=self.params["precision"], collate_fn=single_item
-        )
+    def _prepare(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
+        self._fit_nuclei = self._nuclei(inputs)  # read once for the training and validation items
+        if self._fit_nuclei is not None:
+            self.net_.scale_nuclei.set(self._fit_nuclei)
 
-    def _predict_z(self, inputs: ModelInputs) -> np.ndarray:
-        library = np.asarray(inputs.library, dtype=str)
-        slides = [np.flatnonzero(library == s) for s in pd.unique(library)]
-        items, order = self._items(inputs, self._nuclei(inputs), spots_of=slides)
-        out = np.empty((inputs.n_spots, self.n_genes_), dtype=np.float32)
-        out[np.concatenate(order)] = self._run(items)
-        return out
+    def _finish(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
+        self._fit_nuclei = None
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = super().state_dict()

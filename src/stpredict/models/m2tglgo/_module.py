@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._data import Key
 from .._nn import Standardize, import_torch_geometric
 
 MODALITIES = ("deep", "morphology", "topology")
@@ -248,7 +249,7 @@ class M2TGLGORegressor(nn.Module):
     def _modalities(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         xs = {}
         if "deep" in self.modalities:
-            xs["deep"] = self.scale_in(batch["x"])
+            xs["deep"] = self.scale_in(batch[Key.X])
         nuclei = self.scale_nuclei(batch["nuclei"]) if "nuclei" in batch else None
         for name, columns in NUCLEI_COLUMNS.items():
             if name in self.modalities:
@@ -256,14 +257,16 @@ class M2TGLGORegressor(nn.Module):
         return xs
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.net(self._modalities(batch), batch["edges"])
+        return self.net(self._modalities(batch), batch[Key.EDGE_INDEX])
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        h = self.net.embed(self._modalities(batch), batch["edges"])
-        loss = F.mse_loss(h @ self.net.gene_predictors().T, batch["y"])
+        h = self.net.embed(self._modalities(batch), batch[Key.EDGE_INDEX])
+        loss = F.mse_loss(h @ self.net.gene_predictors().T, batch[Key.Y])
         reconstruction_weight, ranking_weight = self.weights
         if reconstruction_weight:
-            loss = loss + reconstruction_weight * reconstruction_loss(h, batch["edges"], dense_limit=self.dense_limit)
+            loss = loss + reconstruction_weight * reconstruction_loss(
+                h, batch[Key.EDGE_INDEX], dense_limit=self.dense_limit
+            )
         if ranking_weight:
             hops = [batch[f"hop{r}"] for r in (1, 2, 3) if f"hop{r}" in batch]
             loss = loss + ranking_weight * ranking_loss(h, hops, self.margin)

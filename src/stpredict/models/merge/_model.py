@@ -3,30 +3,54 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 import torch
 
-from ...pp._hierarchical import CLUSTERINGS, hierarchical_edges
+from ...pp._hierarchical import CLUSTERINGS, Centroid, hierarchical_edges
+from .._data import Key, covers_whole_slides, slide_items
 from .._inputs import ModelInputs
 from .._neural import NeuralModel
-from .._train import TRAIN_DEFAULTS, predict_network, single_item
+from .._params import Params
+from .._train import TrainSettings
 from ._module import MergeGAT
 
-GRAPH_PARAMS = (
-    "spots_per_cluster",
-    "n_spatial_clusters",
-    "n_feature_clusters",
-    "n_neighbors",
-    "centroid",
-    "clusterings",
-    "standardize",
-)
-NET_PARAMS = ("input_dim", "hidden", "heads", "drop_edge", "norm", "attention", "residual")
+
+@dataclass(frozen=True)
+class MergeParams(Params):
+    """MERGE's hierarchical graph (:func:`stpredict.pp.hierarchical_graph`) and its GAT."""
+
+    # the graph
+    spots_per_cluster: int = 100
+    n_spatial_clusters: int | None = None
+    n_feature_clusters: int | None = None
+    n_neighbors: int = 8
+    centroid: Centroid = "feature"
+    clusterings: tuple[str, ...] = CLUSTERINGS
+    standardize: bool = True
+    # the network
+    input_dim: int = 256
+    hidden: tuple[int, ...] = (128, 128, 128)
+    heads: int = 4
+    drop_edge: float = 0.2
+    # not the paper's (PAPER_PARAMS): a residual path and no LayerNorm, chosen on validation from training
+    # slides; the paper's GAT cannot keep a spot's own signal (docs/benchmarks.md, probes)
+    norm: Literal["graph", "node", "none"] = "none"
+    attention: Literal["gat", "gatv2"] = "gat"
+    residual: bool = True
+
+    GRAPH = ("spots_per_cluster", "n_spatial_clusters", "n_feature_clusters", "n_neighbors", "centroid",
+             "clusterings", "standardize")  # fmt: skip
+
+    def graph(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.as_dict().items() if k in self.GRAPH}
+
+    def network(self) -> dict[str, Any]:
+        return {k: v for k, v in self.as_dict().items() if k not in self.GRAPH}
+
 
 #: The paper's network and schedule (Ganguly et al. 2025, Sec. 3.2; public code ``config.yaml``): 3 GAT
 #: blocks of 448, 384 and 256 channels x 8 heads, all 400 epochs (no early stopping; the loop still keeps
@@ -69,31 +93,9 @@ class MergeModel(NeuralModel):
     spot's own signal; they were chosen on the validation slide of the training slides.
     """
 
-    defaults = MappingProxyType(
-        {
-            **{k: v for k, v in TRAIN_DEFAULTS.items() if k != "batch_size"},  # one slide per batch
-            "lr": 1e-3,
-            "weight_decay": 0.0,
-            "max_epochs": 400,
-            "patience": 30,
-            "input_dim": 256,
-            "hidden": (128, 128, 128),
-            "heads": 4,
-            "drop_edge": 0.2,
-            # not the paper's (PAPER_PARAMS): a residual path and no LayerNorm, chosen on validation from
-            # training slides; the paper's GAT cannot keep a spot's own signal (docs/benchmarks.md, probes)
-            "norm": "none",
-            "attention": "gat",
-            "residual": True,
-            "spots_per_cluster": 100,
-            "n_spatial_clusters": None,
-            "n_feature_clusters": None,
-            "n_neighbors": 8,
-            "centroid": "feature",
-            "clusterings": CLUSTERINGS,
-            "standardize": True,
-        }
-    )
+    Net = MergeParams
+    training_defaults = TrainSettings(lr=1e-3, weight_decay=0.0, max_epochs=400, patience=30)
+    fixed_training = ("batch_size",)  # one slide per batch
     #: the paper's ablations as ``model_params`` (benchmarked in ``docs/benchmarks.md``)
     ablations = MappingProxyType({"1hop": {"clusterings": []}})  # the 8-NN spatial graph only
 
@@ -101,56 +103,30 @@ class MergeModel(NeuralModel):
         return {"hierarchical": {"kind": "hierarchical", **self._graph_params()}}
 
     def _graph_params(self) -> dict[str, Any]:
-        return {**{k: self.params[k] for k in GRAPH_PARAMS}, "random_state": self.random_state}
+        return {**self.net_params.graph(), "random_state": self.random_state}
 
     def _net(self) -> MergeGAT:
-        return MergeGAT(self.n_features_, self.n_genes_, **{k: self.params[k] for k in NET_PARAMS})
+        return MergeGAT(self.n_features_, self.n_genes_, **self.net_params.network())
 
-    def _slide_items(self, inputs: ModelInputs, z: np.ndarray | None = None, unit: np.ndarray | None = None):
-        """Per-slide items and the spot order they cover; ``inputs.graphs['hierarchical']`` when present."""
+    def _items(self, inputs: ModelInputs, spots: np.ndarray, z=None, unit=None, *, stage="predict"):
+        """One graph per slide: the stored hierarchical graph, or one built from the spots given.
+
+        Held-out spatial blocks cut through a slide: each side gets a graph of its own spots, as a new slide would.
+        """
         graph = inputs.graphs.get("hierarchical")
-        if graph is None:
-            graph = hierarchical_edges(inputs.features, inputs.spatial, inputs.library, **self._graph_params())
-            graph = graph.connectivities
-        items, order = [], []
-        unit_codes = None if unit is None else np.unique(unit, return_inverse=True)[1]
-        for lib in pd.unique(inputs.library):
-            spots = np.flatnonzero(inputs.library == lib)
-            edges = graph[spots][:, spots].tocoo()
-            item = {
-                "x": torch.from_numpy(inputs.features[spots]),
-                "edge_index": torch.from_numpy(np.vstack([edges.row, edges.col]).astype(np.int64)),
+        if graph is None or not covers_whole_slides(inputs, spots):
+            part = replace(inputs.subset(np.isin(np.arange(inputs.n_spots), spots)), graphs={})
+            graph = hierarchical_edges(part.features, part.spatial, part.library, **self._graph_params()).connectivities
+            local = np.empty(inputs.n_spots, dtype=np.int64)
+            local[spots] = np.arange(len(spots))
+        else:
+            local = np.arange(inputs.n_spots)
+
+        def slide(members: np.ndarray) -> dict:
+            edges = graph[local[members]][:, local[members]].tocoo()
+            return {
+                Key.X: torch.from_numpy(inputs.features[members]),
+                Key.EDGE_INDEX: torch.from_numpy(np.vstack([edges.row, edges.col]).astype(np.int64)),
             }
-            if z is not None:
-                item["y"] = torch.from_numpy(z[spots].astype(np.float32))
-                item["unit"] = torch.from_numpy(unit_codes[spots])
-            items.append(item)
-            order.append(spots)
-        return items, np.concatenate(order)  # a list of slide items serves as the DataLoader's dataset
 
-    def fit(self, inputs: ModelInputs, targets: np.ndarray) -> MergeModel:
-        settings = self._begin_fit(inputs, targets)
-        z = self._standardize_targets(targets)
-        held, held_names, kind, unit = self._held_out(inputs)
-        train, val = inputs.subset(~held), inputs.subset(held)
-        if kind == "spatial block":
-            # held-out blocks cut through a slide: each side gets a graph of its own spots, as a new slide would
-            train, val = (_without_graphs(part) for part in (train, val))
-        train_set, _ = self._slide_items(train, z[~held], unit[~held])
-        val_set, _ = self._slide_items(val, z[held], unit[held])
-        result = self._train_net(train_set, val_set, settings, collate_fn=single_item)
-        self._record_validation(result, z[held], val, unit[held], held_names, kind)
-        return self
-
-    def _predict_z(self, inputs: ModelInputs) -> np.ndarray:
-        dataset, order = self._slide_items(inputs)
-        stacked = predict_network(
-            self.net_, dataset, device=self.device, precision=self.params["precision"], collate_fn=single_item
-        )
-        z = np.empty_like(stacked)
-        z[order] = stacked
-        return z
-
-
-def _without_graphs(inputs: ModelInputs) -> ModelInputs:
-    return replace(inputs, graphs={})
+        return slide_items(inputs, spots, slide, z, unit)

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from types import MappingProxyType
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from .._data import Items, Key, spot_items
 from .._image_training import channel_stats, resized_patches, run_in_batches, train_image_network
 from .._inputs import ModelInputs
-from .._neural import NeuralModel
+from .._neural import NeuralModel, Split
 from .._nn import Standardize, sinusoidal_2d
-from .._train import TRAIN_DEFAULTS, TensorDictDataset, TrainResult, TrainSettings, predict_network
+from .._params import Params
+from .._train import TrainResult, TrainSettings
 from ._graph import LocalGraphs, local_graphs
-from ._module import PatchEncoder, SepalGNN
+from ._module import CONCAT_DIM, PatchEncoder, SepalNet
 
 POSITIONS = ("add", "concat")
 #: SEPAL's published setting for legacy ST (STNet; ``best_sepal_stnet.json``/``best_vit_stnet.json`` of the
@@ -43,57 +46,32 @@ PAPER_PARAMS = MappingProxyType(
         "batch_size": 256,
     }
 )
-STAGE1 = ("cnn", "linear", "ridge")
-CONCAT_DIM = 16  # width of the position code when concatenated
 
 
-class SepalNet(nn.Module):
-    """Stage 1 (optional CNN, then a linear head on standardised embeddings) and stage 2 (the local-graph GNN)."""
+@dataclass(frozen=True)
+class SepalParams(Params):
+    """Stage 1 (the local encoder: a CNN on patches, or a linear/ridge head on the representation) and stage 2."""
 
-    def __init__(
-        self,
-        n_features: int,
-        n_genes: int,
-        *,
-        hidden,
-        conv: str,
-        positions: str,
-        stage2: bool,
-        encoder: PatchEncoder | None = None,
-        zero_correction: bool = True,
-        readout: str = "sagpool",
-        aggregation: str = "add",
-    ) -> None:
-        super().__init__()
-        self.encoder = encoder
-        n_features = encoder.dim if encoder is not None else n_features
-        self.scale_in = Standardize(n_features)
-        self.head = nn.Linear(n_features, n_genes)  # stage 1: L(I_emb)
-        self.positions = positions
-        width = n_features + (CONCAT_DIM if positions == "concat" else 0)
-        gnn_options = {"hidden": hidden, "conv": conv, "readout": readout, "aggregation": aggregation}
-        self.gnn = SepalGNN(width, n_genes, **gnn_options) if stage2 else None
-        if self.gnn is not None and zero_correction:
-            self.gnn.zero_output()
-
-    def local(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.scale_in(x))
-
-    def forward(self, batch) -> torch.Tensor:
-        if "edge_index" not in batch:  # stage 1 training and prediction
-            return self.local(batch["x"])
-        nodes = self.scale_in(batch["x"])
-        nodes = nodes + batch["pos"] if self.positions == "add" else torch.cat([nodes, batch["pos"]], dim=1)
-        return batch["base"] + self.gnn(nodes, batch["edge_index"], batch["batch"], batch["ptr"])
-
-    @torch.no_grad()
-    def fold_scaling_into_head(self) -> None:
-        """Make ``head(scale_in(x))`` equal the head trained on raw ``x`` (the CNN's head).
-
-        For the current ``scale_in``: W' = W diag(std), b' = b + W mean.
-        """
-        self.head.bias += self.head.weight @ self.scale_in.mean
-        self.head.weight *= self.scale_in.std
+    n_hops: int = 1
+    conv: str = "GraphConv"
+    hidden: tuple[int, ...] = ()
+    positions: Literal["add", "concat"] = "add"
+    stage2: bool = True
+    deltas: bool = True
+    zero_correction: bool = True
+    readout: Literal["centre", "sagpool"] = "centre"  # not the paper's SAGPooling (PAPER_PARAMS): the centre node
+    aggregation: Literal["mean", "add"] = "mean"  # not GraphConv's sum: edge spots with 3 neighbours get the same scale
+    stage1: Literal["cnn", "linear", "ridge"] = "cnn"
+    encoder_arch: str = "resnet18"
+    encoder_checkpoint: str | None = None  # initial weights to fine-tune (e.g. from st.tl.train_encoder)
+    encoder_pretrained: bool = False  # or the published weights (downloads; the paper's ImageNet ViT-B/16)
+    encoder_input_size: int = 64  # patches resized to 64 px keep CPU training to ~2 min per HER2ST fold
+    encoder_epochs: int = 15
+    encoder_batch_size: int = 32
+    stage1_lr: float = 1e-3  # the CNN or the linear head; `lr` is stage 2's
+    encoder_weight_decay: float = 1e-4
+    patch_size: float = 224
+    patch_unit: Literal["px", "um"] = "px"
 
 
 class SepalModel(NeuralModel):
@@ -127,50 +105,14 @@ class SepalModel(NeuralModel):
     the paper's configuration.
     """
 
-    defaults = MappingProxyType(
-        {
-            **TRAIN_DEFAULTS,
-            # stage 2: SEPAL's Adam 1e-4 for 100 epochs was set for ~30k STNet spots; on a few hundred training
-            # spots that is ~300 steps, and the correction hardly leaves zero (docs/benchmarks.md, probes)
-            "lr": 1e-3,
-            "max_epochs": 300,
-            "patience": 30,
-            "batch_size": 256,
-            "n_hops": 1,
-            "conv": "GraphConv",
-            "hidden": (),
-            "positions": "add",
-            "stage2": True,
-            "deltas": True,
-            "zero_correction": True,
-            "readout": "centre",  # not the paper's SAGPooling (PAPER_PARAMS): the centre spot's own node
-            "aggregation": "mean",  # not GraphConv's sum: edge spots with 3 neighbours get the same scale
-            "stage1": "cnn",
-            "encoder_arch": "resnet18",
-            "encoder_checkpoint": None,  # initial weights to fine-tune (e.g. from st.tl.train_encoder)
-            "encoder_pretrained": False,  # or the published weights (downloads; the paper's ImageNet ViT-B/16)
-            "encoder_input_size": 64,  # patches resized to 64 px keep CPU training to ~2 min per HER2ST fold
-            "encoder_epochs": 15,
-            "encoder_batch_size": 32,
-            "stage1_lr": 1e-3,  # the CNN or the linear head; `lr` is stage 2's
-            "encoder_weight_decay": 1e-4,
-            "patch_size": 224,
-            "patch_unit": "px",
-        }
-    )
+    Net = SepalParams
+    # stage 2: SEPAL's Adam 1e-4 for 100 epochs was set for ~30k STNet spots; on a few hundred training spots
+    # that is ~300 steps, and the correction hardly leaves zero (docs/benchmarks.md, probes)
+    training_defaults = TrainSettings(lr=1e-3, max_epochs=300, patience=30, batch_size=256)
     #: the paper's ablations as ``model_params``: stage 1 only (its "ViT+Δ") and absolute targets
     ablations = MappingProxyType({"stage1": {"stage2": False}, "absolute": {"deltas": False}})
     graphs = MappingProxyType({"grid": MappingProxyType({"kind": "grid"})})
     needs_grid = True
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        if self.params["stage1"] not in STAGE1:
-            msg = f"stage1 must be one of {STAGE1}, got {self.params['stage1']!r}."
-            raise ValueError(msg)
-        if self.params["positions"] not in POSITIONS:
-            msg = f"positions must be one of {POSITIONS}, got {self.params['positions']!r}."
-            raise ValueError(msg)
 
     @property
     def _cnn(self) -> bool:
@@ -262,8 +204,8 @@ class SepalModel(NeuralModel):
         return out
 
     def _local_z(self, features: np.ndarray) -> np.ndarray:
-        dataset = TensorDictDataset(x=torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
-        return predict_network(self.net_, dataset, device=self.device, precision=self.params["precision"])
+        spots = np.arange(len(features))
+        return self._run(spot_items({Key.X: features}, spots), spots)
 
     # --- stage 2 -------------------------------------------------------------------------------------------
 
@@ -277,7 +219,8 @@ class SepalModel(NeuralModel):
         grid = np.column_stack([inputs.array_row, inputs.array_col])
         return local_graphs(inputs.graphs["grid"], grid, n_hops=self.params["n_hops"])
 
-    def _collate(self, features: np.ndarray, graphs: LocalGraphs, base: np.ndarray, z=None, unit=None):
+    def _stage2_items(self, features, graphs: LocalGraphs, base: np.ndarray, spots, z=None, unit=None) -> Items:
+        """Centre spots as items; the collate function assembles their local graphs."""
         features = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         base = torch.from_numpy(base.astype(np.float32))
 
@@ -285,55 +228,57 @@ class SepalModel(NeuralModel):
             ids = np.asarray(ids)
             part = graphs.batch(ids)
             batch = {
-                "x": features[part["spots"]],
+                Key.X: features[part["spots"]],
                 "pos": torch.from_numpy(self._position_codes(part["offsets"])),
-                "edge_index": torch.from_numpy(part["edge_index"]),
+                Key.EDGE_INDEX: torch.from_numpy(part["edge_index"]),
                 "batch": torch.from_numpy(part["batch"]),
                 "ptr": torch.from_numpy(part["ptr"]),
                 "base": base[ids],
             }
             if z is not None:
-                batch["y"] = torch.from_numpy(z[ids].astype(np.float32))
-                batch["unit"] = torch.from_numpy(unit[ids])
+                batch[Key.Y] = torch.from_numpy(z[ids].astype(np.float32))
+                batch[Key.UNIT] = torch.from_numpy(unit[ids])
             return batch
 
-        return collate
+        return Items(np.asarray(spots).tolist(), np.asarray(spots), collate=collate)
 
     # --- fit / predict -------------------------------------------------------------------------------------
 
     def fit(self, inputs: ModelInputs, targets: np.ndarray) -> SepalModel:
+        """Two stages, each on the shared loop: stage 1 (then frozen), then the local-graph correction."""
         self._record_shapes(inputs, targets)
         torch.manual_seed(0 if self.random_state is None else self.random_state)
         self.net_ = self._net()
-        settings = TrainSettings.from_params(self.params)
+        settings = self.train_settings
         # Delta targets: the training mean is subtracted (and added back at prediction); genes are scaled
         self.scale_out_ = Standardize(self.n_genes_)
         self.scale_out_.set(targets)
         if not self.params["deltas"]:
             self.scale_out_.mean.zero_()
         z = (targets - self.scale_out_.mean.numpy()) / self.scale_out_.std.numpy()
-        held, held_names, kind, unit = self._held_out(inputs)
-        unit = np.unique(unit, return_inverse=True)[1]
-        result, selected = self._fit_stage1(inputs, z, held, unit, settings)
+        split = self._split(inputs)
+        result, selected = self._fit_stage1(inputs, z, split, settings)
+        features = selected.pop("features")
+        base = self._local_z(features)
+        predicted = base[split.held]
         if self.params["stage2"]:
             for parameter in self.net_.parameters():
                 parameter.requires_grad_(False)  # stage 1 is frozen in stage 2
             for parameter in self.net_.gnn.parameters():
                 parameter.requires_grad_(True)
-            features = selected.pop("features")
-            base = self._local_z(features)
             self.net_.train()  # predicting stage 1 left it in eval mode
-            collate = self._collate(features, self._graphs(inputs), base, z, unit)
-            # the datasets are the centre spots' indices; the collate function assembles their local graphs
-            train_ids, val_ids = np.flatnonzero(~held).tolist(), np.flatnonzero(held).tolist()
-            result = self._train_net(train_ids, val_ids, settings, collate_fn=collate)
-        selected.pop("features", None)
-        self._record_validation(result, z[held], inputs.subset(held), unit[held], held_names, kind)
+            graphs = self._graphs(inputs)
+            train = self._stage2_items(features, graphs, base, split.train, z, split.unit)
+            val = self._stage2_items(features, graphs, base, split.val, z, split.unit)
+            result = self._train_net(train, val, settings)
+            predicted = self._run(val, split.val)
+        self._record_validation(result, z[split.held], predicted, split)
         self.validation_.selected.update(selected)
         return self
 
-    def _fit_stage1(self, inputs, z, held, unit, settings) -> tuple[TrainResult, dict]:
+    def _fit_stage1(self, inputs, z, split: Split, settings) -> tuple[TrainResult, dict]:
         """Stage 1 trained on the non-held training spots: the CNN (fixed epochs) or the linear head (early-stopped)."""
+        held = split.held
         if self._cnn:
             started = time.perf_counter()
             features, history = self._fit_encoder(inputs, z, ~held)
@@ -343,14 +288,10 @@ class SepalModel(NeuralModel):
         if self.params["stage1"] == "ridge":
             return self._fit_ridge_head(inputs.subset(~held), z[~held]), {"features": inputs.features}
         self.net_.scale_in.set(inputs.features)
-
-        def spots(mask):
-            tensors = {"x": torch.from_numpy(inputs.features[mask]), "y": torch.from_numpy(z[mask].astype(np.float32))}
-            return TensorDictDataset(**tensors, unit=torch.from_numpy(unit[mask]))
-
+        fields = {Key.X: inputs.features}
         stage1 = replace(settings, lr=self.params["stage1_lr"])
-        result = self._train_net(spots(~held), spots(held), stage1)
-        return result, {"features": inputs.features}
+        train, val = (spot_items(fields, spots, z, split.unit) for spots in (split.train, split.val))
+        return self._train_net(train, val, stage1), {"features": inputs.features}
 
     @torch.no_grad()
     def _fit_ridge_head(self, inputs: ModelInputs, z: np.ndarray) -> TrainResult:
@@ -371,11 +312,5 @@ class SepalModel(NeuralModel):
         base = self._local_z(features)
         if not self.params["stage2"]:
             return base
-        collate = self._collate(features, self._graphs(inputs), base)
-        return predict_network(
-            self.net_,
-            list(range(inputs.n_spots)),  # centre spots, in order
-            device=self.device,
-            precision=self.params["precision"],
-            collate_fn=collate,
-        )
+        spots = np.arange(inputs.n_spots)
+        return self._run(self._stage2_items(features, self._graphs(inputs), base, spots), spots)

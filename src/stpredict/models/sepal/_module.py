@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .._nn import import_torch_geometric
+from .._data import Key
+from .._nn import Standardize, import_torch_geometric
 
 CONVS = ("GraphConv", "GCNConv")
 READOUTS = ("sagpool", "centre")
@@ -114,3 +115,55 @@ class PatchEncoder(nn.Module):
 
     def forward(self, scaled: torch.Tensor) -> torch.Tensor:
         return self.backbone(scaled)
+
+
+CONCAT_DIM = 16  # width of the position code when concatenated
+
+
+class SepalNet(nn.Module):
+    """Stage 1 (optional CNN, then a linear head on standardised embeddings) and stage 2 (the local-graph GNN)."""
+
+    def __init__(
+        self,
+        n_features: int,
+        n_genes: int,
+        *,
+        hidden,
+        conv: str,
+        positions: str,
+        stage2: bool,
+        encoder: PatchEncoder | None = None,
+        zero_correction: bool = True,
+        readout: str = "sagpool",
+        aggregation: str = "add",
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        n_features = encoder.dim if encoder is not None else n_features
+        self.scale_in = Standardize(n_features)
+        self.head = nn.Linear(n_features, n_genes)  # stage 1: L(I_emb)
+        self.positions = positions
+        width = n_features + (CONCAT_DIM if positions == "concat" else 0)
+        gnn_options = {"hidden": hidden, "conv": conv, "readout": readout, "aggregation": aggregation}
+        self.gnn = SepalGNN(width, n_genes, **gnn_options) if stage2 else None
+        if self.gnn is not None and zero_correction:
+            self.gnn.zero_output()
+
+    def local(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.scale_in(x))
+
+    def forward(self, batch) -> torch.Tensor:
+        if Key.EDGE_INDEX not in batch:  # stage 1 training and prediction
+            return self.local(batch[Key.X])
+        nodes = self.scale_in(batch[Key.X])
+        nodes = nodes + batch["pos"] if self.positions == "add" else torch.cat([nodes, batch["pos"]], dim=1)
+        return batch["base"] + self.gnn(nodes, batch[Key.EDGE_INDEX], batch["batch"], batch["ptr"])
+
+    @torch.no_grad()
+    def fold_scaling_into_head(self) -> None:
+        """Make ``head(scale_in(x))`` equal the head trained on raw ``x`` (the CNN's head).
+
+        For the current ``scale_in``: W' = W diag(std), b' = b + W mean.
+        """
+        self.head.bias += self.head.weight @ self.scale_in.mean
+        self.head.weight *= self.scale_in.std

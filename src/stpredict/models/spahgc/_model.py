@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.cluster import KMeans
 
+from .._data import Items, with_targets
 from .._inputs import ModelInputs
-from .._neural import NeuralModel
-from .._train import TRAIN_DEFAULTS, predict_network, single_item
+from .._neural import NeuralModel, Split
+from .._params import Params
+from .._train import TrainSettings
 from ._bank import ReferenceBank
 from ._graph import graph_tensors, hetero_graph
-from ._module import MASKINGS, SpaHGCRegressor
+from ._module import SpaHGCRegressor
 
 NET_PARAMS = ("hidden", "n_layers", "heads", "dropout", "cnda", "cnap", "residual")
 LOSS_PARAMS = (
@@ -26,6 +30,36 @@ LOSS_PARAMS = (
     "reference_contrast_weight",
     "supervised_view",
 )
+
+
+@dataclass(frozen=True)
+class SpahgcParams(Params):
+    """The heterogeneous graph (``k`` references, ``n_neighbours``), the network and its masked-view losses."""
+
+    hidden: int = 256
+    n_layers: int = 4
+    heads: int = 4
+    dropout: float = 0.1
+    cnda: bool = True
+    cnap: bool = True
+    residual: bool = True  # not in the paper (PAPER_PARAMS): keeps the spot's own embedding (probes)
+    k: int = 7
+    n_neighbours: int = 5
+    n_reference_neighbours: int = 3
+    masking: Literal["complementary", "random", "none"] = "complementary"
+    target_mask_ratio: float = 0.8
+    reference_mask_ratio: float = 0.9
+    pcc_weight: float = 0.5
+    target_contrast_weight: float = 0.2
+    reference_contrast_weight: float = 0.1
+    supervised_view: Literal["full", "masked"] = "full"  # not in the paper: the prediction reads unmasked features
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("k", "n_neighbours", "n_reference_neighbours"):
+            if int(getattr(self, name)) < 1:
+                msg = f"{name} must be a positive integer, got {getattr(self, name)!r}."
+                raise ValueError(msg)
 
 
 def retrieval_groups(inputs: ModelInputs, n_blocks: int = 5, random_state: int | None = 0) -> np.ndarray:
@@ -72,33 +106,10 @@ class SpahgcModel(NeuralModel):
     ``lr`` 1e-3. ``stpredict.models.spahgc.PAPER_PARAMS`` is the paper's configuration.
     """
 
-    defaults = MappingProxyType(
-        {
-            **TRAIN_DEFAULTS,
-            "lr": 1e-3,  # the paper's 1e-4 learns too slowly from a few training slides (docs/models.md)
-            "weight_decay": 1e-4,
-            "max_epochs": 200,
-            "patience": 20,
-            "batch_size": 1,  # one slide graph per step; not used otherwise
-            "hidden": 256,
-            "n_layers": 4,
-            "heads": 4,
-            "dropout": 0.1,
-            "cnda": True,
-            "cnap": True,
-            "residual": True,  # not in the paper (PAPER_PARAMS): keeps the spot's own embedding (probes)
-            "k": 7,
-            "n_neighbours": 5,
-            "n_reference_neighbours": 3,
-            "masking": "complementary",
-            "target_mask_ratio": 0.8,
-            "reference_mask_ratio": 0.9,
-            "pcc_weight": 0.5,
-            "target_contrast_weight": 0.2,
-            "reference_contrast_weight": 0.1,
-            "supervised_view": "full",  # not in the paper: the prediction learns from unmasked features
-        }
-    )
+    Net = SpahgcParams
+    # lr: the paper's 1e-4 learns too slowly from a few training slides (docs/models.md); one slide graph per step
+    training_defaults = TrainSettings(lr=1e-3, weight_decay=1e-4, max_epochs=200, patience=20)
+    fixed_training = ("batch_size",)
     #: the paper's ablations (Tables 4-5) as ``model_params``
     ablations = MappingProxyType(
         {
@@ -108,16 +119,6 @@ class SpahgcModel(NeuralModel):
             "random_mask": {"masking": "random"},
         }
     )
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        if self.params["masking"] not in MASKINGS:
-            msg = f"masking must be one of {list(MASKINGS)}, got {self.params['masking']!r}."
-            raise ValueError(msg)
-        for name in ("k", "n_neighbours", "n_reference_neighbours"):
-            if int(self.params[name]) < 1:
-                msg = f"{name} must be a positive integer, got {self.params[name]!r}."
-                raise ValueError(msg)
 
     def graph_specs(self):
         return {"spatial": {"kind": "knn", "n_neighs": int(self.params["n_neighbours"])}}
@@ -146,51 +147,47 @@ class SpahgcModel(NeuralModel):
             allowed=allowed,
         )
 
-    def fit(self, inputs: ModelInputs, targets: np.ndarray) -> SpahgcModel:
-        settings = self._begin_fit(inputs, targets)  # also fits the embeddings' standardisation
-        z = self._standardize_targets(targets)
-        held, held_names, kind, unit = self._held_out(inputs)
-        unit = np.unique(unit, return_inverse=True)[1]
-        embeddings = self._standardised(inputs.features)
-        names = _spot_names(inputs)
+    def _prepare(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
+        """The training graphs' bank: training spots outside the validation groups (``net_`` scales embeddings)."""
+        self._embeddings = self._standardised(inputs.features)
+        self._names = _spot_names(inputs)
         library = np.asarray(inputs.library, dtype=str)
-        learn = np.flatnonzero(~held)
-        # the training graphs' bank: training spots outside the validation groups
-        bank = ReferenceBank(embeddings[learn], z[learn], library[learn], names[learn])
-        groups = retrieval_groups(inputs.subset(~held), random_state=self.random_state)
-        train_items = []
-        for group in pd.unique(groups):
-            spots = learn[groups == group]
-            data, _ = self._graph(inputs, spots, embeddings, bank, allowed=groups != group)
-            train_items.append(self._item(data, z[spots], unit[spots]))
-        val_items, val_order = [], []
-        for slide in pd.unique(library[held]):
-            spots = np.flatnonzero(held & (library == slide))
-            data, _ = self._graph(inputs, spots, embeddings, bank, allowed=None)
-            val_items.append(self._item(data, z[spots], unit[spots]))
-            val_order.append(spots)
-        result = self._train_net(train_items, val_items, settings, collate_fn=single_item)
-        predicted = np.empty((int(held.sum()), self.n_genes_), dtype=np.float32)
-        if val_items:
-            stacked = self._run(val_items)
-            predicted[np.searchsorted(np.flatnonzero(held), np.concatenate(val_order))] = stacked
-        self._record_validation(result, z[held], inputs.subset(held), unit[held], held_names, kind, predicted=predicted)
+        learn = split.train
+        self._fit_bank = ReferenceBank(self._embeddings[learn], z[learn], library[learn], self._names[learn])
+        self._groups = retrieval_groups(inputs.subset(~split.held), random_state=self.random_state)
+
+    def _items(self, inputs: ModelInputs, spots: np.ndarray, z=None, unit=None, *, stage="predict") -> Items:
+        if stage == "train":  # one graph per retrieval group, which never retrieves from itself
+            batches, order = [], []
+            for group in pd.unique(self._groups):
+                members = spots[self._groups == group]
+                data, _ = self._graph(inputs, members, self._embeddings, self._fit_bank, allowed=self._groups != group)
+                batches.append(with_targets(graph_tensors(data), members, z, unit))
+                order.append(members)
+            return Items(batches, np.concatenate(order), whole_batches=True)
+        embeddings = self._embeddings if stage == "val" else self._standardised(inputs.features)
+        bank = self._fit_bank if stage == "val" else self.bank_
+        library = np.asarray(inputs.library, dtype=str)
+        batches, order, matched, similarity = [], [], [], []
+        for slide in pd.unique(library[spots]):
+            members = spots[library[spots] == slide]
+            # a predicted slide never retrieves from itself (an in-sample prediction)
+            allowed = None if stage == "val" else bank.slide != slide
+            data, (indices, sims) = self._graph(inputs, members, embeddings, bank, allowed=allowed)
+            batches.append(with_targets(graph_tensors(data), members, z, unit))
+            order.append(members)
+            matched.append(indices)
+            similarity.append(sims)
+        items = Items(batches, np.concatenate(order), whole_batches=True)
+        if stage == "predict":
+            self.last_matches_ = (items.scatter(np.concatenate(matched), spots),
+                                  items.scatter(np.concatenate(similarity).astype(np.float32), spots))  # fmt: skip
+        return items
+
+    def _finish(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
         # prediction retrieves from every training spot, validation slides included
-        self.bank_ = ReferenceBank(embeddings, z, library, names)
-        return self
-
-    @staticmethod
-    def _item(data, y: np.ndarray | None = None, unit: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-        item = graph_tensors(data)
-        if y is not None:
-            item["y"] = torch.from_numpy(y.astype(np.float32))
-            item["unit"] = torch.from_numpy(unit)
-        return item
-
-    def _run(self, items: list[dict]) -> np.ndarray:
-        return predict_network(
-            self.net_, items, device=self.device, precision=self.params["precision"], collate_fn=single_item
-        )
+        self.bank_ = ReferenceBank(self._embeddings, z, np.asarray(inputs.library, dtype=str), self._names)
+        del self._embeddings, self._names, self._fit_bank, self._groups
 
     def slide_graphs(self, inputs: ModelInputs):
         """Per slide of ``inputs``: its spots, its ``HeteroData`` against the frozen bank, and its matches."""
@@ -201,23 +198,6 @@ class SpahgcModel(NeuralModel):
             allowed = self.bank_.slide != slide  # a slide never retrieves from itself (an in-sample prediction)
             data, matches = self._graph(inputs, spots, embeddings, self.bank_, allowed=allowed)
             yield spots, data, matches
-
-    def _predict_z(self, inputs: ModelInputs) -> np.ndarray:
-        items, order, indices, similarity = [], [], [], []
-        for spots, data, (matched, sims) in self.slide_graphs(inputs):
-            items.append(self._item(data))
-            order.append(spots)
-            indices.append(matched)
-            similarity.append(sims)
-        order = np.concatenate(order)
-        out = np.empty((inputs.n_spots, self.n_genes_), dtype=np.float32)
-        out[order] = self._run(items)
-        matched = np.empty((inputs.n_spots, int(self.params["k"])), dtype=np.int64)
-        matched[order] = np.concatenate(indices)
-        sims = np.empty(matched.shape, dtype=np.float32)
-        sims[order] = np.concatenate(similarity)
-        self.last_matches_ = (matched, sims)
-        return out
 
     def prediction_annotations(self) -> dict[str, dict]:
         """The ``k`` reference spots each predicted spot retrieved: slide, spot and cosine similarity."""

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from .._data import Items, Key, with_targets
 from .._image_training import channel_stats, resized_patches, run_in_batches, train_image_network
 from .._inputs import ModelInputs
-from .._neural import NeuralModel
-from .._nn import Standardize
-from .._train import TRAIN_DEFAULTS, predict_network, single_item
-from ._module import FUSIONS, POSITION_ENCODINGS, VIEWS, TriplexNet, check_views, fusion_loss
+from .._neural import NeuralModel, Split
+from .._params import Params
+from .._train import TrainSettings
+from ._module import VIEWS, TriplexRegressor, check_views
 
 #: The paper's HER2ST configuration (Chung et al. 2024, Sec. 4.1; public code ``config/ST/andersson``):
 #: 224 px patches through the fine-tuned ResNet18 (7 x 7 tokens, linear projection, no target blocks),
@@ -47,41 +50,44 @@ PAPER_PARAMS = MappingProxyType(
 VIEW_KEYS = ("patches", "target_maps", "tiles", "tile_mask")  # per-spot inputs, sliced into every batch
 
 
-class TriplexRegressor(nn.Module):
-    """:class:`TriplexNet` with its input scalings; ``forward`` gives the fusion prediction, ``training_loss`` the fusion loss."""
+@dataclass(frozen=True)
+class TriplexParams(Params):
+    """The three views (their inputs and encoders), the fusion and its loss."""
 
-    def __init__(
-        self, n_features: int, n_tile_features: int, n_genes: int, *, alpha: float, fusion_loss: bool, **net_params
-    ) -> None:
-        super().__init__()
-        self.scale_in = Standardize(n_features)  # the global view's spot embeddings
-        self.scale_tiles = Standardize(n_tile_features)
-        self.register_buffer("pixel_mean", torch.zeros(3))
-        self.register_buffer("pixel_std", torch.ones(3))
-        self.net = TriplexNet(n_tile_features, n_features, n_genes, **net_params)
-        self.alpha, self.fusion_loss = alpha, fusion_loss
+    dim: int = 128
+    heads: int = 4
+    depth_target: int = 1
+    depth_neighbour: int = 1
+    depth_global: int = 2
+    depth_fusion: int = 1
+    mlp_ratio: float = 2.0
+    dropout: float = 0.1
+    alpha: float = 0.3
+    target_input_size: int = 64
+    freeze_target_cnn: bool = True
+    target_checkpoint: str | None = None
+    target_pretrain_epochs: int = 15
+    target_pretrain_lr: float = 1e-3
+    patch_size: float = 224
+    patch_unit: Literal["px", "um"] = "px"
+    tile_method: str = "handcrafted"
+    tile_size: float = 224
+    tile_unit: Literal["px", "um"] = "px"
+    grid: int = 5
+    views: tuple[str, ...] = VIEWS
+    position_encoding: Literal["apeg", "peg", "none"] = "apeg"
+    fusion: Literal["cross_attention", "sum", "concat"] = "cross_attention"
+    fusion_loss: bool = True
 
-    def scale_pixels(self, patches: torch.Tensor) -> torch.Tensor:
-        return (patches - self.pixel_mean.view(1, 3, 1, 1)) / self.pixel_std.view(1, 3, 1, 1)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "views", check_views(self.views))  # in TRIPLEX's order
+        if self.target_checkpoint is not None and "target" not in self.views:
+            msg = "target_checkpoint= initialises the target view, which views= leaves out; add 'target' to views."
+            raise ValueError(msg)
 
-    def _outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        scaled = dict(batch)  # a batch carries only what the views read
-        if "patches" in batch:
-            scaled["patches"] = self.scale_pixels(batch["patches"])
-        if "tiles" in batch:
-            scaled["tiles"] = self.scale_tiles(batch["tiles"]) * batch["tile_mask"].unsqueeze(-1)
-        if "spots" in batch:
-            scaled["spots"] = self.scale_in(batch["spots"])
-        return self.net(scaled)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._outputs(batch)["fusion"]
-
-    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        outputs = self._outputs(batch)
-        if not self.fusion_loss:  # the ablation: the fused prediction's MSE only, the view heads untrained
-            return nn.functional.mse_loss(outputs["fusion"], batch["y"])
-        return fusion_loss(outputs, batch["y"], self.alpha)
+    NETWORK = ("dim", "heads", "depth_target", "depth_neighbour", "depth_global", "depth_fusion", "mlp_ratio",
+               "dropout", "grid", "views", "position_encoding", "fusion", "freeze_target_cnn")  # fmt: skip
 
 
 def grid_cells(inputs: ModelInputs) -> np.ndarray:
@@ -119,40 +125,9 @@ class TriplexModel(NeuralModel):
     (MSE of the fused prediction only).
     """
 
-    defaults = MappingProxyType(
-        {
-            **TRAIN_DEFAULTS,
-            "lr": 3e-4,  # the paper's 1e-4 was still improving after 50 epochs on a HER2ST validation slide
-            "weight_decay": 1e-4,
-            "max_epochs": 100,
-            "patience": 10,
-            "batch_size": 64,
-            "dim": 128,
-            "heads": 4,
-            "depth_target": 1,
-            "depth_neighbour": 1,
-            "depth_global": 2,
-            "depth_fusion": 1,
-            "mlp_ratio": 2.0,
-            "dropout": 0.1,
-            "alpha": 0.3,
-            "target_input_size": 64,
-            "freeze_target_cnn": True,
-            "target_checkpoint": None,
-            "target_pretrain_epochs": 15,
-            "target_pretrain_lr": 1e-3,
-            "patch_size": 224,
-            "patch_unit": "px",
-            "tile_method": "handcrafted",
-            "tile_size": 224,
-            "tile_unit": "px",
-            "grid": 5,
-            "views": VIEWS,
-            "position_encoding": "apeg",
-            "fusion": "cross_attention",
-            "fusion_loss": True,
-        }
-    )
+    Net = TriplexParams
+    # lr: the paper's 1e-4 was still improving after 50 epochs on a HER2ST validation slide
+    training_defaults = TrainSettings(lr=3e-4, weight_decay=1e-4, max_epochs=100, patience=10, batch_size=64)
     #: the paper's ablations (Tables 3-5) as ``model_params``
     ablations = MappingProxyType(
         {
@@ -171,15 +146,7 @@ class TriplexModel(NeuralModel):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
-        p = self.params
-        p["views"] = list(check_views(p["views"]))
-        for name, accepted in (("position_encoding", POSITION_ENCODINGS), ("fusion", FUSIONS)):
-            if p[name] not in accepted:
-                msg = f"{name} must be one of {list(accepted)}, got {p[name]!r}."
-                raise ValueError(msg)
-        if p["target_checkpoint"] is not None and "target" not in p["views"]:
-            msg = "target_checkpoint= initialises the target view, which views= leaves out; add 'target' to views."
-            raise ValueError(msg)
+        self.params["views"] = list(self.net_params.views)
 
     def reads_representation(self) -> bool:
         return "global" in self.params["views"]
@@ -188,25 +155,11 @@ class TriplexModel(NeuralModel):
         return bool({"target", "neighbour"} & set(self.params["views"]))
 
     def _net(self) -> TriplexRegressor:
-        p = self.params
-        net_params = {
-            k: p[k] for k in ("dim", "heads", "depth_target", "depth_neighbour", "depth_global", "depth_fusion")
-        }
+        n = self.net_params
         return TriplexRegressor(
-            self.n_features_,
-            self.n_tile_features_,
-            self.n_genes_,
-            alpha=p["alpha"],
-            fusion_loss=p["fusion_loss"],
-            views=tuple(p["views"]),
-            fusion=p["fusion"],
-            position_encoding=p["position_encoding"],
-            mlp_ratio=p["mlp_ratio"],
-            dropout=p["dropout"],
-            grid=p["grid"],
-            freeze_target_cnn=p["freeze_target_cnn"],
-            **net_params,
-        )
+            self.n_features_, self.n_tile_features_, self.n_genes_, alpha=n.alpha, fusion_loss=n.fusion_loss,
+            **{k: getattr(n, k) for k in n.NETWORK},
+        )  # fmt: skip
 
     def _views(self, inputs: ModelInputs) -> dict[str, np.ndarray | torch.Tensor]:
         """What the chosen views read of every spot: resized patch, neighbour tiles and mask, grid cell."""
@@ -223,10 +176,13 @@ class TriplexModel(NeuralModel):
             views["tile_mask"] = torch.from_numpy(np.asarray(inside, dtype=bool))
         return views
 
-    def _items(self, inputs, views, spots: np.ndarray, *, z=None, unit=None, shuffle_seed=None) -> list[dict]:
-        """Batches of ``spots`` (global indices), each from one slide and carrying that slide's global view."""
+    def _items(self, inputs: ModelInputs, spots: np.ndarray, z=None, unit=None, *, stage="predict") -> Items:
+        """Batches of ``spots``, each from one slide and carrying that slide's global view (all its spots)."""
+        views = self._fit_views if stage != "predict" else self._frozen_views(inputs)
+        shuffle_seed = (0 if self.random_state is None else self.random_state) if stage == "train" else None
         features = torch.from_numpy(np.ascontiguousarray(inputs.features, dtype=np.float32))
-        items = []
+        batches, order = [], []
+        size = self.train_settings.batch_size
         for slide in inputs.slides:
             members = np.flatnonzero(inputs.library == slide)  # the whole slide: its global view
             slide_spots, slide_cells = features[members], torch.from_numpy(views["cells"][members])
@@ -234,40 +190,35 @@ class TriplexModel(NeuralModel):
             if shuffle_seed is not None:
                 chosen = np.random.default_rng(shuffle_seed).permutation(chosen)
             where = np.searchsorted(members, chosen)
-            for start in range(0, len(chosen), self.params["batch_size"]):
-                batch = slice(start, start + self.params["batch_size"])
-                ids, rows = chosen[batch], where[batch]
+            for start in range(0, len(chosen), size):
+                ids, rows = chosen[start : start + size], where[start : start + size]
                 item = {key: views[key][ids] for key in VIEW_KEYS if key in views}
-                item.update(
-                    spots=slide_spots,  # one tensor shared by every batch of the slide
-                    cells=slide_cells,
-                    index=torch.from_numpy(rows),
-                    ids=torch.from_numpy(ids),
-                )
-                if z is not None:
-                    item["y"] = torch.from_numpy(z[ids].astype(np.float32))
-                    item["unit"] = torch.from_numpy(unit[ids])
-                items.append(item)
-        return items
+                # one slide tensor shared by every batch of the slide
+                item.update({"spots": slide_spots, "cells": slide_cells, Key.INDEX: torch.from_numpy(rows)})
+                batches.append(with_targets(item, ids, z, unit))
+                order.append(ids)
+        return Items(batches, np.concatenate(order) if order else np.empty(0, np.int64), whole_batches=True)
+
+    def _frozen_views(self, inputs: ModelInputs) -> dict:
+        views = self._views(inputs)
+        self._freeze_target_maps(views)
+        return views
 
     def fit(self, inputs: ModelInputs, targets: np.ndarray) -> TriplexModel:
-        views = self._views(inputs)
-        self.n_tile_features_ = int(views["tiles"].shape[2]) if "tiles" in views else 0
-        settings = self._begin_fit(inputs, targets)
-        z = self._standardize_targets(targets)
-        held, held_names, kind, unit = self._held_out(inputs)
-        unit = np.unique(unit, return_inverse=True)[1]
-        self._fit_input_scaling(views, torch.from_numpy(~held))
+        self._fit_views = self._views(inputs)  # read once for training and validation
+        self.n_tile_features_ = int(self._fit_views["tiles"].shape[2]) if "tiles" in self._fit_views else 0
+        return super().fit(inputs, targets)
+
+    def _prepare(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
+        views = self._fit_views
+        self._fit_input_scaling(views, torch.from_numpy(~split.held))
         p = self.params
         if "patches" in views and p["target_pretrain_epochs"] and p["target_checkpoint"] is None:
-            self._pretrain_target_cnn(views["patches"], z, ~held)
+            self._pretrain_target_cnn(views["patches"], z, ~split.held)
         self._freeze_target_maps(views)
-        seed = 0 if self.random_state is None else self.random_state
-        train = self._items(inputs, views, np.flatnonzero(~held), z=z, unit=unit, shuffle_seed=seed)
-        val = self._items(inputs, views, np.flatnonzero(held), z=z, unit=unit)
-        result = self._train_net(train, val, settings, collate_fn=single_item)
-        self._record_validation(result, z[held], inputs.subset(held), unit[held], held_names, kind)
-        return self
+
+    def _finish(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
+        self._fit_views = None
 
     def _fit_input_scaling(self, views, train: torch.Tensor) -> None:
         """Tile features and pixels standardised with the training spots' statistics (or the checkpoint's)."""
@@ -332,18 +283,6 @@ class TriplexModel(NeuralModel):
         self.net_.net.encoders["target"].cnn.load_state_dict(trunk.state_dict())
         self.net_.pixel_mean.copy_(torch.tensor(spec.mean))
         self.net_.pixel_std.copy_(torch.tensor(spec.std))
-
-    def _predict_z(self, inputs: ModelInputs) -> np.ndarray:
-        views = self._views(inputs)
-        self._freeze_target_maps(views)
-        items = self._items(inputs, views, np.arange(inputs.n_spots))
-        order = torch.cat([item.pop("ids") for item in items]).numpy()
-        predicted = predict_network(
-            self.net_, items, device=self.device, precision=self.params["precision"], collate_fn=single_item
-        )
-        out = np.empty_like(predicted)
-        out[order] = predicted
-        return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = super().state_dict()

@@ -19,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._data import Key
+from .._nn import Standardize
+
 
 class RelativePositionBias(nn.Module):
     """A learned attention bias per head for every relative offset between cells of a ``grid x grid`` view.
@@ -369,7 +372,7 @@ class TriplexNet(nn.Module):
         if "neighbour" in self.views:
             tokens["neighbour"] = self.encoders["neighbour"](batch["tiles"], batch["tile_mask"])
         if "global" in self.views:
-            tokens["global"] = self.encoders["global"](batch["spots"], batch["cells"])[batch["index"]]
+            tokens["global"] = self.encoders["global"](batch["spots"], batch["cells"])[batch[Key.INDEX]]
         return tokens
 
     def _fuse(self, tokens: dict[str, torch.Tensor], pooled: dict[str, torch.Tensor], mask: torch.Tensor | None):
@@ -417,3 +420,40 @@ def check_views(views) -> tuple[str, ...]:
         msg = f"views must be a non-empty subset of {list(VIEWS)}, got {list(views)}."
         raise ValueError(msg)
     return chosen
+
+
+class TriplexRegressor(nn.Module):
+    """:class:`TriplexNet` with its input scalings; ``forward`` gives the fusion prediction, ``training_loss`` the fusion loss."""
+
+    def __init__(
+        self, n_features: int, n_tile_features: int, n_genes: int, *, alpha: float, fusion_loss: bool, **net_params
+    ) -> None:
+        super().__init__()
+        self.scale_in = Standardize(n_features)  # the global view's spot embeddings
+        self.scale_tiles = Standardize(n_tile_features)
+        self.register_buffer("pixel_mean", torch.zeros(3))
+        self.register_buffer("pixel_std", torch.ones(3))
+        self.net = TriplexNet(n_tile_features, n_features, n_genes, **net_params)
+        self.alpha, self.fusion_loss = alpha, fusion_loss
+
+    def scale_pixels(self, patches: torch.Tensor) -> torch.Tensor:
+        return (patches - self.pixel_mean.view(1, 3, 1, 1)) / self.pixel_std.view(1, 3, 1, 1)
+
+    def _outputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        scaled = dict(batch)  # a batch carries only what the views read
+        if "patches" in batch:
+            scaled["patches"] = self.scale_pixels(batch["patches"])
+        if "tiles" in batch:
+            scaled["tiles"] = self.scale_tiles(batch["tiles"]) * batch["tile_mask"].unsqueeze(-1)
+        if "spots" in batch:
+            scaled["spots"] = self.scale_in(batch["spots"])
+        return self.net(scaled)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._outputs(batch)["fusion"]
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        outputs = self._outputs(batch)
+        if not self.fusion_loss:  # the ablation: the fused prediction's MSE only, the view heads untrained
+            return nn.functional.mse_loss(outputs["fusion"], batch[Key.Y])
+        return fusion_loss(outputs, batch[Key.Y], self.alpha)
