@@ -241,6 +241,7 @@ _REGISTRY: dict[str, type[Model] | str] = {
     "triplex": "stpredict.models.triplex._model:TriplexModel",
     "spahgc": "stpredict.models.spahgc._model:SpahgcModel",
     "m2tglgo": "stpredict.models.m2tglgo._model:M2tglgoModel",
+    "stnet": "stpredict.models.stnet:StnetModel",
     "ensemble": "stpredict.models.ensemble:EnsembleModel",
 }
 
