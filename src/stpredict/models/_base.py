@@ -242,6 +242,7 @@ _REGISTRY: dict[str, type[Model] | str] = {
     "spahgc": "stpredict.models.spahgc._model:SpahgcModel",
     "m2tglgo": "stpredict.models.m2tglgo._model:M2tglgoModel",
     "stnet": "stpredict.models.stnet:StnetModel",
+    "bleep": "stpredict.models.bleep:BleepModel",
     "ensemble": "stpredict.models.ensemble:EnsembleModel",
 }
 
