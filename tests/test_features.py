@@ -180,29 +180,3 @@ def test_neighbour_features_centre_equals_spot_features_and_masks(crop):
     wide, wide_mask = sub.obsm["wide"], sub.obsm["wide_mask"]
     assert (~wide_mask).any() and wide_mask[:, 12].all()
     assert (wide[~wide_mask] == 0).all() and (np.abs(wide[wide_mask]).sum(axis=1) > 0).all()
-
-
-def test_slide_raster_places_each_spot_in_its_cell(crop):
-    crop.obsm["X_id"] = np.arange(crop.n_obs, dtype=float)[:, None]
-    raster = st.pp.slide_raster(crop, "C3", use_rep="X_id")
-    sub = crop[crop.obs["library_id"] == "C3"]
-    assert raster.occupied.sum() == sub.n_obs and raster.obs_names == sub.obs_names.tolist()
-    r, c = raster.cells.T
-    np.testing.assert_array_equal(raster.grid[r, c, 0], sub.obsm["X_id"][:, 0])
-    # cells follow the array: same array_row -> same raster row
-    np.testing.assert_array_equal(r, sub.obs["array_row"] - sub.obs["array_row"].min())
-    assert (raster.grid[~raster.occupied] == 0).all()
-
-
-def test_slide_raster_halves_visium_columns():
-    import anndata as ad
-    import pandas as pd
-
-    rows = np.array([0, 0, 1, 1])
-    cols = np.array([0, 2, 1, 3])  # doubled-column hex indexing
-    obs = pd.DataFrame({"array_row": rows, "array_col": cols, "library_id": "v"}, index=list("abcd"))
-    adata = ad.AnnData(np.zeros((4, 1)), obs=obs)
-    adata.obsm["X_v"] = np.arange(4.0)[:, None]
-    adata.uns["spatial"] = {"v": {"metadata": {"grid": "hex"}}}
-    raster = st.pp.slide_raster(adata, "v", use_rep="X_v")
-    assert raster.grid.shape[:2] == (2, 2) and raster.occupied.all()

@@ -11,8 +11,8 @@ from stpredict.models import get_model
 from stpredict.models.stnet import PAPER_PARAMS, STNet
 
 #: small settings for the shared contract tests (tests/models/test_contract.py)
-CONTRACT_PARAMS = {"arch": "resnet18", "input_size": 32, "max_epochs": 2}
-TINY = {"arch": "resnet18", "input_size": 32}
+CONTRACT_PARAMS = {"input_size": 32, "max_epochs": 2}
+TINY = {"input_size": 32}
 
 
 @pytest.fixture(scope="module")

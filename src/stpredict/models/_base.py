@@ -116,6 +116,8 @@ class Model(ABC):
     training_defaults: ClassVar[Any] = None
     #: training settings this model does not take (e.g. ``batch_size`` when a batch is a whole slide)
     fixed_training: ClassVar[tuple[str, ...]] = ()
+    #: for a model that learns from pixels by default: the ``model_params`` with which it reads ``use_rep``
+    representation_params: ClassVar[Mapping[str, Any] | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

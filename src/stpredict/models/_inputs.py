@@ -20,7 +20,6 @@ from .._constants import ARRAY_COL, ARRAY_ROW, LIBRARY_KEY, PATIENT_KEY, SPATIAL
 from .._validate import require_grid, require_spatial, spot_libraries
 
 FEATURES_KEY = "stpredict_features"  # where st.pp records how image features were computed
-CARRIED_FEATURES = ("nuclei",)  # image feature methods handed to models from obsm when stored (M2TGLGO)
 
 
 @dataclass(frozen=True)
@@ -44,69 +43,37 @@ class SlideImages:
             self._spots, size=size, unit=unit, batch_size=batch_size, target_mpp=self.target_mpp
         )
 
+    @property
+    def spots(self) -> AnnData:
+        """The expression-free AnnData of these spots: positions, image references, stored image features."""
+        return self._spots
+
+    def stored(self, recipe: Mapping[str, Any]) -> str | None:
+        """The ``obsm`` key of image features that ``st.pp`` stored with this recipe (and no checkpoint), or ``None``.
+
+        ``recipe``: the values a stored record must match (``uns['stpredict_features'][key]``), e.g. method,
+        size and unit; the resampling (``target_mpp``) is always part of it.
+        """
+        wanted = {**recipe, "checkpoint": None, "target_mpp": self.target_mpp, "stain_reference": None}
+        for key, record in self._spots.uns.get(FEATURES_KEY, {}).items():
+            if {k: record.get(k) for k in wanted} == wanted and key in self._spots.obsm:
+                return key
+        return None
+
     def features(self, method: str, *, size: float = 224, unit: str = "px", **kwargs: Any) -> np.ndarray:
         """An image representation (``st.pp.image_features`` method) of these spots.
 
         Read from ``obsm`` when ``st.pp.image_features`` stored it with the same recipe (method, size, unit,
-        no checkpoint; only pixel-derived features that models read beside their representation, such as
-        ``'nuclei'``, travel with the inputs), else computed from the pixels.
+        no checkpoint), else computed from the pixels.
         """
         from ..pp._features import compute_image_features
 
-        recipe = {"method": method, "size": size, "unit": unit, "checkpoint": None, "target_mpp": self.target_mpp}
-        if not kwargs:
-            for key, record in self._spots.uns.get(FEATURES_KEY, {}).items():
-                if {k: record.get(k) for k in recipe} == recipe and key in self._spots.obsm:
-                    return np.asarray(self._spots.obsm[key], dtype=np.float32)
+        key = None if kwargs else self.stored({"method": method, "size": size, "unit": unit})
+        if key is not None:
+            return np.asarray(self._spots.obsm[key], dtype=np.float32)
         return compute_image_features(
             self._spots, method=method, size=size, unit=unit, target_mpp=self.target_mpp, **kwargs
         )
-
-    def neighbour_features(
-        self, method: str = "handcrafted", *, tile_size: float = 224, unit: str = "px", grid: int = 5, **kwargs: Any
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """TRIPLEX's neighbour view of these spots: ``(features (n, grid², f), inside-the-image mask (n, grid²))``.
-
-        Read from ``obsm`` when ``st.pp.neighbour_features`` stored them with the same recipe (method, tile
-        size, unit, grid, no checkpoint), else computed from the pixels (see that function for ``kwargs``).
-
-        Examples
-        --------
-        >>> import numpy as np, stpredict as st
-        >>> from stpredict.models._inputs import build_inputs
-        >>> adata = st.datasets.her2st_crop()[:3].copy()
-        >>> inputs, _ = build_inputs(adata, np.zeros((3, 1)), needs_images=True)
-        >>> tiles, inside = inputs.images.neighbour_features(tile_size=32)
-        >>> tiles.shape, inside.shape
-        ((3, 25, 44), (3, 25))
-        """
-        from ..pp._views import neighbour_features
-
-        recipe = {
-            "method": method,
-            "tile_size": tile_size,
-            "unit": unit,
-            "grid": grid,
-            "checkpoint": None,
-            "target_mpp": self.target_mpp,
-        }
-        if not kwargs:
-            for key, record in self._spots.uns.get(FEATURES_KEY, {}).items():
-                if {k: record.get(k) for k in recipe} == recipe and key in self._spots.obsm:
-                    return np.asarray(self._spots.obsm[key]), np.asarray(self._spots.obsm[f"{key}_mask"])
-        options = {"show_progress_bar": False, **kwargs}
-        computed = neighbour_features(
-            self._spots,
-            method=method,
-            tile_size=tile_size,
-            unit=unit,
-            grid=grid,
-            key_added="view",
-            copy=True,
-            target_mpp=self.target_mpp,
-            **options,
-        )
-        return computed.obsm["view"], computed.obsm["view_mask"]
 
     def subset(self, mask: np.ndarray) -> SlideImages:
         return SlideImages(self._spots[mask].copy(), self.target_mpp)
@@ -180,43 +147,37 @@ def spot_patients(adata: AnnData) -> np.ndarray:
 def expression_free_copy(adata: AnnData) -> AnnData:
     """Spot positions, slide/patient/grid columns and image references of ``adata``: no genes, no layers.
 
-    Neighbour views stored by ``st.pp.neighbour_features`` and nuclei features stored by
-    ``st.pp.image_features(method='nuclei')`` (image features, recorded with their recipe in
-    ``uns['stpredict_features']``) come along so models need not recompute them; nothing else of ``obsm``.
+    Image features that ``st.pp`` stored with their recipe (``uns['stpredict_features']``: representations,
+    neighbour views and their masks) come along, so that models need not recompute them; nothing else of
+    ``obsm``. They are read from the pixels, never from expression.
     """
     columns = [c for c in (LIBRARY_KEY, PATIENT_KEY, ARRAY_ROW, ARRAY_COL) if c in adata.obs]
     obs = adata.obs[columns].copy()
     obs[LIBRARY_KEY] = spot_libraries(adata)
     uns = {SPATIAL_KEY: adata.uns[SPATIAL_KEY]} if SPATIAL_KEY in adata.uns else {}
     obsm = {SPATIAL_KEY: require_spatial(adata)}
-    views = {
-        key: dict(record)
-        for key, record in adata.uns.get(FEATURES_KEY, {}).items()
-        if "grid" in record and key in adata.obsm and f"{key}_mask" in adata.obsm
-    }
-    for key in views:
-        obsm[key], obsm[f"{key}_mask"] = np.asarray(adata.obsm[key]), np.asarray(adata.obsm[f"{key}_mask"])
-    carried = {  # small per-spot image features that models read beside their representation
-        key: dict(record)
-        for key, record in adata.uns.get(FEATURES_KEY, {}).items()
-        if record.get("method") in CARRIED_FEATURES and key in adata.obsm
-    }
-    for key in carried:
-        obsm[key] = np.asarray(adata.obsm[key])
-    views.update(carried)
-    if views:
-        uns[FEATURES_KEY] = views
+    records = {key: dict(r) for key, r in adata.uns.get(FEATURES_KEY, {}).items() if key in adata.obsm}
+    for key in records:
+        for name in (key, f"{key}_mask"):  # a neighbour view's inside-the-image mask travels with it
+            if name in adata.obsm:
+                obsm[name] = np.asarray(adata.obsm[name])
+    if records:
+        uns[FEATURES_KEY] = records
     return AnnData(obs=obs, obsm=obsm, uns=uns)
 
 
-def _build_graph(spots: AnnData, features: np.ndarray, spec: Mapping[str, Any]):
-    """A ``SpatialGraph``, or a ``HierarchicalGraph`` (reads the features); both offer ``write``."""
-    spec = dict(spec)
-    if spec.get("kind") == "hierarchical":
-        from ..pp._hierarchical import compute_hierarchical_graph
+#: builders of graph kinds other than st.pp.spatial_graph's, ``{kind: builder(spots, features, **spec)}``;
+#: the module that owns a kind registers it (``st.pp.hierarchical_graph``: ``'hierarchical'``)
+GRAPH_BUILDERS: dict[str, Any] = {}
 
+
+def _build_graph(spots: AnnData, features: np.ndarray, spec: Mapping[str, Any]):
+    """A graph for these spots (``SpatialGraph``, or a registered kind's); every graph offers ``connectivities``."""
+    spec = dict(spec)
+    builder = GRAPH_BUILDERS.get(spec.get("kind"))
+    if builder is not None:
         spec.pop("kind")
-        return compute_hierarchical_graph(spots, features, **spec)
+        return builder(spots, features, **spec)
     from ..pp._graph import SpatialGraph, compute_spatial_graph
 
     return SpatialGraph(*compute_spatial_graph(spots, **spec))

@@ -11,17 +11,13 @@ from ._patches import extract_patches
 from ._smooth import smooth
 from ._stain import estimate_stain, normalize_stain, stain_reference
 from ._views import (
-    SlideRaster,
     SpotPatchDataset,
     iter_neighbour_views,
     neighbour_features,
     neighbour_tiles,
-    slide_raster,
 )
 
 __all__ = [
-    "SlideRaster",
-    "slide_raster",
     "ENCODERS",
     "load_encoder",
     "SpotPatchDataset",

@@ -358,3 +358,13 @@ def hierarchical_graph(
         time.perf_counter() - started,
     )
     return adata if copy else None
+
+
+def _register_graph_kind() -> None:
+    """Models ask for this graph with ``{'kind': 'hierarchical', ...}`` (e.g. MERGE's ``graph_specs``)."""
+    from ..models._inputs import GRAPH_BUILDERS
+
+    GRAPH_BUILDERS["hierarchical"] = compute_hierarchical_graph
+
+
+_register_graph_kind()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from os import PathLike
 from typing import Any
 
@@ -299,51 +298,3 @@ def _neighbour_features_on_cluster(adata: AnnData, client, options: dict) -> tup
     results = map_slides(client, compute_neighbour_features, parts, **options)
     features = rows_in_order(adata.n_obs, parts, [values for values, _ in results])
     return features, rows_in_order(adata.n_obs, parts, [inside for _, inside in results])
-
-
-@dataclass
-class SlideRaster:
-    """One slide's spot representations laid out on its array grid (TRIPLEX's global view, APEG input)."""
-
-    grid: np.ndarray  # (height, width, n_features), zeros where no spot
-    occupied: np.ndarray  # (height, width) bool
-    cells: np.ndarray  # (n_spots, 2) grid (row, col) of each spot, in obs order
-    obs_names: list[str]
-
-
-def slide_raster(adata: AnnData, library_id: str, *, use_rep: str, library_key: str = LIBRARY_KEY) -> SlideRaster:
-    """Rasterise a slide's spot representations onto its array grid.
-
-    Rows and columns come from ``obs['array_row']``/``obs['array_col']`` (Visium's doubled hex columns are
-    halved, so every spot gets its own cell); spots sharing a cell are averaged. A model applies a
-    convolution on ``grid`` and reads the result back at ``cells`` (TRIPLEX's APEG).
-
-    Examples
-    --------
-    >>> import stpredict as st
-    >>> adata = st.datasets.her2st_crop()
-    >>> st.pp.image_features(adata, show_progress_bar=False)
-    >>> raster = st.pp.slide_raster(adata, "C2", use_rep="X_handcrafted")
-    >>> raster.grid.shape, int(raster.occupied.sum())
-    ((8, 9, 44), 72)
-    """
-    from .._validate import get_rep, require_grid, spot_libraries
-    from ._grid import infer_grid
-
-    mask = spot_libraries(adata, library_key) == library_id
-    if not mask.any():
-        msg = f"Slide {library_id!r} not found in adata.obs[{library_key!r}]."
-        raise KeyError(msg)
-    sub = adata[mask]
-    rows, cols = require_grid(sub)
-    if infer_grid(adata, library_id, rows, cols) == "hex":
-        cols = cols // 2
-    rows, cols = rows - rows.min(), cols - cols.min()
-    values = get_rep(sub, use_rep).astype(np.float32)
-    grid = np.zeros((rows.max() + 1, cols.max() + 1, values.shape[1]), dtype=np.float32)
-    counts = np.zeros(grid.shape[:2], dtype=np.int64)
-    np.add.at(grid, (rows, cols), values)
-    np.add.at(counts, (rows, cols), 1)
-    occupied = counts > 0
-    grid[occupied] /= counts[occupied][:, None]
-    return SlideRaster(grid, occupied, np.column_stack([rows, cols]), sub.obs_names.tolist())

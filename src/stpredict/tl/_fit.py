@@ -178,8 +178,12 @@ def fit(
         if use_rep is not None:
             msg = (
                 f"Model {model!r} with these model_params learns its own representation from the images, so "
-                f"use_rep={use_rep!r} would be ignored: drop use_rep, or ask the model to read it "
-                "(for 'sepal': model_params={'stage1': 'linear'})."
+                f"use_rep={use_rep!r} would be ignored: drop use_rep, or ask the model to read it"
+                + (
+                    f" (model_params={dict(model_cls.representation_params)!r})."
+                    if model_cls.representation_params
+                    else " (docs/models.md)."
+                )
             )
             raise ValueError(msg)
         features, rep, recipe = np.empty((adata_train.n_obs, 0), dtype=np.float32), None, None
@@ -193,7 +197,7 @@ def fit(
 
     def shaped(model):
         model.n_features_, model.n_genes_ = int(features.shape[1]), len(chosen)
-        model.genes_ = list(chosen)  # models with gene priors (M2TGLGO's Gene Ontology graph) read the names
+        model.genes_ = list(chosen)  # models with gene priors (e.g. a Gene Ontology gene graph) read the names
         return model
 
     shaped(estimator).fit(inputs, targets)

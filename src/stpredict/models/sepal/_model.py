@@ -109,6 +109,7 @@ class SepalModel(NeuralModel):
     # stage 2: SEPAL's Adam 1e-4 for 100 epochs was set for ~30k STNet spots; on a few hundred training spots
     # that is ~300 steps, and the correction hardly leaves zero (docs/benchmarks.md, probes)
     training_defaults = TrainSettings(lr=1e-3, max_epochs=300, patience=30, batch_size=256)
+    representation_params = MappingProxyType({"stage1": "linear"})
     #: the paper's ablations as ``model_params``: stage 1 only (its "ViT+Δ") and absolute targets
     ablations = MappingProxyType({"stage1": {"stage2": False}, "absolute": {"deltas": False}})
     graphs = MappingProxyType({"grid": MappingProxyType({"kind": "grid"})})

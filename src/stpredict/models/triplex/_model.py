@@ -12,7 +12,7 @@ from torch import nn
 
 from .._data import Items, Key, with_targets
 from .._image_training import channel_stats, resized_patches, run_in_batches, train_image_network
-from .._inputs import ModelInputs
+from .._inputs import ModelInputs, SlideImages
 from .._neural import NeuralModel, Split
 from .._params import Params
 from .._train import TrainSettings
@@ -88,6 +88,36 @@ class TriplexParams(Params):
 
     NETWORK = ("dim", "heads", "depth_target", "depth_neighbour", "depth_global", "depth_fusion", "mlp_ratio",
                "dropout", "grid", "views", "position_encoding", "fusion", "freeze_target_cnn")  # fmt: skip
+
+
+def neighbour_views(
+    images: SlideImages, method: str = "handcrafted", *, tile_size: float = 224, unit: str = "px", grid: int = 5
+) -> tuple[np.ndarray, np.ndarray]:
+    """TRIPLEX's neighbour view of these spots: ``(features (n, grid², f), inside-the-image mask (n, grid²))``.
+
+    Read from ``obsm`` when ``st.pp.neighbour_features`` stored them with the same recipe (method, tile size,
+    unit, grid, no checkpoint), else computed from the pixels.
+
+    Examples
+    --------
+    >>> import numpy as np, stpredict as st
+    >>> from stpredict.models._inputs import build_inputs
+    >>> adata = st.datasets.her2st_crop()[:3].copy()
+    >>> inputs, _ = build_inputs(adata, np.zeros((3, 1)), needs_images=True)
+    >>> tiles, inside = neighbour_views(inputs.images, tile_size=32)
+    >>> tiles.shape, inside.shape
+    ((3, 25, 44), (3, 25))
+    """
+    from ...pp._views import neighbour_features
+
+    key = images.stored({"method": method, "tile_size": tile_size, "unit": unit, "grid": grid})
+    if key is not None:
+        return np.asarray(images.spots.obsm[key]), np.asarray(images.spots.obsm[f"{key}_mask"])
+    computed = neighbour_features(
+        images.spots, method=method, tile_size=tile_size, unit=unit, grid=grid, key_added="view", copy=True,
+        target_mpp=images.target_mpp, show_progress_bar=False,
+    )  # fmt: skip
+    return computed.obsm["view"], computed.obsm["view_mask"]
 
 
 def grid_cells(inputs: ModelInputs) -> np.ndarray:
@@ -169,8 +199,8 @@ class TriplexModel(NeuralModel):
             batches = inputs.images.iter_patches(size=p["patch_size"], unit=p["patch_unit"])
             views["patches"] = resized_patches(batches, inputs.n_spots, p["target_input_size"])
         if "neighbour" in p["views"]:
-            tiles, inside = inputs.images.neighbour_features(
-                p["tile_method"], tile_size=p["tile_size"], unit=p["tile_unit"], grid=p["grid"]
+            tiles, inside = neighbour_views(
+                inputs.images, p["tile_method"], tile_size=p["tile_size"], unit=p["tile_unit"], grid=p["grid"]
             )
             views["tiles"] = torch.from_numpy(np.asarray(tiles, dtype=np.float32))
             views["tile_mask"] = torch.from_numpy(np.asarray(inside, dtype=bool))
