@@ -16,3 +16,31 @@ GRID_KEY = "grid"  # uns['spatial'][lib]['metadata'][...]: 'square' (legacy ST) 
 SPOT_SHAPE_KEY = "spot_shape"
 SPATIALDATA_STORE_KEY = "spatialdata_store"  # uns['spatial'][lib]['metadata'][...]: Zarr store of the image
 SPATIALDATA_IMAGE_KEY = "spatialdata_image"  # ... and the name of the image element in it
+
+
+# --- keys that depend on a name: built in one place so that writers and readers agree -------------------------
+
+
+def representation_key(method: str) -> str:
+    """``obsm`` key of an image representation: ``'X_handcrafted'``, ``'X_uni'``, ``'X_timm:resnet18'`` ..."""
+    return f"X_{method}"
+
+
+def neighbour_view_key(method: str) -> str:
+    """``obsm`` key of neighbour views encoded by ``method`` (their mask: ``f'{key}_mask'``)."""
+    return f"X_{method}_neighbours"
+
+
+def prediction_key(model: str) -> str:
+    """Default ``obsm``/``layers`` key of a model's predictions: ``'pred_ridge'``, ``'pred_merge'`` ..."""
+    return f"pred_{model}"
+
+
+def graph_keys(key_added: str) -> tuple[str, str]:
+    """``obsp`` keys of a graph written as squidpy does: ``(f'{key}_connectivities', f'{key}_distances')``."""
+    return f"{key_added}_connectivities", f"{key_added}_distances"
+
+
+def derived_key(key: str, suffix: str) -> str:
+    """What a step writes beside ``key``: interval bounds (``'lower'``), OOD scores (``'ood'``), masks ..."""
+    return f"{key}_{suffix}"

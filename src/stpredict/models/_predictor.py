@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._constants import derived_key, prediction_key
 from .._files import atomic_path
 from .._logging import logger, warn
 from .._predictions import write_predictions
@@ -501,7 +502,7 @@ class Predictor:
             msg = f"Model {self.model_name!r} returned shape {prediction.shape}, expected {expected}."
             raise RuntimeError(msg)
         elapsed = time.perf_counter() - started
-        key_added = key_added or f"pred_{self.model_name}"
+        key_added = key_added or prediction_key(self.model_name)
         adata = adata.copy() if copy else adata
         self._write(adata, prediction, graphs, key_added, elapsed, full_layer)
         if interval is not None:
@@ -523,7 +524,7 @@ class Predictor:
     ) -> None:
         lower, upper = self.calibration.interval(prediction.astype(np.float64), level, method)
         for side, values in (("lower", lower), ("upper", upper)):
-            adata.obsm[f"{key_added}_{side}"] = pd.DataFrame(
+            adata.obsm[derived_key(key_added, side)] = pd.DataFrame(
                 values.astype(np.float32), index=adata.obs_names, columns=self.genes
             )
         adata.uns[key_added]["interval"] = {
@@ -543,7 +544,7 @@ class Predictor:
 
     def _write_novelty(self, adata: AnnData, features: np.ndarray, key_added: str) -> None:
         scores = self.novelty.spot_scores(features)
-        adata.obs[f"{key_added}_ood"] = scores.astype(np.float32)
+        adata.obs[derived_key(key_added, "ood")] = scores.astype(np.float32)
         libraries = spot_libraries(adata)
         per_slide = {str(s): float(np.median(scores[libraries == s])) for s in pd.unique(libraries)}
         adata.uns[key_added]["ood"] = {"slides": per_slide, "threshold": 1.0, "groups": self.novelty.groups}
@@ -596,11 +597,11 @@ class Predictor:
         frame = pd.DataFrame(prediction, index=adata.obs_names, columns=self.genes)
         write_predictions(adata, key_added, frame, full_layer)
         for name, graph in graphs.items():
-            graph.write(adata, f"{key_added}_{name}", require_spatial(adata))
+            graph.write(adata, derived_key(key_added, name), require_spatial(adata))
         for suffix, value in self.model.prediction_annotations().get("obsm", {}).items():
             if isinstance(value, pd.DataFrame):
                 value = value.set_axis(adata.obs_names, axis=0)
-            adata.obsm[f"{key_added}_{suffix}"] = value
+            adata.obsm[derived_key(key_added, suffix)] = value
         adata.uns[key_added] = {
             "model": self.model_name,
             "genes": self.genes,

@@ -13,7 +13,7 @@ import pandas as pd
 from anndata import AnnData
 from matplotlib.figure import Figure
 
-from .._constants import LIBRARY_KEY, SPATIAL_KEY, SPOT_SHAPE_KEY
+from .._constants import LIBRARY_KEY, SPATIAL_KEY, SPOT_SHAPE_KEY, derived_key
 from .._files import atomic_path
 from .._metrics import column_pearson
 from .._predictions import get_predictions
@@ -252,15 +252,15 @@ def prediction(
 
 def _interval_width(adata: AnnData, key: str, genes: list[str]) -> np.ndarray:
     """Upper minus lower interval bound of ``genes`` (an error saying how to get them when absent)."""
-    missing = [f"{key}_{side}" for side in ("lower", "upper") if f"{key}_{side}" not in adata.obsm]
+    missing = [derived_key(key, side) for side in ("lower", "upper") if derived_key(key, side) not in adata.obsm]
     if missing:
         msg = (
             f"uncertainty=True needs the interval bounds adata.obsm{missing}: predict with intervals, e.g. "
             f"predictor.predict(adata, key_added={key!r}, interval=0.9) (the model fitted with calibrate=True)."
         )
         raise KeyError(msg)
-    lower, _ = get_predictions(adata, f"{key}_lower", genes)
-    upper, _ = get_predictions(adata, f"{key}_upper", genes)
+    lower, _ = get_predictions(adata, derived_key(key, "lower"), genes)
+    upper, _ = get_predictions(adata, derived_key(key, "upper"), genes)
     return upper - lower
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._constants import derived_key
 from .._validate import check_adata
 from ._spatial import _finish
 
@@ -102,7 +103,7 @@ def ood(
     ['C4']
     """
     check_adata(adata)
-    column = f"{key}_ood"
+    column = derived_key(key, "ood")
     if column not in adata.obs or "ood" not in adata.uns.get(key, {}):
         msg = (
             f"No out-of-distribution scores for {key!r} (adata.obs[{column!r}], adata.uns[{key!r}]['ood']): predict "

@@ -14,7 +14,7 @@ from skimage.color import rgb2hed
 from skimage.feature import graycomatrix, graycoprops
 from tqdm.auto import tqdm
 
-from .._constants import LIBRARY_KEY
+from .._constants import LIBRARY_KEY, representation_key
 from .._device import resolve_device
 from .._distributed import map_slides, resolve_client, rows_in_order, slide_parts
 from .._logging import logger
@@ -381,7 +381,7 @@ def image_features(
     (213, 44)
     """
     check_adata(adata)
-    key_added = key_added or f"X_{method}"
+    key_added = key_added or representation_key(method)
     started = time.perf_counter()
     features, names, resolved = compute_image_features(
         adata,

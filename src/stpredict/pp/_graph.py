@@ -15,7 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._constants import LIBRARY_KEY, SPATIAL_KEY
+from .._constants import LIBRARY_KEY, SPATIAL_KEY, graph_keys
 from .._logging import logger
 from .._validate import check_adata, require_grid, require_spatial, spot_libraries
 from ._grid import grid_neighbours, infer_grid
@@ -218,7 +218,7 @@ def write_graph(
     adata: AnnData, connectivities: sp.spmatrix, distances: sp.spmatrix | None, params: dict[str, Any], key_added: str
 ) -> None:
     """Store a graph under squidpy's keys (the one writer of spot graphs)."""
-    conn_key, dist_key = f"{key_added}_connectivities", f"{key_added}_distances"
+    conn_key, dist_key = graph_keys(key_added)
     adata.obsp[conn_key] = sp.csr_matrix(connectivities)
     entry: dict[str, Any] = {"connectivities_key": conn_key, "params": params}
     if distances is not None:

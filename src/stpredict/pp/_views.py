@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from anndata import AnnData
 
-from .._constants import LIBRARY_KEY
+from .._constants import LIBRARY_KEY, derived_key, neighbour_view_key
 from .._distributed import map_slides, resolve_client, rows_in_order, slide_parts
 from .._files import atomic_path
 from ._patches import cut_patches, extract_patches, iter_slide_images, patch_geometry
@@ -222,7 +222,7 @@ def neighbour_features(
     if adata.n_obs == 0:
         msg = "adata has no spots."
         raise ValueError(msg)
-    key_added = key_added or f"X_{method}_neighbours"
+    key_added = key_added or neighbour_view_key(method)
     options = {
         "method": method, "tile_size": tile_size, "unit": unit, "grid": grid, "checkpoint": checkpoint,
         "pretrained": pretrained, "device": device, "batch_size": batch_size, "library_key": library_key,
@@ -235,7 +235,7 @@ def neighbour_features(
         features, mask = compute_neighbour_features(adata, show_progress_bar=show_progress_bar, **options)
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features
-    adata.obsm[f"{key_added}_mask"] = mask
+    adata.obsm[derived_key(key_added, "mask")] = mask
     adata.uns.setdefault("stpredict_features", {})[key_added] = {
         "method": method,
         "tile_size": tile_size,

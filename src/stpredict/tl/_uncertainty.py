@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
+from .._constants import prediction_key
 from .._predictions import get_predictions
 from .._validate import check_adata, check_genes_present, get_matrix
 from ..models import Predictor
@@ -62,7 +63,7 @@ def interval_coverage(
     """
     check_adata(adata)
     calibration = predictor._calibrated("interval_coverage")
-    key = key or f"pred_{predictor.model_name}"
+    key = key or prediction_key(predictor.model_name)
     predicted, genes = get_predictions(adata, key, predictor.genes)
     check_genes_present(adata, genes)
     measured = get_matrix(adata, layer, columns=adata.var_names.get_indexer(genes))
