@@ -149,3 +149,19 @@ def test_transformers_encoders_build_as_their_cards_say(name, dim, model_class, 
     with torch.inference_mode():  # the card: the CLS token of the last hidden state
         expected = model.inner(pixel_values=to_model_input(patches, spec, "cpu")).last_hidden_state[:, 0]
     np.testing.assert_allclose(features, expected.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_conch_builds_from_the_conch_package_and_loads_its_checkpoint_layout(tmp_path):
+    """Runs where the CONCH package is installed (GitHub only, so not in CI; verified against its source)."""
+    pytest.importorskip("conch.open_clip_custom")
+    import torch
+
+    model, spec = load_encoder("conch", random_weights=True)
+    x = torch.rand(1, 3, spec.input_size, spec.input_size)
+    with torch.no_grad():
+        features = model(x)
+    assert features.shape == (1, 512)
+    torch.save(model.inner.state_dict(), tmp_path / "pytorch_model.bin")  # CONCH's file: the CoCa's state dict
+    loaded, _ = load_encoder("conch", checkpoint=tmp_path / "pytorch_model.bin")
+    with torch.no_grad():
+        assert torch.equal(loaded(x), features)

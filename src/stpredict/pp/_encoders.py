@@ -289,7 +289,17 @@ def _build_open_clip(spec: EncoderSpec, pretrained: bool):
     except ImportError as err:
         msg = f"Encoder {spec.name!r} needs the CONCH package: pip install {spec.package}"
         raise ImportError(msg) from err
-    model, _ = create_model_from_pretrained(spec.arch, spec.hub_id if pretrained else None)
+    if pretrained:
+        model, _ = create_model_from_pretrained(spec.arch, spec.hub_id)
+    else:  # the architecture alone: CONCH's factory always loads weights, so build it from its config
+        import json
+
+        from conch.open_clip_custom.coca_model import CoCa
+        from conch.open_clip_custom.factory import CFG_DIR
+
+        config = json.loads((CFG_DIR / f"{spec.arch}.json").read_text())
+        config.pop("custom_text", None)
+        model = CoCa(**config)
 
     class _ImageTower(nn.Module):
         def __init__(self):
