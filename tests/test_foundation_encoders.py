@@ -165,3 +165,29 @@ def test_conch_builds_from_the_conch_package_and_loads_its_checkpoint_layout(tmp
     loaded, _ = load_encoder("conch", checkpoint=tmp_path / "pytorch_model.bin")
     with torch.no_grad():
         assert torch.equal(loaded(x), features)
+
+
+def test_hf_model_from_a_local_folder_uses_its_image_processor(tmp_path):
+    """``hf:<folder or id>``: weights and preprocessing from what the model was saved with (offline here)."""
+    import torch
+    import transformers
+
+    config = transformers.ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=64, patch_size=16
+    )
+    saved = transformers.ViTModel(config, add_pooling_layer=False)
+    saved.save_pretrained(tmp_path)
+    transformers.ViTImageProcessor(
+        size={"height": 64, "width": 64}, image_mean=[0.1, 0.2, 0.3], image_std=[0.5, 0.6, 0.7], resample=3
+    ).save_pretrained(tmp_path)
+    model, spec = load_encoder(f"hf:{tmp_path}", pretrained=True)
+    assert (spec.dim, spec.input_size, spec.mean, spec.std, spec.interpolation) == (
+        32, 64, (0.1, 0.2, 0.3), (0.5, 0.6, 0.7), "bicubic"
+    )  # fmt: skip
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), saved(pixel_values=x).last_hidden_state[:, 0])  # the CLS token
+    (tmp_path / "preprocessor_config.json").unlink()
+    with pytest.warns(st.StPredictWarning, match="no image processor found"):
+        _, spec = load_encoder(f"hf:{tmp_path}", pretrained=True)
+    assert spec.mean == (0.485, 0.456, 0.406)

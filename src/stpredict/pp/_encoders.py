@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .._logging import logger
+from .._logging import logger, warn
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -333,11 +333,16 @@ def build_backbone(spec: EncoderSpec, *, pretrained: bool = False):
 
 
 def resolved_preprocessing(spec: EncoderSpec, model) -> EncoderSpec:
-    """For ``'timm:<model>'``, the model's own pretrained configuration; named encoders keep their card's.
+    """For ``'timm:<model>'`` and ``'hf:<model>'``, the model's own configuration; named encoders keep their card's.
 
-    Mean, std, input size, interpolation and crop from ``timm.data.resolve_model_data_config``.
+    Mean, std, input size, interpolation and crop from ``timm.data.resolve_model_data_config``, or from the
+    Hugging Face image processor saved with the model (``preprocessor_config.json``).
     """
-    if spec.library != "timm" or spec.name in ENCODERS:
+    if spec.name in ENCODERS:
+        return spec
+    if spec.library == "hf":
+        return _hf_processor_preprocessing(spec)
+    if spec.library != "timm":
         return spec
     import timm.data
 
@@ -351,6 +356,51 @@ def resolved_preprocessing(spec: EncoderSpec, model) -> EncoderSpec:
         std=tuple(float(v) for v in config["std"]),
         interpolation=str(config.get("interpolation", "bilinear")),
         resize=round(size / crop) if crop < 1 else None,
+    )
+
+
+#: PIL resampling codes in Hugging Face image processors, as interpolation names
+_PIL_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}
+
+
+def _hf_processor_preprocessing(spec: EncoderSpec) -> EncoderSpec:
+    """Mean, std, input size, interpolation and crop of an ``hf:`` model's image processor.
+
+    Without a processor (none saved with the model, or offline without the hub cache) the spec keeps ImageNet's
+    constants at 224 px, and a warning says so: pass ``preprocessing=`` to set them.
+    """
+    import transformers
+
+    try:
+        processor = transformers.AutoImageProcessor.from_pretrained(spec.arch)
+    except (OSError, ValueError) as err:
+        warn(
+            f"Encoder {spec.name!r}: no image processor found ({str(err).splitlines()[0][:120]}); using ImageNet's "
+            "mean/std at 224 px. Pass preprocessing={'input_size': ..., 'mean': ..., 'std': ...} if the model "
+            "card says otherwise."
+        )
+        return spec
+
+    def side(value) -> int | None:
+        """A processor's size: an int, or a dict / SizeDict with ``height`` or ``shortest_edge``."""
+        if value is None or isinstance(value, int):
+            return value
+        for key in ("height", "shortest_edge"):
+            found = value.get(key) if isinstance(value, Mapping) else getattr(value, key, None)
+            if found:
+                return int(found)
+        return None
+
+    size = side(getattr(processor, "size", None))
+    crop = side(getattr(processor, "crop_size", None)) if getattr(processor, "do_center_crop", False) else None
+    input_size = crop or size or spec.input_size
+    return replace(
+        spec,
+        input_size=input_size,
+        mean=tuple(float(v) for v in (getattr(processor, "image_mean", None) or spec.mean)),
+        std=tuple(float(v) for v in (getattr(processor, "image_std", None) or spec.std)),
+        interpolation=_PIL_RESAMPLE.get(int(getattr(processor, "resample", 2) or 2), "bilinear"),
+        resize=size if crop is not None and size is not None and size != crop else None,
     )
 
 
