@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .._constants import LIBRARY_KEY, representation_key
 from .._device import resolve_device
 from .._distributed import map_slides, resolve_client, rows_in_order, slide_parts
+from .._docs import doc_params
 from .._logging import logger
 from .._validate import check_adata
 from ._encoders import ENCODERS, embed_patches, encoder_spec, load_encoder
@@ -280,6 +281,7 @@ def _on_cluster(adata: AnnData, client, options: dict) -> tuple[np.ndarray, list
     return rows_in_order(adata.n_obs, parts, [values for values, _, _ in results]), results[0][1], results[0][2]
 
 
+@doc_params("copy", "library_key")
 def image_features(
     adata: AnnData,
     *,
@@ -329,8 +331,7 @@ def image_features(
         ``obsm`` key; defaults to ``f'X_{method}'``.
     batch_size
         Patches processed at once (bounds memory).
-    library_key
-        ``obs`` column naming the slide of each spot.
+    {library_key}
     n_jobs
         Parallel processes for ``'nuclei'`` (``None``/1: serial, -1: all cores), as in squidpy.
     checkpoint, pretrained
@@ -364,8 +365,7 @@ def image_features(
         GPU memory is split and retried.
     show_progress_bar
         Show a progress bar over batches (serial runs).
-    copy
-        Return a modified copy instead of writing into ``adata``.
+    {copy}
 
     Returns
     -------

@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._constants import COUNTS_LAYER, LIBRARY_KEY
+from .._docs import doc_params
 from .._logging import logger, warn
 from .._validate import check_adata, get_matrix, library_ids, require_grid, spot_libraries
 from ._grid import grid_neighbours, infer_grid
@@ -114,6 +115,7 @@ def _moran(
     return pd.DataFrame({"score": mean, "eligible": np.isfinite(mean)})
 
 
+@doc_params("copy", "library_key")
 def select_genes(
     adata: AnnData,
     *,
@@ -152,13 +154,11 @@ def select_genes(
         Minimum fraction of training spots with a non-zero count, for ``'top_expressed'`` and (SEPAL's
         sparsity filter, when raw counts are in ``layers['counts']``) for ``'moran'``; genes must also be
         detected in every training slide.
-    library_key
-        ``obs`` column naming the slide of each spot.
+    {library_key}
     key_added
         Writes ``var[key_added]`` (bool), ``var[f'{key_added}_score']``, ``var[f'{key_added}_rank']``
         (1 = best) and ``uns[key_added]`` (``genes`` in rank order, ``params``).
-    copy
-        Return a modified copy instead of writing into ``adata``.
+    {copy}
 
     Returns
     -------

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._constants import LIBRARY_KEY, SPATIAL_KEY, graph_keys
+from .._docs import doc_params
 from .._logging import logger
 from .._validate import check_adata, require_grid, require_spatial, spot_libraries
 from ._grid import grid_neighbours, infer_grid
@@ -145,6 +146,7 @@ def compute_spatial_graph(
     return connectivities, _edge_distances(connectivities, coords).astype(np.float32), params
 
 
+@doc_params("copy", "library_key")
 def spatial_graph(
     adata: AnnData,
     *,
@@ -174,13 +176,11 @@ def spatial_graph(
         Neighbours per spot for ``'knn'``.
     radius
         Radius for ``'radius'``, in full-resolution pixels.
-    library_key
-        ``obs`` column naming the slide of each spot; edges never join two slides.
+    {library_key}
     key_added
         squidpy's naming: ``obsp[f'{key_added}_connectivities']``, ``obsp[f'{key_added}_distances']`` and
         ``uns[f'{key_added}_neighbors']``.
-    copy
-        Return a modified copy instead of writing into ``adata``.
+    {copy}
 
     Returns
     -------

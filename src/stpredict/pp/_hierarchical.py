@@ -25,6 +25,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._constants import LIBRARY_KEY
+from .._docs import doc_params
 from .._logging import logger
 from .._validate import check_adata, get_rep, require_spatial, spot_libraries
 
@@ -246,6 +247,7 @@ def compute_hierarchical_graph(
     return hierarchical_edges(features, require_spatial(adata), spot_libraries(adata, library_key), **params)
 
 
+@doc_params("copy", "library_key")
 def hierarchical_graph(
     adata: AnnData,
     *,
@@ -298,14 +300,12 @@ def hierarchical_graph(
     standardize
         z-score each representation column within the slide before clustering, so that no feature
         dominates by its units (MERGE's learned 256-d embeddings need none; handcrafted features do).
-    library_key
-        ``obs`` column naming each spot's slide.
+    {library_key}
     key_added
         Prefix of every output key.
     random_state
         Seed of KMeans and of random centroids.
-    copy
-        Return a modified copy instead of writing into ``adata``.
+    {copy}
 
     Returns
     -------

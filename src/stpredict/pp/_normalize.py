@@ -13,6 +13,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._constants import COUNTS_LAYER
+from .._docs import doc_params
 from .._logging import logger, warn
 from .._validate import check_adata
 
@@ -77,6 +78,7 @@ def _check_counts(adata: AnnData, matrix, where: str, layer: str | None) -> None
         )
 
 
+@doc_params("copy")
 def normalize(
     adata: AnnData,
     *,
@@ -109,8 +111,7 @@ def normalize(
     lengths
         Gene lengths in bp indexed by gene name for ``'tpm'`` (default: GENCODE v43 exon-union lengths
         by symbol, :func:`gene_lengths`).
-    copy
-        Return a modified copy instead of writing into ``adata``.
+    {copy}
 
     Returns
     -------

@@ -9,6 +9,7 @@ from anndata import AnnData
 from PIL import Image
 
 from .._constants import LIBRARY_KEY, MICRONS_PER_PIXEL
+from .._docs import doc_params
 from .._logging import warn
 from .._validate import library_ids, require_spatial, spatial_entry, spot_libraries
 from ..io._image import open_slide_image
@@ -256,6 +257,7 @@ def _check_total_patch_memory(
         raise MemoryError(msg)
 
 
+@doc_params("library_key")
 def extract_patches(
     adata: AnnData,
     *,
@@ -277,8 +279,7 @@ def extract_patches(
         Patch side, in ``unit``.
     unit
         ``'px'`` (full-resolution pixels) or ``'um'`` (needs ``scalefactors['microns_per_pixel']``).
-    library_key
-        ``obs`` column naming the slide of each spot.
+    {library_key}
     target_mpp
         Resample patches to this many microns per pixel, so that slides scanned at different resolutions
         give patches of the same physical size and pixel size (``size`` px at ``target_mpp``, or ``size`` µm).

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from .._constants import LIBRARY_KEY
 from .._distributed import resolve_client
+from .._docs import doc_params
 from .._logging import logger
 from .._validate import check_adata, get_matrix, require_grid, require_spatial, slide_masks
 from ._denoise import adaptive_median, eags, neighbour_mean
@@ -105,6 +106,7 @@ def _smooth_slide(
     return smoothed, imputed, report.get("neighbour_search")
 
 
+@doc_params("copy", "library_key")
 def smooth(
     adata: AnnData,
     *,
@@ -153,8 +155,7 @@ def smooth(
         Layer to smooth (``None`` for ``X``), normally log-normalised values.
     key_added
         Output layer; defaults to ``f'{layer}_{method}'``.
-    library_key
-        ``obs`` column naming the slide of each spot.
+    {library_key}
     random_state
         Seed of the PCA steps (SPCS, EAGS).
     client
@@ -162,8 +163,7 @@ def smooth(
         task, with results equal to the serial ones.
     show_progress_bar
         Show a progress bar over slides.
-    copy
-        Return a modified copy instead of writing into ``adata``.
+    {copy}
     **params
         Method parameters (see above).
 

@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._constants import LIBRARY_KEY
+from .._docs import doc_params
 from .._logging import logger
 from .._predictions import get_predictions
 from .._validate import (
@@ -47,6 +48,7 @@ def structure_score(true_corr: np.ndarray, pred_corr: np.ndarray) -> float:
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
+@doc_params("copy")
 def gene_correlation(
     adata: AnnData,
     *,
@@ -77,8 +79,7 @@ def gene_correlation(
         ``genes`` (sparse, ``genes`` x ``genes`` block filled, the rest empty), and ``uns[key_added]``:
         ``genes``, ``score`` (Pearson between the off-diagonal entries of the two matrices: 1 when the
         predicted structure is the measured one) and the parameters.
-    copy
-        Return a modified copy instead of writing to ``adata``.
+    {copy}
 
     Returns
     -------

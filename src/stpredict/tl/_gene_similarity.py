@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from anndata import AnnData
 
+from .._docs import doc_params
 from .._logging import logger, warn
 from .._validate import check_adata
 from ..io._gene_ontology import GeneOntology, gene_graph
@@ -14,6 +15,7 @@ from ..io._gene_ontology import GeneOntology, gene_graph
 MAX_GENES = 10_000  # a dense genes x genes float32 matrix of this size is 400 MB
 
 
+@doc_params("copy")
 def gene_similarity(
     adata: AnnData,
     *,
@@ -47,8 +49,7 @@ def gene_similarity(
     key_added
         ``varp[key_added]`` (dense similarity), ``varp[f'{key_added}_connectivities']`` (sparse gene graph)
         and ``uns[key_added]`` (parameters, GO release, unmatched genes).
-    copy
-        Return a modified copy instead of writing to ``adata``.
+    {copy}
 
     Returns
     -------

@@ -9,6 +9,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import LIBRARY_KEY
+from .._docs import doc_params
 from .._logging import logger
 from .._predictions import get_predictions
 from .._validate import check_adata, get_matrix, spot_libraries
@@ -33,6 +34,7 @@ def _finite_genes(adata: AnnData, layer: str | None) -> tuple[np.ndarray, pd.Ind
     return values[:, keep], names[keep]
 
 
+@doc_params("copy")
 def cluster_predictions(
     adata: AnnData,
     *,
@@ -67,8 +69,7 @@ def cluster_predictions(
         ``obs[key_added]`` (categorical) and ``uns[key_added]`` (parameters).
     random_state
         Seed of PCA, Leiden and K-means.
-    copy
-        Return a modified copy instead of writing to ``adata``.
+    {copy}
 
     Examples
     --------
