@@ -94,7 +94,7 @@ def pipeline(adata, name: str, checkpoint: Path, batch_size: int, num_workers: i
 
 def throughput_rows(adata, folder: Path, batch_size: int, spots: dict[str, int]) -> list[dict]:
     rows = []
-    for name in ENCODERS:
+    for name in spots:
         part = adata[: spots[name]].copy()
         checkpoint = random_checkpoint(name, folder)
         floors = {"decode": decode_floor(part, batch_size), "model": model_floor(part, name, checkpoint, batch_size)}
@@ -195,15 +195,20 @@ def main() -> None:
     parser.add_argument("--resnet-spots", type=int, default=400)
     parser.add_argument("--vit-spots", type=int, default=120)
     parser.add_argument("--gpu-speed", type=float, default=2000.0, help="patches/s of the emulated GPU encoder")
+    parser.add_argument("--encoders", nargs="*", default=list(ENCODERS), choices=list(ENCODERS))
+    parser.add_argument("--no-emulated", dest="emulated", action="store_false", help="skip the emulated-GPU rows")
+    parser.add_argument("--no-cache", dest="cache", action="store_false", help="skip the cache and resume rows")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/feature_pipeline.csv"))
     args = parser.parse_args()
     adata = slides(args.dir, args.side)
     print(f"{adata.n_obs} spots on 5 slides; torch threads {torch.get_num_threads()}", flush=True)
-    rows = emulated_gpu_rows(adata[: args.resnet_spots].copy(), args.batch_size, args.gpu_speed)
-    rows += throughput_rows(
-        adata, args.dir, args.batch_size, {"resnet18": args.resnet_spots, "vit_b_16": args.vit_spots}
+    rows = (
+        emulated_gpu_rows(adata[: args.resnet_spots].copy(), args.batch_size, args.gpu_speed) if args.emulated else []
     )
-    rows += cache_and_resume_rows(adata, args.dir, args.batch_size)
+    spots = {"resnet18": args.resnet_spots, "vit_b_16": args.vit_spots}
+    rows += throughput_rows(adata, args.dir, args.batch_size, {name: spots[name] for name in args.encoders})
+    if args.cache:
+        rows += cache_and_resume_rows(adata, args.dir, args.batch_size)
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, index=False)
