@@ -10,11 +10,9 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .._data import Items, Key, spot_items
-from .._image_training import channel_stats, resized_patches
 from .._inputs import ModelInputs
-from .._neural import NeuralModel, Split
-from .._params import Params
+from .._neural import Split
+from .._patch_model import PatchModel, PatchParams
 from .._train import TrainSettings
 from ._module import BLEEP
 
@@ -41,15 +39,10 @@ PAPER_PARAMS = MappingProxyType(
 
 
 @dataclass(frozen=True)
-class BleepParams(Params):
-    """The image encoder (``arch``, initial weights, patch), the projections, the loss and the retrieval."""
+class BleepParams(PatchParams):
+    """The image encoder (``arch``, first weights, patch), the projections, the loss and the retrieval."""
 
     arch: Literal["resnet50", "resnet18", "densenet121"] = "resnet18"  # not the paper's ResNet-50: CPU budget
-    checkpoint: str | None = None  # initial weights to fine-tune (a local file, e.g. from st.tl.train_encoder)
-    pretrained: bool = False  # or ImageNet's (downloads; the paper's)
-    input_size: int = 64  # not the paper's 224: patches resized to 64 px keep CPU training to minutes
-    patch_size: float = 224
-    patch_unit: Literal["px", "um"] = "px"
     projection_dim: int = 256
     dropout: float = 0.1
     temperature: float = 1.0
@@ -64,7 +57,7 @@ class BleepParams(Params):
             raise ValueError(msg)
 
 
-class BleepModel(NeuralModel):
+class BleepModel(PatchModel):
     """BLEEP: patches and expression profiles embedded together; a new patch gets its look-alikes' expression.
 
     A CNN (``arch``) with a projection head embeds each spot's patch; another projection head embeds its
@@ -83,52 +76,23 @@ class BleepModel(NeuralModel):
     Net = BleepParams
     training_defaults = TrainSettings(lr=1e-3, weight_decay=1e-3, max_epochs=50, patience=10, batch_size=128)
     ablations = MappingProxyType({"top_1": {"top_k": 1}})
-    needs_images = True
-    default_rep = None
-
-    def reads_representation(self) -> bool:
-        return False
 
     def _net(self) -> BLEEP:
-        """The architecture with random weights (initial weights are loaded in ``_prepare``, not at load time)."""
-        from ...pp._encoders import load_encoder
-
         n = self.net_params
-        trunk, spec = load_encoder(n.arch, random_weights=True)
-        trunk.train()  # load_encoder gives a feature extractor in eval mode; here it is trained
+        trunk, width = self._trunk()
         return BLEEP(
-            trunk, spec.dim, self.n_genes_, dim=n.projection_dim, dropout=n.dropout, temperature=n.temperature,
+            trunk, width, self.n_genes_, dim=n.projection_dim, dropout=n.dropout, temperature=n.temperature,
             top_k=n.top_k,
         )  # fmt: skip
 
-    def _pixels(self, inputs: ModelInputs) -> torch.Tensor:
-        n = self.net_params
-        batches = inputs.images.iter_patches(size=n.patch_size, unit=n.patch_unit)
-        return resized_patches(batches, inputs.n_spots, n.input_size)
-
     def _prepare(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
-        from ...pp._encoders import load_encoder
-
-        n = self.net_params
-        self._fit_pixels = self._pixels(inputs)  # read once for training and validation
-        if n.checkpoint is not None or n.pretrained:  # fine-tune from these weights, with their input scaling
-            loaded, spec = load_encoder(n.arch, checkpoint=n.checkpoint, pretrained=n.pretrained)
-            self.net_.trunk.load_state_dict(loaded.state_dict())
-            mean, std = spec.mean, spec.std
-        else:
-            mean, std = channel_stats(self._fit_pixels[torch.from_numpy(split.train)])
-        self.net_.pixel_mean.copy_(torch.tensor(mean))
-        self.net_.pixel_std.copy_(torch.tensor(std))
+        super()._prepare(inputs, z, split)
         # while training, held-out spots retrieve from the other training spots only
         self.net_.bank = torch.from_numpy(z[split.train].astype(np.float32))
 
     def _finish(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
-        self._fit_pixels = None
+        super()._finish(inputs, z, split)
         self.net_.bank = torch.from_numpy(z.astype(np.float32))  # prediction retrieves from every training spot
-
-    def _items(self, inputs: ModelInputs, spots: np.ndarray, z=None, unit=None, *, stage="predict") -> Items:
-        pixels = self._fit_pixels if stage != "predict" else self._pixels(inputs)
-        return spot_items({Key.PIXELS: pixels}, spots, z, unit)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {**super().state_dict(), "bank": self.net_.bank.cpu().numpy()}
