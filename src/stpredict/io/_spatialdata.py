@@ -20,11 +20,8 @@ from anndata import AnnData
 from PIL import Image
 
 from .._constants import (
-    COUNTS_LAYER,
     GRID_KEY,
-    LIBRARY_KEY,
     MICRONS_PER_PIXEL,
-    PATIENT_KEY,
     SOURCE_IMAGE_KEY,
     SPATIAL_KEY,
     SPATIALDATA_IMAGE_KEY,
@@ -33,7 +30,7 @@ from .._constants import (
 )
 from .._logging import logger, warn
 from ._image import HIRES_MAX_SIDE, hires_size, image_size, require_spots_inside
-from ._visium import make_genes_unique
+from ._visium import make_genes_unique, mark_slide
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData
@@ -284,12 +281,9 @@ def read_spatialdata(
     is_counts = matrix.nnz == 0 or (matrix.data.min() >= 0 and np.all(matrix.data == np.round(matrix.data)))
     adata = AnnData(X=matrix, obs=table.obs.drop(columns=[attrs["region_key"]]).copy(), var=table.var.copy())
     make_genes_unique(adata, library_id)
-    if is_counts:
-        adata.layers[COUNTS_LAYER] = matrix.copy()
-    else:
+    if not is_counts:
         warn(f"slide {library_id!r}: table {table_key!r} does not hold raw counts; layers['counts'] is not set.")
-    adata.obs[LIBRARY_KEY] = pd.Categorical([library_id] * adata.n_obs)
-    adata.obs[PATIENT_KEY] = pd.Categorical([patient] * adata.n_obs)
+    mark_slide(adata, library_id, patient, counts=matrix if is_counts else None)
     adata.obsm[SPATIAL_KEY] = centres
 
     diameter_px = float(np.nanmedian(diameters)) if np.isfinite(diameters).any() else float("nan")

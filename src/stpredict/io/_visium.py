@@ -38,6 +38,19 @@ def make_genes_unique(adata: AnnData, library_id: str) -> None:
     adata.var_names_make_unique()
 
 
+def mark_slide(adata: AnnData, library_id: str, patient: str | None, *, counts: sp.csr_matrix | None) -> None:
+    """What every reader writes, in place: raw counts and the slide and patient of every spot.
+
+    ``counts`` (float32 CSR) goes to ``X`` and ``layers['counts']``; ``None`` (the table is not counts) leaves
+    ``X`` and writes no layer. ``obs['library_id']`` and ``obs['patient']`` are categorical.
+    """
+    if counts is not None:
+        adata.X = counts
+        adata.layers[COUNTS_LAYER] = counts.copy()
+    adata.obs[LIBRARY_KEY] = pd.Categorical([library_id] * adata.n_obs)
+    adata.obs[PATIENT_KEY] = pd.Categorical([patient] * adata.n_obs)
+
+
 def read_visium(
     path: str | PathLike,
     *,
@@ -100,11 +113,7 @@ def read_visium(
     if in_tissue_only and "in_tissue" in adata.obs:
         adata = adata[adata.obs["in_tissue"].astype(int) == 1].copy()
 
-    counts = sp.csr_matrix(adata.X, dtype=np.float32)
-    adata.X = counts
-    adata.layers[COUNTS_LAYER] = counts.copy()
-    adata.obs[LIBRARY_KEY] = pd.Categorical([library_id] * adata.n_obs)
-    adata.obs[PATIENT_KEY] = pd.Categorical([patient] * adata.n_obs)
+    mark_slide(adata, library_id, patient, counts=sp.csr_matrix(adata.X, dtype=np.float32))
     adata.obsm[SPATIAL_KEY] = np.asarray(adata.obsm[SPATIAL_KEY], dtype=np.float64)
 
     slide = adata.uns[SPATIAL_KEY][library_id]

@@ -23,18 +23,15 @@ from anndata import AnnData
 from .._constants import (
     ARRAY_COL,
     ARRAY_ROW,
-    COUNTS_LAYER,
     GRID_KEY,
-    LIBRARY_KEY,
     MICRONS_PER_PIXEL,
-    PATIENT_KEY,
     SOURCE_IMAGE_KEY,
     SPATIAL_KEY,
     SPOT_SHAPE_KEY,
 )
 from .._logging import logger, warn
 from ._image import decode_rgb, image_size, open_image
-from ._visium import make_genes_unique
+from ._visium import make_genes_unique, mark_slide
 
 #: the bin sizes Space Ranger writes
 SPACE_RANGER_BINS = (2, 8, 16)
@@ -241,10 +238,8 @@ def read_visium_hd(
 def _to_conventions(counts: AnnData, library_id: str, patient: str | None) -> AnnData:
     matrix = sp.csr_matrix(counts.X, dtype=np.float32)
     adata = AnnData(X=matrix, obs=counts.obs.copy(), var=counts.var.copy())
-    adata.layers[COUNTS_LAYER] = matrix.copy()
+    mark_slide(adata, library_id, patient, counts=matrix)
     adata.obsm[SPATIAL_KEY] = np.asarray(counts.obsm[SPATIAL_KEY], dtype=np.float64)
-    adata.obs[LIBRARY_KEY] = pd.Categorical([library_id] * adata.n_obs)
-    adata.obs[PATIENT_KEY] = pd.Categorical([patient] * adata.n_obs)
     return adata
 
 

@@ -24,17 +24,15 @@ from anndata import AnnData
 from .._constants import (
     ARRAY_COL,
     ARRAY_ROW,
-    COUNTS_LAYER,
     GRID_KEY,
-    LIBRARY_KEY,
     MICRONS_PER_PIXEL,
-    PATIENT_KEY,
     SOURCE_IMAGE_KEY,
     SPATIAL_KEY,
     SPOT_SHAPE_KEY,
 )
 from .._logging import logger, warn
 from ._image import HIRES_MAX_SIDE, downscaled_copy, image_size, require_spots_inside
+from ._visium import mark_slide
 
 #: feature names of Xenium's control probes and codewords (not genes)
 CONTROL_PREFIXES = ("NegControl", "BLANK", "UnassignedCodeword", "Deprecated", "antisense", "Intergenic")
@@ -199,11 +197,9 @@ def read_xenium(
         "Check that the alignment maps this H&E image's pixels to the Xenium pixels (not the inverse).",
     )  # fmt: skip
     adata = AnnData(X=counts, obs=obs, var=pd.DataFrame(index=pd.Index(genes, name="gene")))
-    adata.layers[COUNTS_LAYER] = counts.copy()
+    mark_slide(adata, library_id, patient, counts=counts)
     adata.obsm[SPATIAL_KEY] = centres
     adata.obsm["spatial_um"] = centres_um
-    adata.obs[LIBRARY_KEY] = pd.Categorical([library_id] * adata.n_obs)
-    adata.obs[PATIENT_KEY] = pd.Categorical([patient] * adata.n_obs)
     hires, scale = downscaled_copy(he_image, hires_max_side)
     metadata = {SOURCE_IMAGE_KEY: str(Path(he_image).resolve()), "technology": f"10x Xenium ({level})"}
     if level == "spots":
