@@ -165,15 +165,12 @@ class SpahgcModel(NeuralModel):
                 batches.append(with_targets(graph_tensors(data), members, z, unit))
                 order.append(members)
             return Items(batches, np.concatenate(order), whole_batches=True)
-        embeddings = self._embeddings if stage == "val" else self._standardised(inputs.features)
-        bank = self._fit_bank if stage == "val" else self.bank_
-        library = np.asarray(inputs.library, dtype=str)
+        if stage == "val":  # held-out training slides retrieve from the other training slides' bank
+            graphs = self._slide_graphs(inputs, spots, self._embeddings, self._fit_bank, exclude_own_slide=False)
+        else:
+            graphs = self.slide_graphs(inputs, spots)
         batches, order, matched, similarity = [], [], [], []
-        for slide in pd.unique(library[spots]):
-            members = spots[library[spots] == slide]
-            # a predicted slide never retrieves from itself (an in-sample prediction)
-            allowed = None if stage == "val" else bank.slide != slide
-            data, (indices, sims) = self._graph(inputs, members, embeddings, bank, allowed=allowed)
+        for members, data, (indices, sims) in graphs:
             batches.append(with_targets(graph_tensors(data), members, z, unit))
             order.append(members)
             matched.append(indices)
@@ -189,15 +186,23 @@ class SpahgcModel(NeuralModel):
         self.bank_ = ReferenceBank(self._embeddings, z, np.asarray(inputs.library, dtype=str), self._names)
         del self._embeddings, self._names, self._fit_bank, self._groups
 
-    def slide_graphs(self, inputs: ModelInputs):
-        """Per slide of ``inputs``: its spots, its ``HeteroData`` against the frozen bank, and its matches."""
-        embeddings = self._standardised(inputs.features)
+    def _slide_graphs(self, inputs: ModelInputs, spots: np.ndarray, embeddings, bank, *, exclude_own_slide: bool):
+        """Per slide among ``spots``: its spots, its ``HeteroData`` against ``bank``, and its matches."""
         library = np.asarray(inputs.library, dtype=str)
-        for slide in pd.unique(library):
-            spots = np.flatnonzero(library == slide)
-            allowed = self.bank_.slide != slide  # a slide never retrieves from itself (an in-sample prediction)
-            data, matches = self._graph(inputs, spots, embeddings, self.bank_, allowed=allowed)
-            yield spots, data, matches
+        for slide in pd.unique(library[spots]):
+            members = spots[library[spots] == slide]
+            allowed = bank.slide != slide if exclude_own_slide else None
+            data, matches = self._graph(inputs, members, embeddings, bank, allowed=allowed)
+            yield members, data, matches
+
+    def slide_graphs(self, inputs: ModelInputs, spots: np.ndarray | None = None):
+        """Per slide of ``inputs`` (or of ``spots``): its spots, its ``HeteroData`` against the frozen bank, its matches.
+
+        A slide never retrieves from itself (that would be an in-sample prediction).
+        """
+        spots = np.arange(inputs.n_spots) if spots is None else spots
+        embeddings = self._standardised(inputs.features)
+        return self._slide_graphs(inputs, spots, embeddings, self.bank_, exclude_own_slide=True)
 
     def prediction_annotations(self) -> dict[str, dict]:
         """The ``k`` reference spots each predicted spot retrieved: slide, spot and cosine similarity."""
