@@ -1,7 +1,7 @@
 """What models that learn from each spot's patch share (ST-Net, BLEEP): the patch, the trunk's first weights.
 
 A :class:`PatchModel` reads no representation: every spot's patch (``patch_size`` in ``patch_unit``, resized to
-``input_size``) is cut once per fit and fed as ``Key.PIXELS``; its network has a CNN ``trunk`` and
+``input_size``) is cut once per fit (at prediction, batch by batch) and fed as ``Key.PIXELS``; its network has a CNN ``trunk`` and
 ``pixel_mean``/``pixel_std`` buffers. The trunk starts from ``checkpoint`` (a local file), the published weights
 (``pretrained``) or random weights; pixels are standardised with those weights' statistics, or the training
 patches' when the weights are random.
@@ -74,5 +74,15 @@ class PatchModel(NeuralModel):
         self._fit_pixels = None
 
     def _items(self, inputs: ModelInputs, spots: np.ndarray, z=None, unit=None, *, stage="predict") -> Items:
-        pixels = self._fit_pixels if stage != "predict" else self._pixels(inputs)
-        return spot_items({Key.PIXELS: pixels}, spots, z, unit)
+        """The training or validation spots' patches, cut once per fit (prediction streams: see ``_predict_z``)."""
+        return spot_items({Key.PIXELS: self._fit_pixels}, spots, z, unit)
+
+    def _predict_z(self, inputs: ModelInputs) -> np.ndarray:
+        """Predictions batch by batch of patches, so that a whole slide's patches are never held at once."""
+        n = self.net_params
+        out = np.empty((inputs.n_spots, self.n_genes_), dtype=np.float32)
+        for library_id, positions, patches in inputs.images.iter_patches(size=n.patch_size, unit=n.patch_unit):
+            rows = np.arange(len(positions))
+            pixels = resized_patches([(library_id, rows, patches)], len(rows), n.input_size)
+            out[positions] = self._run(spot_items({Key.PIXELS: pixels}, rows), rows)
+        return out
