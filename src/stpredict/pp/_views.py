@@ -1,4 +1,4 @@
-"""Multi-resolution views of spots: TRIPLEX's 5 x 5 neighbour view and a torch ``Dataset`` over spot patches."""
+"""Multi-resolution views of spots (a grid of tiles around each spot, TRIPLEX's neighbour view) and a torch ``Dataset`` over spot patches."""
 
 from __future__ import annotations
 

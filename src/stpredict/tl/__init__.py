@@ -2,6 +2,7 @@
 
 from .._predictions import prediction_adata
 from ..models import Model, ModelInputs, Predictor, Validation, available_models, model_ablations, register_model
+from ..models.spahgc._inspect import hetero_graph  # SpaHGC's slide graph, public here to inspect
 from ._cross_validate import cross_validate
 from ._enrichment import enrichment
 from ._evaluate import evaluate, summarize
@@ -9,7 +10,6 @@ from ._fit import fit, load_model, predict
 from ._fit_predict import fit_predict
 from ._gene_correlation import gene_correlation
 from ._gene_similarity import gene_similarity
-from ._hetero_graph import hetero_graph
 from ._regions import cluster_predictions, differential_expression, region_agreement
 from ._splits import Fold, make_splits
 from ._train_encoder import TrainedEncoder, train_encoder

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from anndata import AnnData
 
-from .._validate import check_adata, library_ids, slide_masks
-from ..models import Predictor
+from ..._validate import check_adata, library_ids, slide_masks
+from .._predictor import Predictor
 
 
 def hetero_graph(predictor: Predictor, adata: AnnData, *, library_id: str | None = None):

@@ -24,10 +24,10 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._constants import LIBRARY_KEY
-from .._docs import doc_params
-from .._logging import logger
-from .._validate import check_adata, get_rep, require_spatial, spot_libraries
+from ..._constants import LIBRARY_KEY
+from ..._docs import doc_params
+from ..._logging import logger
+from ..._validate import check_adata, get_rep, require_spatial, spot_libraries
 
 Centroid = Literal["feature", "spatial", "random"]
 CLUSTERINGS = ("spatial", "feature")
@@ -70,7 +70,7 @@ class HierarchicalGraph:
 
     def write(self, adata: AnnData, key_added: str, coords: np.ndarray | None = None) -> None:
         """``obsp[f'{key}_connectivities']``/``_distances``/``_edge_type``, ``obs`` clusters and centroids, ``uns[key]``."""
-        from ._graph import _edge_distances, write_graph
+        from ...pp._graph import _edge_distances, write_graph
 
         distances = None if coords is None else _edge_distances(self.connectivities, coords).astype(np.float32)
         write_graph(adata, self.connectivities, distances, {"kind": "hierarchical", **self.params}, key_added)
@@ -362,7 +362,7 @@ def hierarchical_graph(
 
 def _register_graph_kind() -> None:
     """Models ask for this graph with ``{'kind': 'hierarchical', ...}`` (e.g. MERGE's ``graph_specs``)."""
-    from ..models._inputs import GRAPH_BUILDERS
+    from .._inputs import GRAPH_BUILDERS
 
     GRAPH_BUILDERS["hierarchical"] = compute_hierarchical_graph
 
