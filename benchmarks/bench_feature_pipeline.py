@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_wsi import write_synthetic  # noqa: E402
 
 import stpredict as st  # noqa: E402
+from stpredict._recipe import FeatureRecipe
 from stpredict.pp._encoders import embed_patches  # noqa: E402
 from stpredict.pp._feature_cache import FeatureCache  # noqa: E402
 from stpredict.pp._loader import patch_batches  # noqa: E402
@@ -160,20 +161,18 @@ def cache_and_resume_rows(adata, folder: Path, batch_size: int) -> list[dict]:
     child = multiprocessing.get_context("spawn").Process(
         target=_features_in_child, args=(str(stored), str(cache_dir), str(checkpoint), batch_size)
     )
-    options = {"method": "resnet18", "size": 224, "unit": "px", "target_mpp": None, "stain_reference": None,
-               "preprocessing": None, "pretrained": False,
-               "checkpoint_sha256": st.pp._features.file_sha256(checkpoint)}  # fmt: skip
+    recipe = FeatureRecipe("resnet18", checkpoint_sha256=st.pp._features.file_sha256(checkpoint))
     child.start()
     while child.is_alive():  # kill it once about half of the spots are in the cache
         time.sleep(1)
         try:
-            done = FeatureCache(cache_dir, options).lookup(adata, "library_id")[1].mean()
+            done = FeatureCache(cache_dir, recipe).lookup(adata, "library_id")[1].mean()
         except Exception:  # noqa: BLE001 - the cache is still being created
             continue
         if done >= 0.5:
             child.kill()
     child.join()
-    _, cached, _ = FeatureCache(cache_dir, options).lookup(adata, "library_id")
+    _, cached, _ = FeatureCache(cache_dir, recipe).lookup(adata, "library_id")
     per_slide = pd.Series(cached).groupby(adata.obs["library_id"].to_numpy()).mean().round(3).to_dict()
     resumed = adata.copy()
     started = time.perf_counter()

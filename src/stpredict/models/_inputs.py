@@ -17,9 +17,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._constants import ARRAY_COL, ARRAY_ROW, LIBRARY_KEY, PATIENT_KEY, SPATIAL_KEY
+from .._recipe import FEATURES_KEY, FeatureRecipe, stored_key
 from .._validate import require_grid, require_spatial, spot_libraries
-
-FEATURES_KEY = "stpredict_features"  # where st.pp records how image features were computed
 
 
 @dataclass(frozen=True)
@@ -48,17 +47,12 @@ class SlideImages:
         """The expression-free AnnData of these spots: positions, image references, stored image features."""
         return self._spots
 
-    def stored(self, recipe: Mapping[str, Any]) -> str | None:
-        """The ``obsm`` key of image features that ``st.pp`` stored with this recipe (and no checkpoint), or ``None``.
+    def stored(self, recipe: FeatureRecipe) -> str | None:
+        """The ``obsm`` key of image features that ``st.pp`` stored with ``recipe``, or ``None``.
 
-        ``recipe``: the values a stored record must match (``uns['stpredict_features'][key]``), e.g. method,
-        size and unit; the resampling (``target_mpp``) is always part of it.
+        The recipe is matched at these spots' resampling (``target_mpp``).
         """
-        wanted = {**recipe, "checkpoint": None, "target_mpp": self.target_mpp, "stain_reference": None}
-        for key, record in self._spots.uns.get(FEATURES_KEY, {}).items():
-            if {k: record.get(k) for k in wanted} == wanted and key in self._spots.obsm:
-                return key
-        return None
+        return stored_key(self._spots, recipe.replace(target_mpp=self.target_mpp))
 
     def features(self, method: str, *, size: float = 224, unit: str = "px", **kwargs: Any) -> np.ndarray:
         """An image representation (``st.pp.image_features`` method) of these spots.
@@ -68,7 +62,7 @@ class SlideImages:
         """
         from ..pp._features import compute_image_features
 
-        key = None if kwargs else self.stored({"method": method, "size": size, "unit": unit})
+        key = None if kwargs else self.stored(FeatureRecipe(method, size=size, unit=unit))
         if key is not None:
             return np.asarray(self._spots.obsm[key], dtype=np.float32)
         return compute_image_features(

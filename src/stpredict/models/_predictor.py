@@ -22,6 +22,7 @@ from .._constants import derived_key, prediction_key
 from .._files import atomic_path
 from .._logging import logger, warn
 from .._predictions import write_predictions
+from .._recipe import FeatureRecipe, jsonable
 from .._validate import check_adata, get_rep, library_ids, require_spatial, spot_libraries
 from ._base import Model, Validation, get_model
 from ._conformal import Calibration, check_interval
@@ -47,40 +48,14 @@ RECORDED = (
     "train_mpp",
     "train_fingerprints",
 )
-#: what must match between the representation a model was trained on and the one of a new slide
-RECIPE_KEYS = (
-    "method",
-    "size",
-    "unit",
-    "checkpoint_sha256",
-    "pretrained",
-    "target_mpp",
-    "stain_reference",
-    "preprocessing",  # an encoder's input size, mean/std, interpolation, resize/crop and output pooling
-)
 #: a slide whose pixel size differs from the training slides' by more than this is resampled (or refused)
 MPP_TOLERANCE = 0.1
 
 
-def jsonable(value: Any) -> Any:
-    """Plain JSON values of nested parameters (numpy scalars and arrays, tuples); others become strings."""
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray | pd.Index):
-        return [jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, bool | int | float | str):
-        return value
-    return str(value)
-
-
 def representation_recipe(adata: AnnData, key: str) -> dict[str, Any] | None:
-    """How ``obsm[key]`` was computed (from ``uns['stpredict_features']``), or ``None`` if not recorded."""
-    record = adata.uns.get("stpredict_features", {}).get(key)
-    if record is None:
-        return None
-    return jsonable({k: record.get(k) for k in (*RECIPE_KEYS, "checkpoint")})
+    """How ``obsm[key]`` was computed (a :class:`FeatureRecipe`'s record), or ``None`` if not recorded."""
+    recipe = FeatureRecipe.of(adata, key)
+    return None if recipe is None else recipe.record()
 
 
 def _short(params: Mapping[str, Any]) -> str:
@@ -284,8 +259,7 @@ class Predictor:
         if self.use_rep in adata.obsm:
             stored = representation_recipe(adata, self.use_rep)
             if stored is not None and self.rep_recipe is not None:
-                differs = {k: (stored.get(k), self.rep_recipe.get(k)) for k in RECIPE_KEYS}
-                differs = {k: v for k, v in differs.items() if v[0] != v[1]}
+                differs = FeatureRecipe.from_record(stored).differences(FeatureRecipe.from_record(self.rep_recipe))
                 if differs:
                     detail = ", ".join(f"{k}: slide {a!r} vs model {b!r}" for k, (a, b) in differs.items())
                     msg = (

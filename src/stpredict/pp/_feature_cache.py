@@ -24,11 +24,8 @@ import numpy as np
 from anndata import AnnData
 
 from .._logging import logger
+from .._recipe import FeatureRecipe
 from .._validate import require_spatial, spatial_entry, spot_libraries
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
 def slide_digest(adata: AnnData, library_id: str, rows: np.ndarray) -> str:
@@ -51,11 +48,11 @@ def slide_digest(adata: AnnData, library_id: str, rows: np.ndarray) -> str:
 class FeatureCache:
     """The cached features of one recipe under ``root``; :meth:`lookup` and :meth:`store` per slide."""
 
-    def __init__(self, root: str | Path, recipe: Mapping[str, Any]) -> None:
-        self.recipe = dict(recipe)
-        self.folder = Path(root) / _digest(self.recipe)
+    def __init__(self, root: str | Path, recipe: FeatureRecipe) -> None:
+        self.recipe = recipe
+        self.folder = Path(root) / recipe.digest()
         self.folder.mkdir(parents=True, exist_ok=True)
-        (self.folder / "recipe.json").write_text(json.dumps(self.recipe, sort_keys=True, default=str, indent=1))
+        (self.folder / "recipe.json").write_text(json.dumps(recipe.record(), sort_keys=True, indent=1))
         self._groups: dict[str, Any] = {}
 
     def names_and_preprocessing(self) -> tuple[list[str], dict | None] | None:

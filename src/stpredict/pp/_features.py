@@ -19,6 +19,7 @@ from .._device import resolve_device
 from .._distributed import map_slides, resolve_client, rows_in_order, slide_parts
 from .._docs import doc_params
 from .._logging import logger
+from .._recipe import FeatureRecipe
 from .._validate import check_adata
 from ._encoders import ENCODERS, embed_patches, encoder_spec, load_encoder
 from ._loader import patch_batches
@@ -243,13 +244,23 @@ def _feature_cache(cache_dir, options: Mapping[str, Any]):
     root = _cache_root(cache_dir)
     if root is None:
         return None
+    return FeatureCache(root, _recipe(options))
+
+
+def _recipe(options: Mapping[str, Any]) -> FeatureRecipe:
+    """The recipe of features computed with these ``compute_image_features`` options."""
     checkpoint = options["checkpoint"]
-    recipe = {
-        k: options[k]
-        for k in ("method", "size", "unit", "target_mpp", "stain_reference", "preprocessing", "pretrained")
-    }
-    recipe["checkpoint_sha256"] = file_sha256(checkpoint) if checkpoint is not None else None
-    return FeatureCache(root, recipe)
+    return FeatureRecipe(
+        options["method"],
+        size=options["size"],
+        unit=options["unit"],
+        target_mpp=options["target_mpp"],
+        stain_reference=options["stain_reference"],
+        checkpoint_sha256=file_sha256(checkpoint) if checkpoint is not None else None,
+        pretrained=options["pretrained"],
+        preprocessing=options["preprocessing"],
+        checkpoint=checkpoint,
+    )
 
 
 def _cache_root(cache_dir) -> str | None:
@@ -405,19 +416,11 @@ def image_features(
     )
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features
-    adata.uns.setdefault("stpredict_features", {})[key_added] = {
-        "method": method,
-        "n_jobs": n_jobs,
-        "size": size,
-        "unit": unit,
-        "target_mpp": target_mpp,
-        "stain_reference": dict(stain_reference) if stain_reference is not None else None,
-        "feature_names": names,
-        "checkpoint": str(checkpoint) if checkpoint is not None else None,
-        "checkpoint_sha256": file_sha256(checkpoint) if checkpoint is not None else None,
-        "pretrained": pretrained,
-        "preprocessing": resolved,
-    }
+    recipe = _recipe(
+        {"method": method, "size": size, "unit": unit, "target_mpp": target_mpp, "stain_reference": stain_reference,
+         "checkpoint": checkpoint, "pretrained": pretrained, "preprocessing": resolved}
+    )  # fmt: skip
+    recipe.store(adata, key_added, n_jobs=n_jobs, feature_names=list(names))
     elapsed = time.perf_counter() - started
     logger.info(
         "image_features: added obsm[%r] (%d spots, %.1f patches/s)", key_added, adata.n_obs, adata.n_obs / elapsed

@@ -12,6 +12,8 @@ from anndata import AnnData
 from .._constants import LIBRARY_KEY, derived_key, neighbour_view_key
 from .._distributed import map_slides, resolve_client, rows_in_order, slide_parts
 from .._files import atomic_path
+from .._recipe import FeatureRecipe
+from ._features import file_sha256
 from ._patches import cut_patches, extract_patches, iter_slide_images, patch_geometry
 
 
@@ -236,14 +238,10 @@ def neighbour_features(
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features
     adata.obsm[derived_key(key_added, "mask")] = mask
-    adata.uns.setdefault("stpredict_features", {})[key_added] = {
-        "method": method,
-        "tile_size": tile_size,
-        "unit": unit,
-        "grid": grid,
-        "target_mpp": target_mpp,
-        "checkpoint": str(checkpoint) if checkpoint is not None else None,
-    }
+    FeatureRecipe(
+        method, size=tile_size, unit=unit, grid=grid, target_mpp=target_mpp, pretrained=pretrained,
+        checkpoint_sha256=file_sha256(checkpoint) if checkpoint is not None else None, checkpoint=checkpoint,
+    ).store(adata, key_added)  # fmt: skip
     return adata if copy else None
 
 

@@ -14,13 +14,14 @@ from anndata import AnnData
 
 from .._device import resolve_device
 from .._logging import logger
+from .._recipe import FeatureRecipe, jsonable
 from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix, get_rep, library_ids
 from ..models import Predictor
 from ..models._base import get_model
 from ..models._conformal import calibrate as calibrate_out_of_fold
 from ..models._inputs import build_inputs, spot_patients
 from ..models._novelty import NoveltyReference
-from ..models._predictor import jsonable, representation_recipe
+from ..models._predictor import representation_recipe
 from ..models._validation import validation_groups
 from ..pp._genes import default_genes
 from ..pp._normalize import layer_scale
@@ -29,14 +30,7 @@ from ._leakage import slide_fingerprints
 
 def default_recipe(method: str) -> dict[str, Any]:
     """The recipe of a representation computed on the fly with ``st.pp.image_features``' defaults."""
-    return {
-        "method": method,
-        "size": 224,
-        "unit": "px",
-        "checkpoint": None,
-        "checkpoint_sha256": None,
-        "pretrained": False,
-    }
+    return FeatureRecipe(method).record()
 
 
 def _training_representation(adata: AnnData, use_rep: str | None, default_rep: str | None):

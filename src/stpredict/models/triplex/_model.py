@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..._recipe import FeatureRecipe
 from .._data import Items, Key, with_targets
 from .._image_training import channel_stats, resized_patches, run_in_batches, train_image_network
 from .._inputs import ModelInputs, SlideImages
@@ -110,7 +111,7 @@ def neighbour_views(
     """
     from ...pp._views import neighbour_features
 
-    key = images.stored({"method": method, "tile_size": tile_size, "unit": unit, "grid": grid})
+    key = images.stored(FeatureRecipe(method, size=tile_size, unit=unit, grid=grid))
     if key is not None:
         return np.asarray(images.spots.obsm[key]), np.asarray(images.spots.obsm[f"{key}_mask"])
     computed = neighbour_features(
