@@ -58,6 +58,35 @@ class BLEEP(nn.Module):
         self.register_buffer("pixel_std", torch.ones(3))
         self.register_buffer("bank", torch.zeros(0, n_genes), persistent=False)  # saved by the model
         self.temperature, self.top_k = temperature, top_k
+        self._keys: tuple[tuple, torch.Tensor] | None = None
+        self.register_load_state_dict_post_hook(lambda module, _: module.forget_bank_keys())
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "bank":  # a new reference bank: its keys must be embedded again
+            self.__dict__["_keys"] = None
+        super().__setattr__(name, value)
+
+    def train(self, mode: bool = True) -> BLEEP:
+        self.forget_bank_keys()  # the projection's weights change while training
+        return super().train(mode)
+
+    def forget_bank_keys(self) -> None:
+        self._keys = None
+
+    def bank_keys(self, dtype: torch.dtype) -> torch.Tensor:
+        """The bank's normalised expression embeddings, embedded once per evaluation rather than per batch.
+
+        Cached only without autograd in eval mode (prediction, validation); cleared on a new bank, new weights
+        (``train()``, ``load_state_dict``), and keyed by device and dtype.
+        """
+        caching = not self.training and not torch.is_grad_enabled()
+        tag = (self.bank.device, dtype, len(self.bank))
+        if caching and self._keys is not None and self._keys[0] == tag:
+            return self._keys[1]
+        keys = F.normalize(self.spot_projection(self.bank.to(dtype)), dim=-1)
+        if caching:
+            self._keys = (tag, keys)
+        return keys
 
     def image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = (pixels - self.pixel_mean.view(1, 3, 1, 1)) / self.pixel_std.view(1, 3, 1, 1)
@@ -73,7 +102,7 @@ class BLEEP(nn.Module):
     def retrieve(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices into ``bank`` of the ``top_k`` references of each patch, and their cosine similarities."""
         queries = F.normalize(self.image_embeddings(pixels), dim=-1)
-        keys = F.normalize(self.spot_projection(self.bank.to(queries.dtype)), dim=-1)
+        keys = self.bank_keys(queries.dtype)
         similarity, indices = (queries @ keys.T).topk(min(self.top_k, len(self.bank)), dim=1)
         return indices, similarity
 
