@@ -70,3 +70,23 @@ def declared(model: str, name: str, default=None):
     """A constant the model's own test file declares (e.g. ``CONTRACT_PARAMS``), else ``default``."""
     module = model_test_module(model)
     return getattr(module, name, default) if module is not None else default
+
+
+def write_hest_patches(root: Path, sample_id: str, *, drop: int = 0, side: int = 224, mpp: float = 0.5) -> None:
+    """HEST's ``patches/<id>.h5`` for a sample written by :func:`write_hest_sample`: ``img`` (n, side, side, 3)
+    uint8 at ``mpp`` µm/px centred on each spot, ``coords`` (top-left corners in WSI pixels), ``barcode`` (n, 1)
+    bytes; the first ``drop`` spots left out (HEST drops spots over little tissue)."""
+    import h5py
+    import numpy as np
+
+    import stpredict as st
+
+    adata = st.io.read_hest(root, sample_id, patches=False)
+    patches = st.pp.extract_patches(adata, size=side, unit="px", target_mpp=mpp)[drop:]
+    slide_mpp = adata.uns["spatial"][sample_id]["scalefactors"]["microns_per_pixel"]
+    corners = (adata.obsm["spatial"] - side * mpp / slide_mpp // 2).astype(int)[drop:]
+    (root / "patches").mkdir(exist_ok=True)
+    with h5py.File(root / "patches" / f"{sample_id}.h5", "w") as handle:
+        handle["img"] = patches
+        handle["coords"] = corners
+        handle["barcode"] = np.array([[b.encode()] for b in adata.obs["spot_id"].to_numpy()[drop:]])

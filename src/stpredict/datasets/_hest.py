@@ -24,7 +24,14 @@ HEST_REPO = "MahmoodLab/hest"
 HEST_INDEX = "HEST_v1_1_0.csv"
 HEST_PAGE = "https://huggingface.co/datasets/MahmoodLab/hest"
 #: files of one sample read by st.io.read_hest
-SAMPLE_FILES = ("st/{id}.h5ad", "wsis/{id}.tif", "metadata/{id}.json")
+#: a sample's files by asset name (HEST-1k's folders)
+ASSET_FILES = {
+    "st": "st/{id}.h5ad",
+    "metadata": "metadata/{id}.json",
+    "wsis": "wsis/{id}.tif",
+    "patches": "patches/{id}.h5",  # 224 px at 0.5 µm/px around every spot: a patch-only download skips the WSI
+}
+DEFAULT_ASSETS = ("st", "wsis", "metadata")
 #: filter arguments and the metadata column each matches
 NAMED_FILTERS = {"organ": "organ", "technology": "st_technology", "species": "species"}
 
@@ -68,6 +75,7 @@ class HestSelection:
     metadata: pd.DataFrame
     root: Path
     downloader: Downloader | None = field(default=None, repr=False)
+    assets: tuple[str, ...] = DEFAULT_ASSETS
 
     @property
     def ids(self) -> list[str]:
@@ -86,7 +94,8 @@ class HestSelection:
 
     def missing(self, sample_id: str) -> list[str]:
         """Files of ``sample_id`` not under :attr:`root` yet."""
-        return [p.format(id=sample_id) for p in SAMPLE_FILES if not (self.root / p.format(id=sample_id)).is_file()]
+        paths = [ASSET_FILES[asset].format(id=sample_id) for asset in self.assets]
+        return [p for p in paths if not (self.root / p).is_file()]
 
     def download(self) -> HestSelection:
         """Fetch the files of every chosen sample not present yet (only those; nothing else of HEST-1k)."""
@@ -145,6 +154,7 @@ def hest(
     path: str | PathLike | None = None,
     cache_dir: str | PathLike | None = None,
     downloader: Downloader | None = None,
+    assets: Sequence[str] = DEFAULT_ASSETS,
     **columns: str | Sequence[str],
 ) -> HestSelection:
     """Choose HEST-1k samples from its metadata table; read them one by one by iterating.
@@ -162,6 +172,11 @@ def hest(
         Where downloads go without ``path`` (default: :func:`default_cache_dir` / ``hest``).
     downloader
         Replaces the Hugging Face download (``downloader(patterns, root)``), e.g. for a mirror.
+    assets
+        Which of each sample's files to fetch: ``'st'`` and ``'metadata'``, and ``'wsis'`` (the pyramidal WSI,
+        GBs) and/or ``'patches'`` (HEST's 224 px patches at 0.5 µm/px around every spot, read by
+        :func:`stpredict.io.read_hest` instead of the WSI whenever a request fits inside them). E.g.
+        ``assets=('st', 'metadata', 'patches')`` trains on hundreds of samples without downloading a WSI.
     **columns
         Any other metadata column and its wanted value(s), e.g. ``oncotree_code='IDC'``, ``patient='P1'``.
 
@@ -179,6 +194,14 @@ def hest(
     """
     from ._download import default_cache_dir
 
+    assets = tuple(assets)
+    unknown = sorted(set(assets) - set(ASSET_FILES))
+    if unknown or not {"st", "metadata"} <= set(assets) or not {"wsis", "patches"} & set(assets):
+        msg = (
+            f"assets={assets!r}: choose from {sorted(ASSET_FILES)}, with 'st', 'metadata' and at least one of "
+            "'wsis' or 'patches' (the images)."
+        )
+        raise ValueError(msg)
     local = Path(path) if path is not None else None
     root = local or Path(cache_dir or default_cache_dir() / "hest")
     fetch = None if local is not None else (downloader or _hub_download)
@@ -205,4 +228,4 @@ def hest(
         chosen &= hit
     metadata = table[chosen].set_index("id")
     logger.info("hest: %d of %d samples chosen", len(metadata), len(table))
-    return HestSelection(metadata=metadata, root=root, downloader=fetch)
+    return HestSelection(metadata=metadata, root=root, downloader=fetch, assets=assets)

@@ -25,39 +25,76 @@ from .._constants import (
 from .._files import read_h5ad
 from .._logging import logger
 from ._image import HIRES_MAX_SIDE, require_spots_inside
+from ._stored_patches import STORED_PATCHES_KEY, patch_file_record
 from ._wsi import WholeSlide
 
 #: spot diameter (µm) by technology, when the metadata does not give it
 SPOT_DIAMETER_UM = {"visium": 55.0, "spatial transcriptomics": 100.0, "st": 100.0}
 
 
-def _hest_files(root: Path, sample_id: str) -> dict[str, Path]:
-    files = {
+def _hest_files(root: Path, sample_id: str, use_patches: bool | None) -> dict[str, Path | None]:
+    """The sample's files; the WSI may be missing when its stored patches are there and used."""
+    files: dict[str, Path | None] = {
         "st": root / "st" / f"{sample_id}.h5ad",
         "wsi": root / "wsis" / f"{sample_id}.tif",
         "metadata": root / "metadata" / f"{sample_id}.json",
+        "patches": root / "patches" / f"{sample_id}.h5",
     }
-    missing = [f"{k}: {v}" for k, v in files.items() if not v.is_file()]
+    if use_patches is True and not files["patches"].is_file():
+        msg = f"HEST sample {sample_id!r}: patches=True, but {str(files['patches'])!r} is not there."
+        raise FileNotFoundError(msg)
+    if use_patches is False or not files["patches"].is_file():
+        files["patches"] = None
+    required = ["st", "metadata"] + ([] if files["patches"] is not None else ["wsi"])
+    missing = [f"{k}: {files[k]}" for k in required if not files[k].is_file()]
     if missing:
         msg = (
             f"HEST sample {sample_id!r} is incomplete under {str(root)!r} (missing {'; '.join(missing)}). A HEST-1k "
-            "download has st/<id>.h5ad, wsis/<id>.tif and metadata/<id>.json; fetch a sample with "
-            "huggingface_hub.snapshot_download('MahmoodLab/hest', repo_type='dataset', allow_patterns=['*<id>*'])."
+            "download has st/<id>.h5ad, metadata/<id>.json and wsis/<id>.tif (or patches/<id>.h5 instead of the WSI); "
+            "fetch a sample with huggingface_hub.snapshot_download('MahmoodLab/hest', repo_type='dataset', "
+            "allow_patterns=['*<id>*'])."
         )
         raise FileNotFoundError(msg)
+    if not files["wsi"].is_file():
+        files["wsi"] = None
     return files
 
 
-def _pixel_size(meta: dict, slide: WholeSlide, sample_id: str) -> float:
+def _pixel_size(meta: dict, slide: WholeSlide | None, sample_id: str) -> float:
     """HEST's estimated pixel size (checked against the spot grid) before the file's embedded one."""
     for key in ("pixel_size_um_estimated", "pixel_size_um_embedded"):
         value = meta.get(key)
         if value not in (None, "") and np.isfinite(float(value)) and float(value) > 0:
             return float(value)
-    if slide.mpp:
+    if slide is not None and slide.mpp:
         return slide.mpp
     msg = f"HEST sample {sample_id!r}: neither its metadata nor its WSI records the pixel size."
     raise ValueError(msg)
+
+
+def patch_mosaic(path: Path, patch_to_wsi: float, max_side: int) -> tuple[np.ndarray, float]:
+    """An overview of a slide drawn from its stored patches (white where none), and its scale to WSI pixels.
+
+    ``patch_to_wsi``: WSI pixels per stored-patch pixel; patch corners (``coords``) are in WSI pixels.
+    """
+    import h5py
+    from PIL import Image
+
+    with h5py.File(path, "r") as handle:
+        corners = np.asarray(handle["coords"][:], dtype=float).reshape(-1, 2)
+        extent = handle["img"].shape[1] * patch_to_wsi
+        width, height = corners.max(axis=0) + extent
+        scale = min(1.0, max_side / max(width, height))
+        mosaic = np.full((int(np.ceil(height * scale)), int(np.ceil(width * scale)), 3), 255, dtype=np.uint8)
+        side = max(1, int(round(extent * scale)))
+        for start in range(0, len(corners), 256):
+            images = np.asarray(handle["img"][start : start + 256])[..., :3]
+            for (x, y), image in zip(corners[start : start + 256], images, strict=True):
+                x0, y0 = max(0, int(round(x * scale))), max(0, int(round(y * scale)))
+                tile = np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.BOX))
+                tile = tile[: mosaic.shape[0] - y0, : mosaic.shape[1] - x0]
+                mosaic[y0 : y0 + tile.shape[0], x0 : x0 + tile.shape[1]] = tile
+    return mosaic, scale
 
 
 def read_hest(
@@ -68,6 +105,8 @@ def read_hest(
     patient: str | None = None,
     backend: str = "auto",
     hires_max_side: int = HIRES_MAX_SIDE,
+    patches: bool | None = None,
+    patch_mpp: float = 0.5,
 ) -> AnnData:
     """Read one HEST-1k sample into stpredict's layout (counts, spots on the WSI, lazy image reads).
 
@@ -87,6 +126,14 @@ def read_hest(
         WSI backend (``'auto'``, ``'openslide'``, ``'tiffslide'``).
     hires_max_side
         Longer side of the stored overview.
+    patches
+        Use HEST's own patches (``patches/<id>.h5``, one per spot): ``None`` (default) when the file is there,
+        ``True`` to require it, ``False`` to ignore it. Image features are then read from them whenever the
+        request fits inside a stored patch without upsampling (e.g. ``size=224, unit='px', target_mpp=0.5``,
+        or ``size=100, unit='um'`` on a 0.5 µm/px scan), else cut from the WSI. With stored patches the WSI may
+        be missing (``uns`` then holds a mosaic of the patches as its overview).
+    patch_mpp
+        Pixel size of the stored patches (HEST-1k: 0.5 µm/px).
 
     Returns
     -------
@@ -115,7 +162,7 @@ def read_hest(
     (71, 13279)
     """
     root = Path(root)
-    files = _hest_files(root, sample_id)
+    files = _hest_files(root, sample_id, patches)
     try:
         meta = json.loads(files["metadata"].read_text())
     except json.JSONDecodeError as err:
@@ -127,15 +174,19 @@ def read_hest(
     if SPATIAL_KEY not in table.obsm:
         msg = f"{files['st']} has no obsm['spatial'] (spot centres in WSI pixels)."
         raise KeyError(msg)
-    with WholeSlide(files["wsi"], backend=backend) as slide:
-        mpp = _pixel_size(meta, slide, sample_id)
-        hires, hires_scale = slide.thumbnail(hires_max_side)
-        height, width = slide.shape[:2]
-        backend_used = slide.backend
     centres = np.asarray(table.obsm[SPATIAL_KEY], dtype=float)[:, :2]
-    require_spots_inside(
-        centres, width, height, library_id, table.obs_names, "lie outside", "Is obsm['spatial'] in WSI pixels?"
-    )
+    if files["wsi"] is not None:
+        with WholeSlide(files["wsi"], backend=backend) as slide:
+            mpp = _pixel_size(meta, slide, sample_id)
+            hires, hires_scale = slide.thumbnail(hires_max_side)
+            height, width = slide.shape[:2]
+            backend_used = slide.backend
+        require_spots_inside(
+            centres, width, height, library_id, table.obs_names, "lie outside", "Is obsm['spatial'] in WSI pixels?"
+        )
+    else:  # patches only: the overview is a mosaic of the stored patches
+        mpp, backend_used = _pixel_size(meta, None, sample_id), None
+        hires, hires_scale = patch_mosaic(files["patches"], patch_mpp / mpp, hires_max_side)
     technology = str(meta.get("st_technology", "")).strip()
     diameter_um = meta.get("spot_diameter") or SPOT_DIAMETER_UM.get(technology.lower(), 55.0)
     counts = sp.csr_matrix(table.X, dtype=np.float32)
@@ -159,7 +210,7 @@ def read_hest(
                 MICRONS_PER_PIXEL: mpp,
             },
             "metadata": {
-                SOURCE_IMAGE_KEY: str(files["wsi"].resolve()),
+                SOURCE_IMAGE_KEY: str(files["wsi"].resolve()) if files["wsi"] is not None else None,
                 GRID_KEY: "square" if technology.lower() in ("spatial transcriptomics", "st") else "hex",
                 "technology": technology or "unknown",
                 "wsi_backend": backend_used,
@@ -167,5 +218,8 @@ def read_hest(
             },
         }
     }
+    if files["patches"] is not None:
+        record = patch_file_record(files["patches"], patch_mpp, barcode_key="spot_id")
+        adata.uns[SPATIAL_KEY][library_id]["metadata"][STORED_PATCHES_KEY] = record
     logger.info("read_hest %s: %d spots x %d genes at %.3f µm/px", sample_id, adata.n_obs, adata.n_vars, mpp)
     return adata

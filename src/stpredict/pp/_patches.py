@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 from anndata import AnnData
@@ -10,7 +11,7 @@ from PIL import Image
 
 from .._constants import LIBRARY_KEY, MICRONS_PER_PIXEL
 from .._docs import doc_params
-from .._logging import warn
+from .._logging import logger, warn
 from .._validate import library_ids, require_spatial, spatial_entry, spot_libraries
 from ..io._image import open_slide_image
 
@@ -221,22 +222,104 @@ def iter_slide_patches(
     """
     index, count = shard or (0, 1)
     number = -1
-    for library_id, positions, centres, image, scale in iter_slide_images(adata, library_key):
+    slides = spot_libraries(adata, library_key)
+    for library_id in library_ids(adata, library_key):
         side, out_side = patch_geometry(adata, library_id, size, unit, target_mpp)
         check_patch_side(max(side, out_side), size, unit, library_id)
-        side_in_image = max(1, int(round(side * scale)))  # scale < 1: the low-resolution fallback image
-        step = batch_size_for(max(side_in_image, out_side), batch_size)
+        positions = np.flatnonzero(slides == library_id)
+        physical = _requested_um(adata, library_id, size, unit, target_mpp)
+        store = _usable_store(adata, library_id, positions, physical, out_side)
         fractions = []
-        for start in range(0, len(positions), step):
-            number += 1
-            if number % count != index:
-                continue
-            batch = slice(start, start + step)
-            patches = cut_patches(image, centres[batch] * scale, side_in_image, out_side)
-            fractions.append(tissue_fraction(patches))
-            yield library_id, positions[batch], patches
+        if store is not None:  # the patches the data set ships (e.g. HEST-1k's): no slide image is opened
+            barcodes = adata.obs[store.record["barcode_key"]].to_numpy()[positions]
+            step = batch_size_for(max(store.record["side"], out_side), batch_size)
+            with store:
+                for start in range(0, len(positions), step):
+                    number += 1
+                    if number % count == index:
+                        patches = store.read(barcodes[start : start + step], physical, out_side)
+                        fractions.append(tissue_fraction(patches))
+                        yield library_id, positions[start : start + step], patches
+        else:
+            for batch_positions, cut in _cut_from_image(adata, library_id, positions, side, out_side, batch_size):
+                number += 1
+                if number % count == index:
+                    patches = cut()
+                    fractions.append(tissue_fraction(patches))
+                    yield library_id, batch_positions, patches
         if shard is None:
             warn_background(library_id, np.concatenate(fractions) if fractions else np.empty(0))
+
+
+def _cut_from_image(
+    adata: AnnData, library_id: str, positions: np.ndarray, side: int, out_side: int, batch_size: int
+) -> Iterator[tuple[np.ndarray, Callable[[], np.ndarray]]]:
+    """``(positions, cut)`` batches of one slide: ``cut()`` cuts them from its image (WSIs read lazily).
+
+    Only the batches the caller cuts are read (a DataLoader worker skips the others' share).
+    """
+    _refuse_missing_image_for_stored(adata, library_id, side, out_side)  # (only reached when the store cannot serve)
+    image, scale = open_slide_image(adata, library_id)
+    try:
+        height, width = image.shape[:2]
+        centres = require_spatial(adata)[positions]
+        check_spots_on_image(library_id, centres, height / scale, width / scale)
+        side_in_image = max(1, int(round(side * scale)))  # scale < 1: the low-resolution fallback image
+        step = batch_size_for(max(side_in_image, out_side), batch_size)
+        for start in range(0, len(positions), step):
+            batch = slice(start, start + step)
+            yield positions[batch], lambda c=centres[batch] * scale: cut_patches(image, c, side_in_image, out_side)
+    finally:
+        if not isinstance(image, np.ndarray):
+            image.close()
+
+
+def _refuse_missing_image_for_stored(adata: AnnData, library_id: str, side: int, out_side: int) -> None:
+    """A slide read from stored patches only (no image file) cannot give patches the store does not hold."""
+    from ..io._image import source_image_path
+    from ..io._stored_patches import STORED_PATCHES_KEY
+
+    record = (spatial_entry(adata, library_id) or {}).get("metadata", {}).get(STORED_PATCHES_KEY)
+    path = source_image_path(adata, library_id)
+    if record is None or (path is not None and path.is_file()):
+        return
+    mpp = slide_mpp(adata, library_id) or float("nan")
+    msg = (
+        f"Slide {library_id!r} has no image file, only stored patches ({record['side']} px at {record['mpp']:g} µm/px, "
+        f"{record['side'] * record['mpp']:g} µm), which cannot give {out_side} px patches of {side * mpp:.4g} µm "
+        "(more tissue, a finer pixel size, or spots without a stored patch). Ask for at most that area at that pixel "
+        "size, e.g. size=224, unit='px', target_mpp=0.5, or download the sample's WSI."
+    )
+    raise ValueError(msg)
+
+
+def _requested_um(adata: AnnData, library_id: str, size: float, unit: str, target_mpp: float | None) -> float | None:
+    """The width of tissue a patch request covers, in µm, as asked (before rounding to slide pixels)."""
+    mpp = slide_mpp(adata, library_id)
+    if unit == "um":
+        return float(size)
+    if target_mpp is not None:
+        return float(size) * target_mpp
+    return None if mpp is None else float(size) * mpp
+
+
+def _usable_store(adata: AnnData, library_id: str, positions: np.ndarray, physical: float | None, out_side: int):
+    """The slide's stored patches when they hold every spot's patch of this geometry, else ``None``."""
+    from ..io._stored_patches import STORED_PATCHES_KEY, StoredPatches, can_serve
+
+    record = (spatial_entry(adata, library_id) or {}).get("metadata", {}).get(STORED_PATCHES_KEY)
+    if record is None or physical is None or not can_serve(dict(record), physical, out_side):
+        return None
+    record = dict(record)
+    if not Path(record["path"]).is_file() or record["barcode_key"] not in adata.obs:
+        return None
+    store = StoredPatches(record)
+    missing = store.missing(adata.obs[record["barcode_key"]].to_numpy()[positions])
+    if missing:  # e.g. HEST left out spots with little tissue: cut every patch of this slide from its image
+        store.handle.close()
+        logger.info("slide %r: %d spots have no stored patch; cutting from the slide image", library_id, len(missing))
+        return None
+    return store
 
 
 def _check_total_patch_memory(
