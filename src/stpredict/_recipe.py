@@ -58,6 +58,8 @@ class FeatureRecipe:
         An encoder's input size, mean/std, interpolation, resize/crop and pooling.
     grid
         Tiles per side of a neighbour view (``None`` for one patch per spot).
+    segmentation
+        The recorded nuclei segmentation nuclei features came from (``None``: segmented from the pixels).
     checkpoint
         Where the weights file was; recorded to recompute features, **not compared** (the digest is).
 
@@ -80,6 +82,7 @@ class FeatureRecipe:
     pretrained: bool = False
     preprocessing: Mapping[str, Any] | None = None
     grid: int | None = None
+    segmentation: str | None = None
     checkpoint: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:

@@ -30,6 +30,7 @@ ASSET_FILES = {
     "metadata": "metadata/{id}.json",
     "wsis": "wsis/{id}.tif",
     "patches": "patches/{id}.h5",  # 224 px at 0.5 µm/px around every spot: a patch-only download skips the WSI
+    "cellvit_seg": "cellvit_seg/{id}_cellvit_seg.parquet",  # CellViT nuclei (image_features(segmentation='cellvit'))
 }
 DEFAULT_ASSETS = ("st", "wsis", "metadata")
 #: filter arguments and the metadata column each matches
@@ -176,7 +177,8 @@ def hest(
         Which of each sample's files to fetch: ``'st'`` and ``'metadata'``, and ``'wsis'`` (the pyramidal WSI,
         GBs) and/or ``'patches'`` (HEST's 224 px patches at 0.5 µm/px around every spot, read by
         :func:`stpredict.io.read_hest` instead of the WSI whenever a request fits inside them). E.g.
-        ``assets=('st', 'metadata', 'patches')`` trains on hundreds of samples without downloading a WSI.
+        ``assets=('st', 'metadata', 'patches')`` trains on hundreds of samples without downloading a WSI;
+        ``'cellvit_seg'`` adds HEST's CellViT nuclei (``st.pp.image_features(..., segmentation='cellvit')``).
     **columns
         Any other metadata column and its wanted value(s), e.g. ``oncotree_code='IDC'``, ``patient='P1'``.
 

@@ -24,6 +24,7 @@ from .._constants import (
 )
 from .._files import read_h5ad
 from .._logging import logger
+from ..pp._nuclei_shapes import SEGMENTATION_KEY
 from ._image import HIRES_MAX_SIDE, require_spots_inside
 from ._stored_patches import STORED_PATCHES_KEY, patch_file_record
 from ._wsi import WholeSlide
@@ -70,6 +71,15 @@ def _pixel_size(meta: dict, slide: WholeSlide | None, sample_id: str) -> float:
         return slide.mpp
     msg = f"HEST sample {sample_id!r}: neither its metadata nor its WSI records the pixel size."
     raise ValueError(msg)
+
+
+def _cellvit_file(root: Path, sample_id: str) -> Path | None:
+    """HEST's CellViT nuclei of a sample (GeoParquet, else zipped or plain GeoJSON), if downloaded."""
+    for suffix in (".parquet", ".geojson.zip", ".geojson"):
+        path = root / "cellvit_seg" / f"{sample_id}_cellvit_seg{suffix}"
+        if path.is_file():
+            return path.resolve()
+    return None
 
 
 def patch_mosaic(path: Path, patch_to_wsi: float, max_side: int) -> tuple[np.ndarray, float]:
@@ -134,6 +144,9 @@ def read_hest(
         be missing (``uns`` then holds a mosaic of the patches as its overview).
     patch_mpp
         Pixel size of the stored patches (HEST-1k: 0.5 µm/px).
+
+    HEST's CellViT nuclei (``cellvit_seg/<id>_cellvit_seg.parquet``, or ``.geojson[.zip]``), when downloaded, are
+    recorded too: ``st.pp.image_features(adata, method='nuclei', segmentation='cellvit')`` reads them.
 
     Returns
     -------
@@ -221,5 +234,8 @@ def read_hest(
     if files["patches"] is not None:
         record = patch_file_record(files["patches"], patch_mpp, barcode_key="spot_id")
         adata.uns[SPATIAL_KEY][library_id]["metadata"][STORED_PATCHES_KEY] = record
+    segmentation = _cellvit_file(root, sample_id)
+    if segmentation is not None:
+        adata.uns[SPATIAL_KEY][library_id]["metadata"][SEGMENTATION_KEY] = {"cellvit": {"path": str(segmentation)}}
     logger.info("read_hest %s: %d spots x %d genes at %.3f µm/px", sample_id, adata.n_obs, adata.n_vars, mpp)
     return adata

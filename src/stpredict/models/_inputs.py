@@ -54,7 +54,9 @@ class SlideImages:
         """
         return stored_key(self._spots, recipe.replace(target_mpp=self.target_mpp))
 
-    def features(self, method: str, *, size: float = 224, unit: str = "px", **kwargs: Any) -> np.ndarray:
+    def features(
+        self, method: str, *, size: float = 224, unit: str = "px", segmentation: str | None = None, **kwargs: Any
+    ) -> np.ndarray:
         """An image representation (``st.pp.image_features`` method) of these spots.
 
         Read from ``obsm`` when ``st.pp.image_features`` stored it with the same recipe (method, size, unit,
@@ -62,11 +64,18 @@ class SlideImages:
         """
         from ..pp._features import compute_image_features
 
-        key = None if kwargs else self.stored(FeatureRecipe(method, size=size, unit=unit))
+        recipe = FeatureRecipe(method, size=size, unit=unit, segmentation=segmentation)
+        key = None if kwargs else self.stored(recipe)
         if key is not None:
             return np.asarray(self._spots.obsm[key], dtype=np.float32)
         return compute_image_features(
-            self._spots, method=method, size=size, unit=unit, target_mpp=self.target_mpp, **kwargs
+            self._spots,
+            method=method,
+            size=size,
+            unit=unit,
+            target_mpp=self.target_mpp,
+            segmentation=segmentation,
+            **kwargs,
         )
 
     def subset(self, mask: np.ndarray) -> SlideImages:

@@ -326,6 +326,7 @@ class Predictor:
             target_mpp=target_mpp,
             stain_reference=recipe.get("stain_reference"),
             preprocessing=recipe.get("preprocessing"),
+            segmentation=recipe.get("segmentation"),
         ).astype(np.float64)
 
     def target_resolution(self, adata: AnnData, *, harmonise: bool = True) -> float | None:

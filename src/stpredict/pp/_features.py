@@ -183,14 +183,18 @@ def compute_image_features(
     return_preprocessing: bool = False,
     cache_dir: str | PathLike | None = None,
     num_workers: int = 0,
+    segmentation: str | None = None,
 ) -> np.ndarray | tuple:
     """The representation of :func:`image_features` as an array, without writing.
 
     With ``return_names``, also its feature names; with ``return_preprocessing``, the names and the encoder's
     resolved preprocessing. ``cache_dir`` (default ``st.settings.feature_cache_dir``): read and write the
     on-disk feature cache (:mod:`._feature_cache`; on a dask cluster the workers use it: give a folder they
-    all see).
+    all see). ``segmentation``: nuclei from a segmentation the slides record (``method='nuclei'`` only).
     """
+    if segmentation is not None:
+        return _from_segmentation(adata, method, segmentation, size, unit, target_mpp, library_key, return_names,
+                                  return_preprocessing)  # fmt: skip
     options = {
         "method": method, "size": size, "unit": unit, "batch_size": batch_size, "library_key": library_key,
         "n_jobs": n_jobs, "checkpoint": checkpoint, "pretrained": pretrained, "device": device,
@@ -247,6 +251,22 @@ def _feature_cache(cache_dir, options: Mapping[str, Any]):
     return FeatureCache(root, _recipe(options))
 
 
+def _from_segmentation(adata, method, segmentation, size, unit, target_mpp, library_key, return_names, return_prep):
+    """Nuclei features from the slides' recorded segmentation (no pixels read)."""
+    from ._nuclei_shapes import segmentation_nuclei_features
+
+    if method != "nuclei":
+        msg = f"segmentation={segmentation!r} gives nuclei features: use method='nuclei' (got {method!r})."
+        raise ValueError(msg)
+    if adata.n_obs == 0:
+        msg = "adata has no spots."
+        raise ValueError(msg)
+    features = segmentation_nuclei_features(
+        adata, segmentation, size=size, unit=unit, target_mpp=target_mpp, library_key=library_key
+    )
+    return _returned(features, nuclei_feature_names(), None, return_names, return_prep)
+
+
 def _recipe(options: Mapping[str, Any]) -> FeatureRecipe:
     """The recipe of features computed with these ``compute_image_features`` options."""
     checkpoint = options["checkpoint"]
@@ -259,6 +279,7 @@ def _recipe(options: Mapping[str, Any]) -> FeatureRecipe:
         checkpoint_sha256=file_sha256(checkpoint) if checkpoint is not None else None,
         pretrained=options["pretrained"],
         preprocessing=options["preprocessing"],
+        segmentation=options.get("segmentation"),
         checkpoint=checkpoint,
     )
 
@@ -312,6 +333,7 @@ def image_features(
     preprocessing: Mapping[str, Any] | None = None,
     cache_dir: str | PathLike | None = None,
     num_workers: int = 0,
+    segmentation: str | None = None,
     show_progress_bar: bool = True,
     copy: bool = False,
 ) -> AnnData | None:
@@ -370,6 +392,10 @@ def image_features(
         features are stored per slide and recipe as they are computed, so a rerun, a ``fit``/``predict`` of
         the same slides or an interrupted run resumes from what is there. Never served for another recipe
         or slide (its name, spot centres and image file are part of the key).
+    segmentation
+        ``method='nuclei'`` only: take nuclei from the segmentation a reader recorded for every slide under this
+        name (``'cellvit'``: HEST-1k's CellViT ``cellvit_seg``, recorded by :func:`stpredict.io.read_hest`)
+        instead of segmenting the pixels; the same 18 features, and the name in the recipe.
     num_workers
         DataLoader workers that read slide regions and cut patches while the model runs (0: in this
         process). On a GPU, batches arrive in pinned memory and are prefetched; a batch that does not fit in
@@ -413,12 +439,13 @@ def image_features(
         return_preprocessing=True,
         cache_dir=cache_dir,
         num_workers=num_workers,
+        segmentation=segmentation,
     )
     adata = adata.copy() if copy else adata
     adata.obsm[key_added] = features
     recipe = _recipe(
         {"method": method, "size": size, "unit": unit, "target_mpp": target_mpp, "stain_reference": stain_reference,
-         "checkpoint": checkpoint, "pretrained": pretrained, "preprocessing": resolved}
+         "checkpoint": checkpoint, "pretrained": pretrained, "preprocessing": resolved, "segmentation": segmentation}
     )  # fmt: skip
     recipe.store(adata, key_added, n_jobs=n_jobs, feature_names=list(names))
     elapsed = time.perf_counter() - started

@@ -63,6 +63,7 @@ class M2tglgoParams(Params):
     min_go_coverage: float = 0.5
     patch_size: float = 224
     patch_unit: Literal["px", "um"] = "px"
+    nuclei_segmentation: str | None = None  # e.g. 'cellvit': the slides' recorded nuclei (HEST), not the pixels'
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -129,7 +130,8 @@ class M2tglgoModel(NeuralModel):
 
     Per spot: the deep representation (``use_rep``), the 14 nuclei morphology and the 3 nuclei topology
     features (``st.pp.image_features(method='nuclei')``, read from ``obsm`` when stored with the same
-    patch size, else computed from the images), each standardised on the training spots. Spot graph: kNN
+    patch size, else computed from the images; ``nuclei_segmentation='cellvit'``: from the nuclei a reader recorded,
+    e.g. HEST's CellViT), each standardised on the training spots. Spot graph: kNN
     with ``n_neighbours`` = 6 per slide. Two MMGE layers (``hidden``) mix an intra-modal GAT and the
     inter-modal attention as ``gamma``·intra + (1 − ``gamma``)·inter; a linear layer and a sigmoid fuse the
     modalities into H. Gene predictors P: one GAT over the GO gene graph (``go_n_top`` threshold) on gene
@@ -190,7 +192,10 @@ class M2tglgoModel(NeuralModel):
         if inputs.images is None:
             msg = "M2TGLGO's nuclei modalities need the slide images (uns['spatial']) of every spot."
             raise ValueError(msg)
-        values = inputs.images.features("nuclei", size=self.params["patch_size"], unit=self.params["patch_unit"])
+        values = inputs.images.features(
+            "nuclei", size=self.params["patch_size"], unit=self.params["patch_unit"],
+            segmentation=self.params["nuclei_segmentation"],
+        )  # fmt: skip
         return np.nan_to_num(np.asarray(values, dtype=np.float32))
 
     def _items(self, inputs: ModelInputs, spots: np.ndarray, z=None, unit=None, *, stage="predict"):
