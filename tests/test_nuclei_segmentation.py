@@ -85,6 +85,7 @@ def test_a_hest_sample_with_cellvit_nuclei_trains_a_model_that_refuses_pixel_nuc
         predictor.predict(other)
     del other.obsm["X_nuclei"]  # predict recomputes them as the model was trained: from the CellViT nuclei
     np.testing.assert_allclose(predictor.representation(other), from_cellvit, rtol=1e-6)
+
     def no_pixels(*args, **kwargs):
         raise AssertionError("nuclei were segmented from the pixels")
 

@@ -106,6 +106,8 @@ def read_slide(path: Path, options: dict[str, Any]) -> Any:
     if path.is_dir():
         if (path / "transcripts.parquet").is_file():  # Xenium: [read] gives he_image and alignment
             return st.io.read_xenium(path, **_known(st.io.read_xenium, options), **name)
+        if any(path.glob("*tx_file.csv*")):  # CosMx flat files: [read] gives he_image and alignment
+            return st.io.read_cosmx(path, **_known(st.io.read_cosmx, options), **name)
         if (path / "binned_outputs").is_dir():
             return st.io.read_visium_hd(path, **_known(st.io.read_visium_hd, options), **name)
         return st.io.read_visium(path, **_known(st.io.read_visium, options), **name)

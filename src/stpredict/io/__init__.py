@@ -1,6 +1,7 @@
 """Reading slides into AnnData (``st.io``)."""
 
 from ._concat import concat
+from ._cosmx import read_cosmx
 from ._export import to_spatialdata
 from ._gene_ontology import GeneOntology, gene_graph, read_gene_ontology
 from ._hest import read_hest
@@ -22,6 +23,7 @@ __all__ = [
     "detect_tissue",
     "gene_graph",
     "is_wsi",
+    "read_cosmx",
     "read_gene_ontology",
     "read_hest",
     "read_pathologist_labels",

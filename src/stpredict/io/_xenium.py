@@ -115,6 +115,62 @@ def _cells(root: Path) -> tuple[sp.csr_matrix, pd.DataFrame, list[str], np.ndarr
     return sp.csr_matrix(counts.X, dtype=np.float32), obs, counts.var_names.tolist(), centres, diameter
 
 
+def place_on_he(
+    counts: sp.csr_matrix,
+    obs: pd.DataFrame,
+    genes: list[str],
+    centres_um: np.ndarray,
+    diameter_um: float,
+    *,
+    pixel_size: float,
+    he_image: str | PathLike,
+    matrix: np.ndarray,
+    library_id: str,
+    patient: str | None,
+    level: str,
+    technology: str,
+    hires_max_side: int,
+) -> AnnData:
+    """Spots or cells measured in an imaging run's coordinates (µm), placed on a registered H&E image.
+
+    ``matrix`` maps H&E pixels to the run's pixels (``pixel_size`` µm); spots outside the H&E are dropped with a
+    warning, and none inside is an error that names the likely cause.
+    """
+    width, height = image_size(he_image)
+    he_mpp = pixel_size * float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
+    to_he = np.linalg.inv(matrix)  # run pixels -> H&E pixels
+    run_px = np.column_stack([centres_um / pixel_size, np.ones(len(centres_um))])
+    centres = (run_px @ to_he.T)[:, :2]
+    inside = (centres[:, 0] >= 0) & (centres[:, 0] < width) & (centres[:, 1] >= 0) & (centres[:, 1] < height)
+    if inside.any() and not inside.all():  # the H&E may cover less than the measured region
+        warn(f"{library_id!r}: {int((~inside).sum())} {level} outside the H&E image were dropped.")
+        counts, obs, centres, centres_um = counts[inside], obs[inside], centres[inside], centres_um[inside]
+    require_spots_inside(
+        centres, width, height, library_id, obs.index, "fall outside",
+        "Check that the alignment maps this H&E image's pixels to the run's pixels (not the inverse).",
+    )  # fmt: skip
+    adata = AnnData(X=counts, obs=obs, var=pd.DataFrame(index=pd.Index(genes, name="gene")))
+    mark_slide(adata, library_id, patient, counts=counts)
+    adata.obsm[SPATIAL_KEY] = centres
+    adata.obsm["spatial_um"] = centres_um
+    hires, scale = downscaled_copy(he_image, hires_max_side)
+    metadata = {SOURCE_IMAGE_KEY: str(Path(he_image).resolve()), "technology": technology}
+    if level == "spots":
+        metadata |= {GRID_KEY: "square", SPOT_SHAPE_KEY: "square"}
+    adata.uns[SPATIAL_KEY] = {
+        library_id: {
+            "images": {"hires": hires},
+            "scalefactors": {
+                "tissue_hires_scalef": float(scale),
+                "spot_diameter_fullres": diameter_um / he_mpp,
+                MICRONS_PER_PIXEL: he_mpp,
+            },
+            "metadata": metadata,
+        }
+    }
+    return adata
+
+
 def read_xenium(
     path: str | PathLike,
     *,
@@ -173,10 +229,8 @@ def read_xenium(
     if level not in ("spots", "cells"):
         msg = f"level must be 'spots' (pseudo-spots) or 'cells', got {level!r}."
         raise ValueError(msg)
-    width, height = image_size(he_image)
     matrix = read_alignment(alignment)
     pixel_size = _pixel_size(root)
-    he_mpp = pixel_size * float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
     if level == "spots":
         counts, obs, genes, centres_um = _pseudo_spots(_transcripts(root, min_qv), float(spot_size_um))
         keep = np.asarray(counts.sum(axis=1)).ravel() >= min_transcripts
@@ -184,37 +238,11 @@ def read_xenium(
         diameter_um = float(spot_size_um)
     else:
         counts, obs, genes, centres_um, diameter_um = _cells(root)
-    to_he = np.linalg.inv(matrix)  # Xenium pixels -> H&E pixels
-    xenium_px = np.column_stack([centres_um / pixel_size, np.ones(len(centres_um))])
-    centres = (xenium_px @ to_he.T)[:, :2]
     library_id = str(library_id or root.name)
-    inside = (centres[:, 0] >= 0) & (centres[:, 0] < width) & (centres[:, 1] >= 0) & (centres[:, 1] < height)
-    if inside.any() and not inside.all():  # the H&E may cover less than the Xenium region
-        warn(f"Xenium {library_id!r}: {int((~inside).sum())} {level} outside the H&E image were dropped.")
-        counts, obs, centres, centres_um = counts[inside], obs[inside], centres[inside], centres_um[inside]
-    require_spots_inside(
-        centres, width, height, library_id, obs.index, "fall outside",
-        "Check that the alignment maps this H&E image's pixels to the Xenium pixels (not the inverse).",
+    technology = f"10x Xenium (pseudo-spots of {spot_size_um:g} um)" if level == "spots" else "10x Xenium (cells)"
+    adata = place_on_he(
+        counts, obs, genes, centres_um, diameter_um, pixel_size=pixel_size, he_image=he_image, matrix=matrix,
+        library_id=library_id, patient=patient, level=level, technology=technology, hires_max_side=hires_max_side,
     )  # fmt: skip
-    adata = AnnData(X=counts, obs=obs, var=pd.DataFrame(index=pd.Index(genes, name="gene")))
-    mark_slide(adata, library_id, patient, counts=counts)
-    adata.obsm[SPATIAL_KEY] = centres
-    adata.obsm["spatial_um"] = centres_um
-    hires, scale = downscaled_copy(he_image, hires_max_side)
-    metadata = {SOURCE_IMAGE_KEY: str(Path(he_image).resolve()), "technology": f"10x Xenium ({level})"}
-    if level == "spots":
-        metadata |= {GRID_KEY: "square", SPOT_SHAPE_KEY: "square"}
-        metadata["technology"] = f"10x Xenium (pseudo-spots of {spot_size_um:g} um)"
-    adata.uns[SPATIAL_KEY] = {
-        library_id: {
-            "images": {"hires": hires},
-            "scalefactors": {
-                "tissue_hires_scalef": float(scale),
-                "spot_diameter_fullres": diameter_um / he_mpp,
-                MICRONS_PER_PIXEL: he_mpp,
-            },
-            "metadata": metadata,
-        }
-    }
     logger.info("read Xenium %s: %d %s x %d genes on the H&E", library_id, adata.n_obs, level, adata.n_vars)
     return adata
