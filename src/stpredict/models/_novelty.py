@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+import sklearn
 from sklearn.decomposition import PCA
 from sklearn.neighbors import NearestNeighbors
 
@@ -24,6 +25,8 @@ MAX_REFERENCE_SPOTS = 5000
 N_COMPONENTS = 20
 #: nearest training spots whose distance is averaged
 N_NEIGHBOURS = 10
+#: spots scored at once (bounds the memory of scoring a whole slide)
+SCORE_BLOCK = 16_384
 #: share of held-out training spots whose distance the score divides by
 QUANTILE = 0.95
 
@@ -79,9 +82,21 @@ class NoveltyReference:
         return cls(centre, spread, components, places.astype(np.float32), threshold, kind)
 
     def spot_scores(self, features: np.ndarray) -> np.ndarray:
-        """Each spot's distance to its nearest training spots over :attr:`threshold` (above 1: unusual)."""
-        places = ((np.asarray(features, dtype=np.float64) - self.centre) / self.spread) @ self.components.T
-        return _distance(self.reference, places) / self.threshold
+        """Each spot's distance to its nearest training spots over :attr:`threshold` (above 1: unusual).
+
+        Spots are scored in blocks, so that a whole Visium HD slide adds little memory.
+        """
+        search = NearestNeighbors(n_neighbors=int(min(N_NEIGHBOURS, len(self.reference)))).fit(self.reference)
+        scores = np.empty(len(features), dtype=np.float64)
+        with sklearn.config_context(working_memory=64):  # MiB of distances at a time (default 1,024)
+            self._score_blocks(search, features, scores)
+        return scores / self.threshold
+
+    def _score_blocks(self, search: NearestNeighbors, features: np.ndarray, scores: np.ndarray) -> None:
+        for start in range(0, len(features), SCORE_BLOCK):
+            block = np.asarray(features[start : start + SCORE_BLOCK], dtype=np.float64)
+            places = ((block - self.centre) / self.spread) @ self.components.T
+            scores[start : start + SCORE_BLOCK] = search.kneighbors(places)[0].mean(axis=1)
 
     # --- keeping ------------------------------------------------------------------------------------------
 
@@ -105,5 +120,6 @@ def _distance(reference: np.ndarray, query: np.ndarray) -> np.ndarray:
     if len(query) == 0:
         return np.empty(0)
     k = int(min(N_NEIGHBOURS, len(reference)))
-    distances, _ = NearestNeighbors(n_neighbors=k).fit(reference).kneighbors(query)
+    with sklearn.config_context(working_memory=64):
+        distances, _ = NearestNeighbors(n_neighbors=k).fit(reference).kneighbors(query)
     return distances.mean(axis=1)
