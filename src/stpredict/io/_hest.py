@@ -14,11 +14,8 @@ from anndata import AnnData
 from .._constants import (
     ARRAY_COL,
     ARRAY_ROW,
-    COUNTS_LAYER,
     GRID_KEY,
-    LIBRARY_KEY,
     MICRONS_PER_PIXEL,
-    PATIENT_KEY,
     SOURCE_IMAGE_KEY,
     SPATIAL_KEY,
 )
@@ -26,6 +23,7 @@ from .._files import read_h5ad
 from .._logging import logger
 from ..pp._nuclei_shapes import SEGMENTATION_KEY
 from ._image import HIRES_MAX_SIDE, require_spots_inside
+from ._slide import make_genes_unique, mark_slide
 from ._stored_patches import STORED_PATCHES_KEY, patch_file_record
 from ._wsi import WholeSlide
 
@@ -208,11 +206,9 @@ def read_hest(
     for key in (ARRAY_ROW, ARRAY_COL):
         if key in table.obs:
             obs[key] = table.obs[key].to_numpy(int)
-    obs[LIBRARY_KEY] = pd.Categorical([library_id] * len(obs))
-    obs[PATIENT_KEY] = pd.Categorical([patient] * len(obs))
     adata = AnnData(X=counts, obs=obs, var=pd.DataFrame(index=table.var_names.astype(str)))
-    adata.var_names_make_unique()
-    adata.layers[COUNTS_LAYER] = counts.copy()
+    make_genes_unique(adata, library_id)
+    mark_slide(adata, library_id, patient, counts=counts)
     adata.obsm[SPATIAL_KEY] = centres
     adata.uns[SPATIAL_KEY] = {
         library_id: {

@@ -15,14 +15,13 @@ from .._constants import (
     ARRAY_COL,
     ARRAY_ROW,
     GRID_KEY,
-    LIBRARY_KEY,
     MICRONS_PER_PIXEL,
-    PATIENT_KEY,
     SOURCE_IMAGE_KEY,
     SPATIAL_KEY,
 )
 from .._logging import logger
 from ._image import HIRES_MAX_SIDE
+from ._slide import mark_slide
 from ._tissue import detect_tissue
 from ._wsi import TIFF_SUFFIXES, WSI_SUFFIXES, WholeSlide
 
@@ -180,9 +179,8 @@ def read_wsi(
     )
     obs[ARRAY_ROW] = spots["array_row"].to_numpy(int)
     obs[ARRAY_COL] = spots["array_col"].to_numpy(int)
-    obs[LIBRARY_KEY] = pd.Categorical([library_id] * len(obs))
-    obs[PATIENT_KEY] = pd.Categorical([None] * len(obs))
     adata = AnnData(X=sp.csr_matrix((len(obs), 0), dtype=np.float32), obs=obs)
+    mark_slide(adata, library_id, None, counts=None)  # no expression: a slide to predict
     adata.obsm[SPATIAL_KEY] = spots[["x", "y"]].to_numpy(float)
     adata.uns[SPATIAL_KEY] = {
         library_id: {

@@ -30,7 +30,7 @@ from .._constants import (
 )
 from .._logging import logger, warn
 from ._image import HIRES_MAX_SIDE, hires_size, image_size, require_spots_inside
-from ._visium import make_genes_unique, mark_slide
+from ._slide import make_genes_unique, mark_slide
 
 if TYPE_CHECKING:
     from spatialdata import SpatialData

@@ -14,17 +14,15 @@ from anndata import AnnData
 from .._constants import (
     ARRAY_COL,
     ARRAY_ROW,
-    COUNTS_LAYER,
     GRID_KEY,
-    LIBRARY_KEY,
     MICRONS_PER_PIXEL,
-    PATIENT_KEY,
     SOURCE_IMAGE_KEY,
     SPATIAL_KEY,
 )
 from .._logging import logger, warn
 from .._validate import check_unique
 from ._image import HIRES_MAX_SIDE, downscaled_copy, image_size, require_spots_inside
+from ._slide import mark_slide
 
 # Legacy ST arrays: spots of 100 µm diameter on a 200 µm centre-to-centre square grid.
 ST_SPOT_PITCH_UM = 200.0
@@ -242,13 +240,8 @@ def read_st(
     obs["spot_id"] = spot_table.index.to_numpy()
     obs[ARRAY_ROW] = spot_table["y"].to_numpy(int)
     obs[ARRAY_COL] = spot_table["x"].to_numpy(int)
-    obs[LIBRARY_KEY] = pd.Categorical([library_id] * len(obs))
-    obs[PATIENT_KEY] = (
-        pd.Categorical([patient] * len(obs)) if patient is not None else pd.Categorical([None] * len(obs))
-    )
-
     adata = AnnData(X=matrix, obs=obs, var=var)
-    adata.layers[COUNTS_LAYER] = matrix.copy()
+    mark_slide(adata, library_id, patient, counts=matrix)
     adata.obsm[SPATIAL_KEY] = np.column_stack([px, py])
     adata.uns[SPATIAL_KEY] = {
         library_id: {

@@ -31,7 +31,7 @@ from .._constants import (
 )
 from .._logging import logger, warn
 from ._image import decode_rgb, image_size, open_image
-from ._visium import make_genes_unique, mark_slide
+from ._slide import make_genes_unique, mark_slide
 
 #: the bin sizes Space Ranger writes
 SPACE_RANGER_BINS = (2, 8, 16)

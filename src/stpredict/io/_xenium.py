@@ -32,7 +32,7 @@ from .._constants import (
 )
 from .._logging import logger, warn
 from ._image import HIRES_MAX_SIDE, downscaled_copy, image_size, require_spots_inside
-from ._visium import mark_slide
+from ._slide import mark_slide
 
 #: feature names of Xenium's control probes and codewords (not genes)
 CONTROL_PREFIXES = ("NegControl", "BLANK", "UnassignedCodeword", "Deprecated", "antisense", "Intergenic")
