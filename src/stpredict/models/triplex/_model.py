@@ -286,6 +286,8 @@ class TriplexModel(NeuralModel):
             random_state=0 if self.random_state is None else self.random_state,
             show_progress_bar=self.show_progress_bar,
             desc="TRIPLEX target CNN",
+            trainer_params=self.trainer_params,
+            precision=self.params.get("precision", "auto"),
         )
         encoder.cnn.requires_grad_(not encoder.freeze_cnn)
         encoder.cnn.cpu()
