@@ -145,3 +145,22 @@ def test_pretraining_stages_run_on_the_shared_lightning_loop():
                               trainer_params={"max_epochs": 2})  # fmt: skip
     assert len(cut) == 2  # the Lightning trainer ran it
     assert train_image_network(network, images, None, epochs=0, batch_size=32, lr=1e-2, weight_decay=0) == []
+
+
+def test_what_a_fit_reads_once_is_dropped_after_the_fit_even_when_it_fails(split, monkeypatch):
+    """NeuralModel keeps ``_read_once`` (here ST-Net's patches of every training spot) only while it fits."""
+    import stpredict as st
+    from stpredict.models._neural import NeuralModel
+
+    train, _ = split
+    seen = {}
+
+    def failing(self, *args, **kwargs):
+        seen["model"], seen["read"] = self, self._fit_read
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(NeuralModel, "_train_net", failing)
+    with pytest.raises(RuntimeError, match="stopped"):
+        st.tl.fit(train, model="stnet", genes=["ERBB2"], model_params={"input_size": 32, "max_epochs": 1})
+    assert seen["read"].shape == (train.n_obs, 3, 32, 32)  # the patches, read once for the fit
+    assert seen["model"]._fit_read is None
