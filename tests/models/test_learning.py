@@ -163,3 +163,15 @@ def test_paper_params_are_accepted_and_restore_the_papers_settings(model):
     assert {k: configured[k] for k in PAPER_VALUES[model]} == PAPER_VALUES[model]
     defaults = get_model(model).defaults
     assert any(defaults[k] != v for k, v in PAPER_VALUES[model].items())  # the default is not the paper's
+
+
+def test_ensemble_presets_name_their_members():
+    from stpredict.models.ensemble import DEFAULT_MEMBERS
+
+    ensemble = st.models.get_model("ensemble")
+    assert tuple(ensemble().params["models"]) == DEFAULT_MEMBERS == tuple(ensemble(models="fast").params["models"])
+    best = ensemble(models="best")
+    assert list(best.params["models"]) == [*DEFAULT_MEMBERS, "m2tglgo", "triplex"]
+    assert best.reads_pixels() and not ensemble().reads_pixels()
+    with pytest.raises(ValueError, match="preset of \\['best', 'fast'\\]"):
+        ensemble(models="everything")

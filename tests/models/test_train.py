@@ -121,3 +121,46 @@ def test_a_net_with_its_own_training_loss_is_trained_on_it():
     pred, y = predict_network(net, data), data.tensors["y"].numpy()
     slope = float((pred * y).sum() / (y * y).sum())
     assert slope == pytest.approx(0.5, abs=0.1)  # it learned the custom objective, not y itself
+
+
+def test_pretraining_stages_run_on_the_shared_lightning_loop():
+    """train_image_network (SEPAL's stage 1, TRIPLEX's target CNN, st.tl.train_encoder) is trained by Lightning:
+    the loop's trainer_params reach it, batch norm trains even if the network came in eval mode, loss falls."""
+    from torch import nn
+
+    from stpredict.models._image_training import train_image_network
+
+    torch.manual_seed(0)
+    brightness = torch.randn(96, 1)
+    images = torch.randn(96, 3, 16, 16) + brightness[:, :, None, None]  # learnable from the pixels
+    targets = (brightness - brightness.mean()) / brightness.std()
+    network = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(8, 1),
+    ).eval()  # fmt: skip
+    history = train_image_network(network, images, targets, epochs=15, batch_size=32, lr=1e-2, weight_decay=0)
+    assert len(history) == 15 and history[-1] < 0.5 * history[0], history
+    assert not network.training and network[1].num_batches_tracked > 0  # BN learnt its statistics, left in eval
+    cut = train_image_network(network, images, targets, epochs=15, batch_size=32, lr=1e-2, weight_decay=0,
+                              trainer_params={"max_epochs": 2})  # fmt: skip
+    assert len(cut) == 2  # the Lightning trainer ran it
+    assert train_image_network(network, images, None, epochs=0, batch_size=32, lr=1e-2, weight_decay=0) == []
+
+
+def test_what_a_fit_reads_once_is_dropped_after_the_fit_even_when_it_fails(split, monkeypatch):
+    """NeuralModel keeps ``_read_once`` (here ST-Net's patches of every training spot) only while it fits."""
+    import stpredict as st
+    from stpredict.models._neural import NeuralModel
+
+    train, _ = split
+    seen = {}
+
+    def failing(self, *args, **kwargs):
+        seen["model"], seen["read"] = self, self._fit_read
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(NeuralModel, "_train_net", failing)
+    with pytest.raises(RuntimeError, match="stopped"):
+        st.tl.fit(train, model="stnet", genes=["ERBB2"], model_params={"input_size": 32, "max_epochs": 1})
+    assert seen["read"].shape == (train.n_obs, 3, 32, 32)  # the patches, read once for the fit
+    assert seen["model"]._fit_read is None

@@ -1,4 +1,4 @@
-"""Training a CNN on spot patches, written once: ``st.tl.train_encoder`` and SEPAL's stage 1 both use it.
+"""Training a CNN on spot patches, on the shared Lightning loop (train_encoder, SEPAL and TRIPLEX pretraining).
 
 Augmentations respect what does not change in histology: the 8 dihedral orientations, small stain/colour
 shifts, and (contrastive mode) random resized crops.
@@ -6,13 +6,18 @@ shifts, and (contrastive mode) random resized crops.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+
+from .._logging import logger
+from ._data import Key
+from ._train import TensorDictDataset, TrainSettings, fit_network
 
 
 def resized_patches(
@@ -142,6 +147,39 @@ def run_in_batches(fn, images: torch.Tensor, *, device: str = "cpu", batch_size:
     return out
 
 
+class ImageObjective(nn.Module):
+    """A pretraining stage as a net the shared Lightning loop (:func:`~._train.fit_network`) trains.
+
+    ``training_loss`` augments the batch's patches and returns the MSE of the network's regression on the
+    targets (``y``) or, without targets, SimCLR's NT-Xent between two augmented crops of each patch;
+    ``optimizer`` is AdamW with a cosine schedule over the stage's epochs. Augmentations are drawn from a CPU
+    generator seeded by ``random_state``, so runs repeat on any device.
+    """
+
+    def __init__(self, network: nn.Module, *, epochs: int, temperature: float, random_state: int) -> None:
+        super().__init__()
+        self.network = network
+        self.epochs, self.temperature = epochs, temperature
+        self.generator = torch.Generator().manual_seed(random_state)
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        images = batch[Key.PIXELS]
+        if len(images) < 2:  # batch norm needs two images: the loop skips this batch
+            return None
+        if Key.Y in batch:
+            return F.mse_loss(self.network(_augment(images, self.generator, crop=False)), batch[Key.Y])
+        views = _augment(images, self.generator, crop=True), _augment(images, self.generator, crop=True)
+        return _nt_xent(self.network(views[0]), self.network(views[1]), self.temperature)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.network(batch[Key.PIXELS])
+
+    def optimizer(self, settings: TrainSettings):
+        optimiser = torch.optim.AdamW(self.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, self.epochs))
+        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+
 def train_image_network(
     network: nn.Module,
     images: torch.Tensor,
@@ -156,38 +194,37 @@ def train_image_network(
     random_state: int = 0,
     show_progress_bar: bool = False,
     desc: str = "train encoder",
+    trainer_params: Mapping[str, Any] | None = None,
+    precision: str = "auto",
 ) -> list[float]:
     """Train ``network`` (encoder + head) on standardised ``images``; the mean loss of every epoch.
 
     With ``targets`` (``(n, n_genes)``, z-scored) the loss is the MSE of the head's regression on augmented
     patches; without, the NT-Xent loss between two augmented crops of each patch (SimCLR). AdamW with a
-    cosine schedule over ``epochs``; batching and augmentation are drawn from ``random_state``.
+    cosine schedule over ``epochs``; batches and augmentations are drawn from ``random_state``. Runs on the
+    shared Lightning loop, so a pretraining stage gets the device placement, mixed precision
+    (``precision``) and DDP (``trainer_params``) of every other training; it has no validation split and
+    keeps its last epoch.
     """
-    torch.manual_seed(random_state)
-    generator = torch.Generator().manual_seed(random_state)
-    network.to(device)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, epochs))
-    history: list[float] = []
-    for _ in tqdm(range(epochs), desc=desc, disable=not show_progress_bar):
-        network.train()
-        order = torch.randperm(len(images), generator=generator)
-        losses = []
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            if len(idx) < 2:  # batch norm needs two images
-                continue
-            batch = images[idx].to(device)
-            if targets is not None:
-                loss = F.mse_loss(network(_augment(batch, generator, crop=False)), targets[idx].to(device))
-            else:
-                views = _augment(batch, generator, crop=True), _augment(batch, generator, crop=True)
-                loss = _nt_xent(network(views[0]), network(views[1]), temperature)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            losses.append(loss.item())
-        scheduler.step()
-        history.append(float(np.mean(losses)) if losses else float("nan"))
+    if epochs == 0:  # e.g. fine-tuning switched off: the network stays as it was given
+        network.eval()
+        return []
+    logger.info("%s: %d images, %d epochs", desc, len(images), epochs)
+    objective = ImageObjective(network, epochs=epochs, temperature=temperature, random_state=random_state)
+    objective.train()  # Lightning keeps a module's mode: a trunk loaded in eval mode would train with frozen BN
+    tensors = {Key.PIXELS: images} if targets is None else {Key.PIXELS: images, Key.Y: targets}
+    settings = TrainSettings(
+        lr=lr, weight_decay=weight_decay, max_epochs=epochs, batch_size=batch_size, precision=precision
+    )
+    result = fit_network(
+        objective,
+        TensorDictDataset(**{str(k): v for k, v in tensors.items()}),
+        None,
+        settings=settings,
+        device=device,
+        random_state=random_state,
+        trainer_params=trainer_params,
+        show_progress_bar=show_progress_bar,
+    )
     network.eval()
-    return history
+    return [float(v) for v in result.history.get("train_loss", pd.Series(dtype=float))]

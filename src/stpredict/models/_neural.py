@@ -7,15 +7,17 @@ A neural model is this class + a pure ``nn.Module`` (its ``_module.py``) + typed
 - :meth:`NeuralModel._items`: what the network reads of some spots (``_data.spot_items`` for rows,
   ``_data.slide_items`` for whole slides), with targets when fitting.
 
-and may override :meth:`NeuralModel._prepare` (work before the loop: input scalings, a pretraining stage, a
-reference bank) and :meth:`NeuralModel._finish` (after it). ``fit`` and ``predict`` are written once, here.
+and may override :meth:`NeuralModel._read_once` (what is costly to read of every spot, e.g. patches: read once
+per fit, kept in ``self._fit_read`` for the training and validation items, dropped after the fit even when it
+fails), :meth:`NeuralModel._prepare` (work before the loop: input scalings, a pretraining stage, a reference
+bank) and :meth:`NeuralModel._finish` (after it). ``fit`` and ``predict`` are written once, here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -69,6 +71,14 @@ class NeuralModel(Model):
         """What the network reads of ``spots`` (sorted indices into ``inputs``); targets when ``z`` is given."""
         raise NotImplementedError
 
+    def _read_once(self, inputs: ModelInputs) -> Any:
+        """What the items of a fit read of every spot and is costly to get (patches, views, nuclei), or ``None``.
+
+        Read before the network is built (it may fix the network's input width) and kept in ``self._fit_read``
+        until the fit ends; prediction reads what it needs itself.
+        """
+        return None
+
     def _prepare(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
         """Work before the training loop (default: none); ``net_`` exists and its input scaling is set."""
 
@@ -78,15 +88,19 @@ class NeuralModel(Model):
     # --- the template ----------------------------------------------------------------------------------------
 
     def fit(self, inputs: ModelInputs, targets: np.ndarray) -> NeuralModel:
-        settings = self._begin_fit(inputs, targets)
-        z = self._standardize_targets(targets)
-        split = self._split(inputs)
-        self._prepare(inputs, z, split)
-        train = self._items(inputs, split.train, z, split.unit, stage="train")
-        val = self._items(inputs, split.val, z, split.unit, stage="val")
-        result = self._train_net(train, val, settings)
-        self._record_validation(result, z[split.held], self._run(val, split.val), split)
-        self._finish(inputs, z, split)
+        self._fit_read = self._read_once(inputs)
+        try:
+            settings = self._begin_fit(inputs, targets)
+            z = self._standardize_targets(targets)
+            split = self._split(inputs)
+            self._prepare(inputs, z, split)
+            train = self._items(inputs, split.train, z, split.unit, stage="train")
+            val = self._items(inputs, split.val, z, split.unit, stage="val")
+            result = self._train_net(train, val, settings)
+            self._record_validation(result, z[split.held], self._run(val, split.val), split)
+            self._finish(inputs, z, split)
+        finally:
+            self._fit_read = None  # patches or views of every training spot: not kept with the model
         return self
 
     def _predict_z(self, inputs: ModelInputs) -> np.ndarray:

@@ -55,27 +55,26 @@ class PatchModel(NeuralModel):
         batches = inputs.images.iter_patches(size=n.patch_size, unit=n.patch_unit)
         return resized_patches(batches, inputs.n_spots, n.input_size)
 
+    def _read_once(self, inputs: ModelInputs) -> torch.Tensor:
+        return self._pixels(inputs)  # patches cut once for training and validation
+
     def _prepare(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
-        """Patches cut once for training and validation; the trunk's first weights and pixel scaling."""
+        """The trunk's first weights and pixel scaling."""
         from ..pp._encoders import load_encoder
 
         n = self.net_params
-        self._fit_pixels = self._pixels(inputs)
         if n.checkpoint is not None or n.pretrained:  # loaded here, not in _net: a saved model never downloads
             loaded, spec = load_encoder(n.arch, checkpoint=n.checkpoint, pretrained=n.pretrained)
             self.net_.trunk.load_state_dict(loaded.state_dict())
             mean, std = spec.mean, spec.std
         else:
-            mean, std = channel_stats(self._fit_pixels[torch.from_numpy(split.train)])
+            mean, std = channel_stats(self._fit_read[torch.from_numpy(split.train)])
         self.net_.pixel_mean.copy_(torch.tensor(mean))
         self.net_.pixel_std.copy_(torch.tensor(std))
 
-    def _finish(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
-        self._fit_pixels = None
-
     def _items(self, inputs: ModelInputs, spots: np.ndarray, z=None, unit=None, *, stage="predict") -> Items:
         """The training or validation spots' patches, cut once per fit (prediction streams: see ``_predict_z``)."""
-        return spot_items({Key.PIXELS: self._fit_pixels}, spots, z, unit)
+        return spot_items({Key.PIXELS: self._fit_read}, spots, z, unit)
 
     def _predict_z(self, inputs: ModelInputs) -> np.ndarray:
         """Predictions batch by batch of patches, so that a whole slide's patches are never held at once."""

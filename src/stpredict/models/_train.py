@@ -129,7 +129,12 @@ def _lightning_task(net: torch.nn.Module, settings: TrainSettings, train_loader:
 
         def training_step(self, batch, batch_idx):
             if hasattr(self.net, "training_loss"):  # a model's own objective (e.g. TRIPLEX's fusion loss)
-                loss, n_rows = self.net.training_loss(batch), len(batch["y"])
+                loss, n_rows = (
+                    self.net.training_loss(batch),
+                    len(batch["y"] if "y" in batch else next(iter(batch.values()))),
+                )
+                if loss is None:  # the objective skips this batch (e.g. one image under batch norm)
+                    return None
             else:
                 pred, target, _ = _scored(self.net, batch)
                 loss, n_rows = loss_fn(pred.float(), target.float()), len(target)

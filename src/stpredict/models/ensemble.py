@@ -26,6 +26,9 @@ from ._validation import held_out_mask, scoring_units, validation_groups
 
 #: members that read only the ``obsm`` representation (no pixels): fast on a CPU and on any slide
 DEFAULT_MEMBERS = ("ridge", "ridge_spatial", "mlp", "merge", "spahgc")
+#: named member lists: ``'fast'`` (the default) and ``'best'``, which adds the two pixel-reading seed models
+#: that beat ridge on HER2ST (M2TGLGO, TRIPLEX; docs/benchmarks.md): ~2-3 x the CPU time of ``'fast'``
+MEMBER_PRESETS = {"fast": DEFAULT_MEMBERS, "best": (*DEFAULT_MEMBERS, "m2tglgo", "triplex")}
 WEIGHTINGS = ("stacking", "equal")
 
 
@@ -66,9 +69,9 @@ def stacking_weights(predictions: Sequence[np.ndarray], targets: np.ndarray, uni
 class EnsembleModel(Model):
     """A weighted mean of registered models' predictions, weights chosen on held-out training groups.
 
-    Parameters (``model_params``): ``models``, the member model names (default: ridge, ridge_spatial, mlp,
-    merge and spahgc, which read only the representation; add ``'triplex'``, ``'m2tglgo'`` or ``'sepal'``,
-    which read pixels too); ``member_params``, ``{member: model_params}``; ``weights``: ``'stacking'``
+    Parameters (``model_params``): ``models``, the member model names, or a preset: ``'fast'`` (default:
+    ridge, ridge_spatial, mlp, merge and spahgc, which read only the representation) or ``'best'`` (those and
+    M2TGLGO and TRIPLEX, which read pixels too: the best on HER2ST and MOB, at 2-3 times the CPU time); ``member_params``, ``{member: model_params}``; ``weights``: ``'stacking'``
     (non-negative least squares on the held-out group's per-slide standardised values, see
     :func:`stacking_weights`) or ``'equal'``; ``stacking_folds`` (default 3), how many folds of whole training
     groups give the out-of-fold predictions the weights are chosen on (``1``: a single held-out group of about
@@ -99,6 +102,13 @@ class EnsembleModel(Model):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        if isinstance(self.params["models"], str):
+            if self.params["models"] not in MEMBER_PRESETS:
+                msg = (
+                    f"ensemble: models={self.params['models']!r}; name members or a preset of {sorted(MEMBER_PRESETS)}."
+                )
+                raise ValueError(msg)
+            self.params["models"] = MEMBER_PRESETS[self.params["models"]]
         members = list(self.params["models"])
         if not members or len(set(members)) != len(members):
             msg = f"ensemble: `models` must name distinct registered models, got {members!r}."

@@ -200,7 +200,7 @@ class M2tglgoModel(NeuralModel):
 
     def _items(self, inputs: ModelInputs, spots: np.ndarray, z=None, unit=None, *, stage="predict"):
         """One graph per slide: features, nuclei features, kNN edges; hop pairs and targets when fitting."""
-        nuclei = self._fit_nuclei if stage != "predict" else self._nuclei(inputs)
+        nuclei = self._fit_read if stage != "predict" else self._nuclei(inputs)
         graph = inputs.graphs["spatial"]
         width = inputs.features.shape[1]
 
@@ -238,13 +238,12 @@ class M2tglgoModel(NeuralModel):
             )
         return super().fit(inputs, targets)
 
-    def _prepare(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
-        self._fit_nuclei = self._nuclei(inputs)  # read once for the training and validation items
-        if self._fit_nuclei is not None:
-            self.net_.scale_nuclei.set(self._fit_nuclei)
+    def _read_once(self, inputs: ModelInputs) -> np.ndarray | None:
+        return self._nuclei(inputs)
 
-    def _finish(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
-        self._fit_nuclei = None
+    def _prepare(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
+        if self._fit_read is not None:
+            self.net_.scale_nuclei.set(self._fit_read)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = super().state_dict()

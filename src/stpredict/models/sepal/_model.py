@@ -168,6 +168,8 @@ class SepalModel(NeuralModel):
             random_state=0 if self.random_state is None else self.random_state,
             show_progress_bar=self.show_progress_bar,
             desc="SEPAL stage 1 (CNN)",
+            trainer_params=self.trainer_params,
+            precision=self.params.get("precision", "auto"),
         )
         embeddings = self._run_encoder(images)
         # the head was trained on raw embeddings; stage 2 reads standardised ones

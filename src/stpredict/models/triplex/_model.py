@@ -209,7 +209,7 @@ class TriplexModel(NeuralModel):
 
     def _items(self, inputs: ModelInputs, spots: np.ndarray, z=None, unit=None, *, stage="predict") -> Items:
         """Batches of ``spots``, each from one slide and carrying that slide's global view (all its spots)."""
-        views = self._fit_views if stage != "predict" else self._frozen_views(inputs)
+        views = self._fit_read if stage != "predict" else self._frozen_views(inputs)
         shuffle_seed = (0 if self.random_state is None else self.random_state) if stage == "train" else None
         features = torch.from_numpy(np.ascontiguousarray(inputs.features, dtype=np.float32))
         batches, order = [], []
@@ -235,21 +235,18 @@ class TriplexModel(NeuralModel):
         self._freeze_target_maps(views)
         return views
 
-    def fit(self, inputs: ModelInputs, targets: np.ndarray) -> TriplexModel:
-        self._fit_views = self._views(inputs)  # read once for training and validation
-        self.n_tile_features_ = int(self._fit_views["tiles"].shape[2]) if "tiles" in self._fit_views else 0
-        return super().fit(inputs, targets)
+    def _read_once(self, inputs: ModelInputs) -> dict:
+        views = self._views(inputs)
+        self.n_tile_features_ = int(views["tiles"].shape[2]) if "tiles" in views else 0  # the network's tile width
+        return views
 
     def _prepare(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
-        views = self._fit_views
+        views = self._fit_read
         self._fit_input_scaling(views, torch.from_numpy(~split.held))
         p = self.params
         if "patches" in views and p["target_pretrain_epochs"] and p["target_checkpoint"] is None:
             self._pretrain_target_cnn(views["patches"], z, ~split.held)
         self._freeze_target_maps(views)
-
-    def _finish(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
-        self._fit_views = None
 
     def _fit_input_scaling(self, views, train: torch.Tensor) -> None:
         """Tile features and pixels standardised with the training spots' statistics (or the checkpoint's)."""
@@ -286,6 +283,8 @@ class TriplexModel(NeuralModel):
             random_state=0 if self.random_state is None else self.random_state,
             show_progress_bar=self.show_progress_bar,
             desc="TRIPLEX target CNN",
+            trainer_params=self.trainer_params,
+            precision=self.params.get("precision", "auto"),
         )
         encoder.cnn.requires_grad_(not encoder.freeze_cnn)
         encoder.cnn.cpu()
