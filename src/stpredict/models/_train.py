@@ -277,6 +277,8 @@ def fit_network(
             warnings.filterwarnings("ignore", message=".*number of training batches.*smaller than the logging.*")
             warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
             warnings.filterwarnings("ignore", message=".*validation_step.* but have no .val_dataloader.*")
+            # an objective skips a batch it cannot use (one image under batch norm) by returning None
+            warnings.filterwarnings("ignore", message=".*training_step. returned .None.*")
             trainer = pl.Trainer(**options)
             trainer.fit(task)  # loaders come from the task's hooks, after DDP has set the ranks
     finally:
