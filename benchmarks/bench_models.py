@@ -139,7 +139,15 @@ def encoder_embeddings(adata: AnnData, folds: list, name: str, cache: Path, devi
 
 
 def run_one(
-    path: str, name: str, model: str, target: str, rep: str, device: str, cache: Path, score_against: str = "log1p"
+    path: str,
+    name: str,
+    model: str,
+    target: str,
+    rep: str,
+    device: str,
+    cache: Path,
+    score_against: str = "log1p",
+    random_state: int = 0,
 ) -> tuple[pd.DataFrame, float]:
     """Cross-validate one (model, target) in this (fresh) process; its table and peak resident memory in MB."""
     logging.basicConfig(level=logging.WARNING)
@@ -163,6 +171,7 @@ def run_one(
         "device": device,
         "key_added": "cv",
         "show_progress_bar": False,
+        "random_state": random_state,
     }
     if target == "sepal":  # SEPAL's protocol: its genes, scored on the filtered layer's measured entries
         options.update(
@@ -260,6 +269,7 @@ def main() -> None:
         help="score predictions against measured log1p (default) or the smoothed training target (MERGE's protocol)",
     )
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--random-state", type=int, default=0, help="the models' seed (seed-to-seed variation)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/models.csv"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -282,7 +292,16 @@ def main() -> None:
                     # a fresh process per run: its peak memory is its own, not the high-water mark of earlier runs
                     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
                         table, peak_mb = pool.submit(
-                            run_one, path, name, model, target, args.rep, args.device, args.cache, args.score_against
+                            run_one,
+                            path,
+                            name,
+                            model,
+                            target,
+                            args.rep,
+                            args.device,
+                            args.cache,
+                            args.score_against,
+                            args.random_state,
                         ).result()
                     table.insert(0, "dataset", DATASETS[name][0])
                     table.insert(1, "model", model)
