@@ -33,7 +33,7 @@ def test_grid_cells_start_at_zero_and_halve_visium_columns():
 def test_batches_come_from_one_slide_with_its_whole_global_view(crop_norm):
     inputs, _ = build_inputs(crop_norm, crop_norm.obsm["X_handcrafted"], needs_grid=True, needs_images=True)
     model = TriplexModel(batch_size=16, **SMALL)
-    model._fit_views = model._views(inputs)
+    model._fit_read = model._read_once(inputs)
     items = model._items(inputs, np.arange(inputs.n_spots), stage="train")  # shuffled within each slide
     assert sorted(items.order.tolist()) == list(range(inputs.n_spots))
     assert items.order.tolist() != list(range(inputs.n_spots))
