@@ -22,7 +22,7 @@ from anndata import AnnData
 
 from .._logging import logger
 from ._image import HIRES_MAX_SIDE
-from ._xenium import _pseudo_spots, place_on_he, read_alignment
+from ._xenium import check_run, place_on_he, read_alignment, run_targets
 
 #: µm per CosMx global pixel (NanoString's SMI documentation)
 COSMX_PIXEL_SIZE = 0.12028
@@ -109,22 +109,14 @@ def read_cosmx(
     >>> adata = st.io.read_cosmx("cosmx_run/", he_image="section_he.tif", alignment="he_to_cosmx.csv")  # doctest: +SKIP
     """
     root = Path(path)
-    if not root.is_dir():
-        msg = f"No CosMx export folder {str(root)!r}."
-        raise FileNotFoundError(msg)
-    if level not in ("spots", "cells"):
-        msg = f"level must be 'spots' (pseudo-spots) or 'cells', got {level!r}."
-        raise ValueError(msg)
+    check_run(root, "CosMx export", level)
     matrix = read_alignment(alignment)
-    if level == "spots":
-        counts, obs, genes, centres_um = _pseudo_spots(_transcripts(root, pixel_size), float(spot_size_um))
-        keep = np.asarray(counts.sum(axis=1)).ravel() >= min_transcripts
-        counts, obs, centres_um = counts[keep], obs[keep], centres_um[keep]
-        diameter_um = float(spot_size_um)
-        technology = f"NanoString CosMx (pseudo-spots of {spot_size_um:g} um)"
-    else:
-        counts, obs, genes, centres_um, diameter_um = _cells(root, pixel_size)
-        technology = "NanoString CosMx (cells)"
+    counts, obs, genes, centres_um, diameter_um = run_targets(
+        level, lambda: _transcripts(root, pixel_size), lambda: _cells(root, pixel_size), spot_size_um, min_transcripts
+    )
+    technology = (
+        f"NanoString CosMx (pseudo-spots of {spot_size_um:g} um)" if level == "spots" else "NanoString CosMx (cells)"
+    )
     library_id = str(library_id or root.name)
     adata = place_on_he(
         counts, obs, genes, centres_um, diameter_um, pixel_size=pixel_size, he_image=he_image, matrix=matrix,

@@ -12,6 +12,7 @@ are mapped onto the H&E image through the inverse of the alignment, so the same 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from os import PathLike
 from pathlib import Path
 from typing import Literal
@@ -113,6 +114,35 @@ def _cells(root: Path) -> tuple[sp.csr_matrix, pd.DataFrame, list[str], np.ndarr
     diameter = float(2 * np.sqrt(np.median(cells["cell_area"]) / np.pi)) if "cell_area" in cells else 10.0
     obs = pd.DataFrame(index=counts.obs_names.astype(str))
     return sp.csr_matrix(counts.X, dtype=np.float32), obs, counts.var_names.tolist(), centres, diameter
+
+
+def check_run(root: Path, run: str, level: str) -> None:
+    """An imaging run's output folder exists and ``level`` is one the readers build."""
+    if not root.is_dir():
+        msg = f"No {run} folder {str(root)!r}."
+        raise FileNotFoundError(msg)
+    if level not in ("spots", "cells"):
+        msg = f"level must be 'spots' (pseudo-spots) or 'cells', got {level!r}."
+        raise ValueError(msg)
+
+
+def run_targets(
+    level: str,
+    transcripts: Callable[[], pd.DataFrame],
+    cells: Callable[[], tuple[sp.csr_matrix, pd.DataFrame, list[str], np.ndarray, float]],
+    spot_size_um: float,
+    min_transcripts: int,
+) -> tuple[sp.csr_matrix, pd.DataFrame, list[str], np.ndarray, float]:
+    """Counts, obs, genes, centres (µm) and spot diameter (µm) of an imaging run's pseudo-spots or cells.
+
+    ``transcripts()``: gene, x, y (µm) of every kept transcript; ``cells()``: the run's own cells. Pseudo-spots
+    with fewer than ``min_transcripts`` transcripts (background, edges) are dropped.
+    """
+    if level == "cells":
+        return cells()
+    counts, obs, genes, centres_um = _pseudo_spots(transcripts(), float(spot_size_um))
+    keep = np.asarray(counts.sum(axis=1)).ravel() >= min_transcripts
+    return counts[keep], obs[keep], genes, centres_um[keep], float(spot_size_um)
 
 
 def place_on_he(
@@ -223,21 +253,12 @@ def read_xenium(
     ...                           alignment="run_he_imagealignment.csv", spot_size_um=55)  # doctest: +SKIP
     """
     root = Path(path)
-    if not root.is_dir():
-        msg = f"No Xenium output folder {str(root)!r}."
-        raise FileNotFoundError(msg)
-    if level not in ("spots", "cells"):
-        msg = f"level must be 'spots' (pseudo-spots) or 'cells', got {level!r}."
-        raise ValueError(msg)
+    check_run(root, "Xenium output", level)
     matrix = read_alignment(alignment)
     pixel_size = _pixel_size(root)
-    if level == "spots":
-        counts, obs, genes, centres_um = _pseudo_spots(_transcripts(root, min_qv), float(spot_size_um))
-        keep = np.asarray(counts.sum(axis=1)).ravel() >= min_transcripts
-        counts, obs, centres_um = counts[keep], obs[keep], centres_um[keep]
-        diameter_um = float(spot_size_um)
-    else:
-        counts, obs, genes, centres_um, diameter_um = _cells(root)
+    counts, obs, genes, centres_um, diameter_um = run_targets(
+        level, lambda: _transcripts(root, min_qv), lambda: _cells(root), spot_size_um, min_transcripts
+    )
     library_id = str(library_id or root.name)
     technology = f"10x Xenium (pseudo-spots of {spot_size_um:g} um)" if level == "spots" else "10x Xenium (cells)"
     adata = place_on_he(
