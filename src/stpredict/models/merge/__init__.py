@@ -4,14 +4,9 @@ The model and its network load on first use: ``st.pp.hierarchical_graph`` (``_gr
 when stpredict is imported, and must not bring torch's model code with it.
 """
 
-from importlib import import_module
+from .._lazy import lazy_getattr
 
 _LAZY = {"PAPER_PARAMS": "._model", "MergeModel": "._model", "MergeGAT": "._module"}
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_getattr(__name__, _LAZY)

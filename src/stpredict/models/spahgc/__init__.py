@@ -4,7 +4,7 @@ The model, its network and its graph builders load on first use: ``st.tl.hetero_
 imports this package when stpredict is imported, and must not bring torch-geometric with it.
 """
 
-from importlib import import_module
+from .._lazy import lazy_getattr
 
 _LAZY = {
     "PAPER_PARAMS": "._model", "SpahgcModel": "._model", "SpaHGCNet": "._module", "ReferenceBank": "._bank",
@@ -12,9 +12,4 @@ _LAZY = {
 }  # fmt: skip
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(import_module(_LAZY[name], __name__), name)
-    msg = f"module {__name__!r} has no attribute {name!r}"
-    raise AttributeError(msg)
+__getattr__ = lazy_getattr(__name__, _LAZY)
