@@ -97,6 +97,10 @@ VARIANTS.update(
         "m2tglgo_no_losses": ("m2tglgo", {"ranking_weight": 0.0, "reconstruction_weight": 0.0}),
         "m2tglgo_go_fixed": ("m2tglgo", {"gene_features": "go"}),  # GO SVD gene features kept fixed (as Gene2Vec)
         "m2tglgo_paper": ("m2tglgo", dict(M2TGLGO_PAPER_PARAMS)),
+        # the graph models with a linear path (not in the papers): ridge_spatial's function inside the model
+        "merge_linear": ("merge", {"linear_path": True}),
+        "spahgc_linear": ("spahgc", {"linear_path": True}),
+        "m2tglgo_linear": ("m2tglgo", {"linear_path": True}),
         "spahgc_paper": ("spahgc", dict(SPAHGC_PAPER_PARAMS)),
         # every seed model and the baselines in one ensemble (the default holds the five that read no pixels)
         "ensemble_all": (

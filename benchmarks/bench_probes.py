@@ -35,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import tempfile
 import time
@@ -66,13 +67,15 @@ DATASETS = {
     "mob": (lambda d: st.datasets.mob(path=d / "mob"), ["MOB1", "MOB2"], ["MOB3", "MOB4"], 200, "um"),
 }
 # every seed model with its defaults, the paper ablations that bear on a probe (spatial context, views,
-# cross-slide relations, the ranking loss), and the baselines; any other MODEL_ABLATION name runs by --models
+# cross-slide relations, the ranking loss, the GO gene graph), the graph models with their linear path, and
+# the baselines; any other MODEL_ABLATION name runs by --models
 DEFAULT_MODELS = [
     "ridge",
     "ridge_spatial",
     "mlp",
     "merge",
     "merge_1hop",
+    "merge_linear",
     "sepal",
     "sepal_stage1",
     "triplex",
@@ -81,8 +84,11 @@ DEFAULT_MODELS = [
     "spahgc",
     "spahgc_no_cnda",
     "spahgc_no_cnap",
+    "spahgc_linear",
     "m2tglgo",
     "m2tglgo_no_ranking",
+    "m2tglgo_no_go",
+    "m2tglgo_linear",
 ]
 SPOTS_PER_REGION = 40
 # human gene symbols with Gene Ontology annotations name the probe targets, so that M2TGLGO builds its GO
@@ -96,12 +102,19 @@ PROBE_GENES = (
 
 
 def variants() -> dict[str, tuple[str, dict]]:
-    """``MODEL_ABLATION`` names of every registered model's paper ablations: ``{name: (model, model_params)}``."""
-    return {
+    """``{name: (model, model_params)}``: every model's paper ablations (``MODEL_ABLATION``) and ``MODEL_linear``.
+
+    ``MODEL_linear`` is a graph model with its linear path (``linear_path=True``, not in the papers).
+    """
+    named = {
         f"{model}_{ablation}": (model, params)
         for model in st.tl.available_models()
         for ablation, params in st.tl.model_ablations(model).items()
     }
+    for model in st.tl.available_models():
+        if "linear_path" in get_model(model).defaults:
+            named[f"{model}_linear"] = (model, {"linear_path": True})
+    return named
 
 
 def prepare(name: str, shared: Path, cache: Path) -> AnnData:
@@ -267,6 +280,12 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "stpredict-bench")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/probes.csv"))
     parser.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
+    parser.add_argument(
+        "--model-params",
+        type=json.loads,
+        default=None,
+        help="JSON model_params added to every model's (experiments), e.g. '{\"go_prior\": false}'",
+    )
     args = parser.parse_args()
     if args.table:
         print(markdown(pd.read_csv(args.out)))
@@ -284,7 +303,7 @@ def main() -> None:
         adata.var_names = list(columns["gene"])
         print(f"{name}: {adata.n_obs} spots, {targets.shape[1]} targets, prepared in {time.perf_counter() - t0:.0f} s")
         for model in args.models:
-            table, fit_s = run_model(adata, columns, name, model, args.device, args.seed)
+            table, fit_s = run_model(adata, columns, name, model, args.device, args.seed, args.model_params)
             table.insert(0, "dataset", name)
             table.insert(1, "model", model)
             table["fit_s"] = fit_s

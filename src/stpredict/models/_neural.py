@@ -27,7 +27,7 @@ from .._metrics import per_slide_pearson
 from ._base import Model, Validation
 from ._data import Items, unit_codes
 from ._inputs import ModelInputs
-from ._nn import Standardize
+from ._nn import LinearPath, Standardize
 from ._train import TrainResult, TrainSettings, fit_network, predict_network
 from ._validation import held_out_mask, scoring_units
 
@@ -95,6 +95,7 @@ class NeuralModel(Model):
             split = self._split(inputs)
             self._prepare(inputs, z, split)
             train = self._items(inputs, split.train, z, split.unit, stage="train")
+            self._start_linear_path(train, z, split.train)
             val = self._items(inputs, split.val, z, split.unit, stage="val")
             result = self._train_net(train, val, settings)
             self._record_validation(result, z[split.held], self._run(val, split.val), split)
@@ -147,6 +148,26 @@ class NeuralModel(Model):
             show_progress_bar=self.show_progress_bar,
             collate_fn=train.collate_fn,
         )
+
+    def _start_linear_path(self, train: Items, z: np.ndarray, spots: np.ndarray) -> None:
+        """A network's :class:`LinearPath`, if it has one, starts at the ridge fit of the training spots.
+
+        Its inputs (the spot's features and its neighbours' mean, as the network builds them) are read by
+        running the training items through the network once; the validation spots are not used.
+        """
+        paths = [m for m in self.net_.modules() if isinstance(m, LinearPath)]
+        if not paths or len(spots) < 2:
+            return
+        designs: list[np.ndarray] = []
+        hook = paths[0].register_forward_hook(
+            lambda module, args, _: designs.append(module.design(*args).detach().float().cpu().numpy())
+        )
+        try:
+            self._run(train, spots)
+        finally:
+            hook.remove()
+            self.net_.train()  # the loop keeps the module's mode: dropout must be on again
+        self.linear_path_alpha_ = paths[0].set_ridge(train.scatter(np.concatenate(designs), spots), z[spots])
 
     def _standardize_targets(self, targets: np.ndarray) -> np.ndarray:
         self.scale_out_ = Standardize(self.n_genes_)

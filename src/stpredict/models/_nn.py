@@ -67,6 +67,54 @@ class Standardize(nn.Module):
         return z * self.std + self.mean
 
 
+class LinearPath(nn.Module):
+    """A linear map from a spot's features, and the mean of its graph neighbours' features, to the genes.
+
+    Not in any of the five papers: the "wide" half of wide-and-deep models (Cheng et al. 2016), added to a
+    graph network's output. With it a graph model holds ridge's and ridge_spatial's functions exactly, and
+    its network only has to learn what they miss (the architecture probes in ``docs/benchmarks.md``: the
+    graph networks alone lose part of a spot's own linear signal and of its neighbours' mean).
+    :class:`~stpredict.models._neural.NeuralModel` starts it at the ridge fit of the training spots
+    (:meth:`set_ridge`), before the network trains; built alone, its weights are zero.
+    """
+
+    def __init__(self, n_features: int, n_genes: int, *, neighbours: bool = True) -> None:
+        super().__init__()
+        self.neighbours = neighbours
+        self.linear = nn.Linear(n_features * (2 if neighbours else 1), n_genes)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def design(self, x: torch.Tensor, edge_index: torch.Tensor | None = None) -> torch.Tensor:
+        """The path's inputs: ``x`` (spots, features), standardised, and its neighbours' mean over ``edge_index``."""
+        return torch.cat([x, neighbour_mean(x, edge_index)], dim=1) if self.neighbours else x
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor | None = None) -> torch.Tensor:
+        return self.linear(self.design(x, edge_index))
+
+    def set_ridge(self, design: np.ndarray, z: np.ndarray) -> float:
+        """Weights of the ridge fit of ``z`` on ``design`` (alpha by leave-one-out on these rows); returns alpha."""
+        from sklearn.linear_model import RidgeCV
+
+        ridge = RidgeCV(alphas=np.logspace(-2, 5, 15)).fit(design, z)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.as_tensor(ridge.coef_, dtype=torch.float32))
+            self.linear.bias.copy_(torch.as_tensor(ridge.intercept_, dtype=torch.float32))
+        return float(ridge.alpha_)
+
+
+def neighbour_mean(x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
+    """Mean of ``x`` over each node's incoming edges (zeros for a node without any); self-loops are skipped."""
+    source, target = edge_index
+    keep = source != target
+    source, target = source[keep], target[keep]
+    total = torch.zeros_like(x).index_add_(0, target, x[source])
+    count = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device).index_add_(
+        0, target, torch.ones_like(target, dtype=x.dtype)
+    )
+    return total / count.clamp(min=1).unsqueeze(1)
+
+
 def sinusoidal_2d(offsets: np.ndarray, dim: int, base: float = 10000.0) -> np.ndarray:
     """Transformer-style encoding of 2-D positions ``(n, 2)`` into ``(n, dim)`` (``dim`` divisible by 4).
 

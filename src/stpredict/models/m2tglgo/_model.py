@@ -30,8 +30,9 @@ PAPER_PARAMS = {
     "output_activation": "sigmoid",
     "gene_features": "go",
     "residual": False,
+    "linear_path": False,
 }
-NET_PARAMS = ("gamma", "dropout", "activation", "output_activation", "residual")
+NET_PARAMS = ("gamma", "dropout", "activation", "output_activation", "residual", "linear_path")
 LOSS_PARAMS = ("reconstruction_weight", "ranking_weight", "margin", "dense_limit")
 
 
@@ -48,6 +49,7 @@ class M2tglgoParams(Params):
     activation: Activation = "relu"  # of the intra-modal GAT: the authors' code; the paper writes a sigmoid
     output_activation: Activation = "none"  # of H: the authors' code; the paper's sigmoid stalls training
     residual: bool = True  # not in the paper: the intra-modal GATs keep the spot's own features (probes)
+    linear_path: bool = False  # not in the paper: a linear map of the spot's and its neighbours' features added
     modalities: tuple[str, ...] = MODALITIES
     n_neighbours: int = 6
     reconstruction_weight: float = 1.0
@@ -141,6 +143,11 @@ class M2tglgoModel(NeuralModel):
 
     Ablations: ``go_prior=False`` (a free predictor per gene), ``ranking_weight=0``,
     ``reconstruction_weight=0``, ``modalities=['deep']`` (or any subset).
+
+    ``linear_path=True`` (not in the paper; off by default) adds a linear map of the spot's features and of
+    its graph neighbours' mean to the network's output, started at the ridge fit of the training spots: the
+    network then holds ridge_spatial's function (on the architecture probes it keeps the own-spot signal;
+    on real slides the validation did not reward it, ``docs/benchmarks.md``).
     """
 
     Net = M2tglgoParams

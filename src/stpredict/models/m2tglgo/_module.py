@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._data import Key
-from .._nn import Standardize, import_torch_geometric
+from .._nn import LinearPath, Standardize, import_torch_geometric
 
 MODALITIES = ("deep", "morphology", "topology")
 #: columns of ``st.pp.image_features(method='nuclei')`` per nuclei modality (the 18th, the count, is not used)
@@ -96,6 +96,7 @@ class M2TGLGONet(nn.Module):
         activation: str = "sigmoid",
         output_activation: str = "sigmoid",
         residual: bool = False,
+        linear_path: bool = False,
     ) -> None:
         super().__init__()
         for name, value in (("activation", activation), ("output_activation", output_activation)):
@@ -122,6 +123,7 @@ class M2TGLGONet(nn.Module):
                 self.register_buffer("gene_features", gene_features.clone().float())
             self.register_buffer("gene_edges", gene_edges.clone().long(), persistent=False)
             self.gene_gat = pyg.nn.GATConv(gene_features.shape[1], hidden[-1], heads=1)
+        self.linear_path = LinearPath(sum(in_dims.values()), n_genes) if linear_path else None
 
     def embed(self, xs: dict[str, torch.Tensor], edges: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
@@ -133,8 +135,15 @@ class M2TGLGONet(nn.Module):
             return self.predictors
         return self.gene_gat(self.gene_features, self.gene_edges)
 
+    def predict(self, h: torch.Tensor, xs: dict[str, torch.Tensor], edges: torch.Tensor) -> torch.Tensor:
+        """Genes from the spot embeddings ``h`` (``H·Pᵀ``), plus the linear path on the inputs ``xs`` if any."""
+        out = h @ self.gene_predictors().T
+        if self.linear_path is not None:
+            out = out + self.linear_path(torch.cat([xs[m] for m in xs], dim=1), edges)
+        return out
+
     def forward(self, xs: dict[str, torch.Tensor], edges: torch.Tensor) -> torch.Tensor:
-        return self.embed(xs, edges) @ self.gene_predictors().T
+        return self.predict(self.embed(xs, edges), xs, edges)
 
 
 def pair_similarity(h: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
@@ -260,8 +269,9 @@ class M2TGLGORegressor(nn.Module):
         return self.net(self._modalities(batch), batch[Key.EDGE_INDEX])
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        h = self.net.embed(self._modalities(batch), batch[Key.EDGE_INDEX])
-        loss = F.mse_loss(h @ self.net.gene_predictors().T, batch[Key.Y])
+        xs = self._modalities(batch)
+        h = self.net.embed(xs, batch[Key.EDGE_INDEX])
+        loss = F.mse_loss(self.net.predict(h, xs, batch[Key.EDGE_INDEX]), batch[Key.Y])
         reconstruction_weight, ranking_weight = self.weights
         if reconstruction_weight:
             loss = loss + reconstruction_weight * reconstruction_loss(

@@ -41,6 +41,7 @@ class MergeParams(Params):
     norm: Literal["graph", "node", "none"] = "none"
     attention: Literal["gat", "gatv2"] = "gat"
     residual: bool = True
+    linear_path: bool = False  # not in the paper: a linear map of the spot's and its neighbours' features added
 
     GRAPH = ("spots_per_cluster", "n_spatial_clusters", "n_feature_clusters", "n_neighbors", "centroid",
              "clusterings", "standardize")  # fmt: skip
@@ -64,6 +65,7 @@ PAPER_PARAMS = MappingProxyType(
         "patience": 400,
         "norm": "graph",
         "residual": False,
+        "linear_path": False,
     }
 )
 
@@ -91,6 +93,10 @@ class MergeModel(NeuralModel):
     is the paper's configuration. The defaults differ from the paper where the paper's network failed the
     architecture probes (``benchmarks/bench_probes.py``): without a residual path it kept about half of a
     spot's own signal; they were chosen on the validation slide of the training slides.
+    ``linear_path=True`` (not in the paper; off by default) adds a linear map of the spot's features and of
+    its graph neighbours' mean to the network's output, started at the ridge fit of the training spots: the
+    network then holds ridge_spatial's function (on the architecture probes it keeps the own-spot signal;
+    on real slides the validation did not reward it, ``docs/benchmarks.md``).
     """
 
     Net = MergeParams

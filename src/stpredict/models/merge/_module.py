@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .._nn import Standardize, import_torch_geometric
+from .._nn import LinearPath, Standardize, import_torch_geometric
 
 NORMS = ("graph", "node", "none")
 ATTENTIONS = ("gat", "gatv2")
@@ -40,6 +40,7 @@ class MergeGAT(nn.Module):
         norm: str = "graph",
         attention: str = "gat",
         residual: bool = False,
+        linear_path: bool = False,
     ) -> None:
         import_torch_geometric()
         from torch_geometric.nn import GATConv, GATv2Conv, LayerNorm
@@ -68,14 +69,19 @@ class MergeGAT(nn.Module):
             width = int(size) * int(heads)
             self.norms.append(nn.Identity() if norm == "none" else LayerNorm(width, mode=norm))
         self.out = conv(width, n_genes, heads=1, residual=residual)
+        self.linear_path = LinearPath(n_features, n_genes) if linear_path else None
 
     def forward(self, batch) -> torch.Tensor:
         from torch_geometric.utils import dropout_edge
 
-        edge_index = batch["edge_index"]
+        graph = edge_index = batch["edge_index"]
         if self.training and self.drop_edge > 0:
             edge_index, _ = dropout_edge(edge_index, p=self.drop_edge, training=True)
-        x = self.project(self.scale_in(batch["x"]))
+        standardized = self.scale_in(batch["x"])
+        x = self.project(standardized)
         for conv, norm in zip(self.convs, self.norms, strict=True):
             x = norm(torch.relu(conv(x, edge_index)))
-        return self.out(x, edge_index)
+        out = self.out(x, edge_index)
+        if self.linear_path is not None:  # on the whole graph: no edges dropped from a linear map
+            out = out + self.linear_path(standardized, graph)
+        return out

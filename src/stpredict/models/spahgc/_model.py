@@ -20,7 +20,7 @@ from ._bank import ReferenceBank
 from ._graph import graph_tensors, hetero_graph
 from ._module import SpaHGCRegressor
 
-NET_PARAMS = ("hidden", "n_layers", "heads", "dropout", "cnda", "cnap", "residual")
+NET_PARAMS = ("hidden", "n_layers", "heads", "dropout", "cnda", "cnap", "residual", "linear_path")
 LOSS_PARAMS = (
     "masking",
     "target_mask_ratio",
@@ -43,6 +43,7 @@ class SpahgcParams(Params):
     cnda: bool = True
     cnap: bool = True
     residual: bool = True  # not in the paper (PAPER_PARAMS): keeps the spot's own embedding (probes)
+    linear_path: bool = False  # not in the paper: a linear map of the spot's and its neighbours' features added
     k: int = 7
     n_neighbours: int = 5
     n_reference_neighbours: int = 3
@@ -77,7 +78,7 @@ def retrieval_groups(inputs: ModelInputs, n_blocks: int = 5, random_state: int |
 
 #: the paper's configuration (Shi et al. 2026; AdamW 1e-4, 200 epochs; no residual path, the prediction
 #: trained on the masked view)
-PAPER_PARAMS = MappingProxyType({"lr": 1e-4, "residual": False, "supervised_view": "masked"})
+PAPER_PARAMS = MappingProxyType({"lr": 1e-4, "residual": False, "supervised_view": "masked", "linear_path": False})
 
 
 class SpahgcModel(NeuralModel):
@@ -104,6 +105,10 @@ class SpahgcModel(NeuralModel):
     ``supervised_view='full'`` trains the prediction on the unmasked graph (the masked views feed the
     contrastive terms only; the paper's ``'masked'`` trains it on a fifth of each spot's features);
     ``lr`` 1e-3. ``stpredict.models.spahgc.PAPER_PARAMS`` is the paper's configuration.
+    ``linear_path=True`` (not in the paper; off by default) adds a linear map of the spot's features and of
+    its graph neighbours' mean to the network's output, started at the ridge fit of the training spots: the
+    network then holds ridge_spatial's function (on the architecture probes it keeps the own-spot signal;
+    on real slides the validation did not reward it, ``docs/benchmarks.md``).
     """
 
     Net = SpahgcParams

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._nn import Standardize, import_torch_geometric
+from .._nn import LinearPath, Standardize, import_torch_geometric
 from ._graph import CLOSE, NEAR, REFER, REFERENCE, REFERRED, TARGET
 
 MASKINGS = ("complementary", "random", "none")
@@ -81,6 +81,7 @@ class SpaHGCNet(nn.Module):
         cnda: bool = True,
         cnap: bool = True,
         residual: bool = False,
+        linear_path: bool = False,
     ) -> None:
         super().__init__()
         if hidden % heads:
@@ -107,6 +108,7 @@ class SpaHGCNet(nn.Module):
             self.pool = _attention(hidden, heads, dropout)
             self.pool_out = nn.Linear(hidden, hidden)
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, n_genes))
+        self.linear_path = LinearPath(n_features, n_genes) if linear_path else None
 
     @staticmethod
     def _edges(batch) -> dict[tuple[str, str, str], torch.Tensor]:
@@ -131,9 +133,16 @@ class SpaHGCNet(nn.Module):
             target = target + self.pool_out(pooled)
         return self.head(target)
 
+    def predict(self, x: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], edges) -> torch.Tensor:
+        """The genes of every target node from the final embeddings ``x``, plus the linear path if any."""
+        out = self.readout(x, edges)
+        if self.linear_path is not None:  # on the unmasked features and the target slide's spatial edges
+            out = out + self.linear_path(batch["x_target"], edges[NEAR])
+        return out
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         edges = self._edges(batch)
-        return self.readout(self.encode(batch["x_target"], batch["x_reference"], edges), edges)
+        return self.predict(self.encode(batch["x_target"], batch["x_reference"], edges), batch, edges)
 
 
 class SpaHGCRegressor(nn.Module):
@@ -188,7 +197,7 @@ class SpaHGCRegressor(nn.Module):
         edges = self.net._edges(batch)
         pcc_weight, target_weight, reference_weight = self.weights
         if self.masking == "none":
-            pred = self.net.readout(self.net.encode(batch["x_target"], batch["x_reference"], edges), edges)
+            pred = self.net.predict(self.net.encode(batch["x_target"], batch["x_reference"], edges), batch, edges)
             return F.mse_loss(pred, batch["y"]) + pcc_weight * pearson_loss(pred, batch["y"])
         views = {name: self._masked(batch[f"x_{name}"], self.ratios[name]) for name in (TARGET, REFERENCE)}
         online = self.net.encode(views[TARGET][0], views[REFERENCE][0], edges)
@@ -197,8 +206,8 @@ class SpaHGCRegressor(nn.Module):
         # 'masked' (the paper): the prediction is trained on view 1, which keeps only 1 - ratio of each spot's
         # features, yet prediction reads all of them; 'full' trains it on the unmasked graph, as it is used
         full = self.supervised_view == "full"
-        pred = self.net.readout(
-            self.net.encode(batch["x_target"], batch["x_reference"], edges) if full else online, edges
+        pred = self.net.predict(
+            self.net.encode(batch["x_target"], batch["x_reference"], edges) if full else online, batch, edges
         )
         return (
             F.mse_loss(pred, batch["y"])
