@@ -39,8 +39,9 @@ def test_set_ridge_gives_sklearns_ridge_predictions():
         ("m2tglgo", {"modalities": ["deep"], "go_prior": False, "hidden": [16, 16]}),
     ],
 )
-def test_fit_starts_the_path_at_the_ridge_fit_and_trains_with_dropout_on(model, params, split, monkeypatch):
-    """The template fits the path on the training spots before the loop, and hands over a net in train mode."""
+def test_fit_starts_the_path_at_the_ridge_fit_and_trains_with_dropout_on(model, params, split, monkeypatch, tmp_path):
+    """The template fits the path on the training spots before the loop, hands over a net in train mode, and
+    the path is saved with the model."""
     import stpredict as st
 
     seen = {}
@@ -53,7 +54,7 @@ def test_fit_starts_the_path_at_the_ridge_fit_and_trains_with_dropout_on(model, 
         return real(net, *args, **kwargs)
 
     monkeypatch.setattr(neural, "fit_network", spy)
-    train, _ = split
+    train, test = split
     predictor = st.tl.fit(
         train, model=model, genes=list(train.var_names[:5]), device="cpu",
         model_params={**params, "linear_path": True, "max_epochs": 1},
@@ -61,3 +62,6 @@ def test_fit_starts_the_path_at_the_ridge_fit_and_trains_with_dropout_on(model, 
     assert seen["training"] is True  # the start runs the net in eval mode: dropout must be back on for the loop
     assert seen["weight"] > 0
     assert predictor.model.linear_path_alpha_ > 0
+    predicted = predictor.predict(test, copy=True, key_added="p").obsm["p"].to_numpy()
+    loaded = st.tl.load_model(predictor.save(tmp_path / "model.stpredict"))
+    np.testing.assert_array_equal(loaded.predict(test, copy=True, key_added="p").obsm["p"].to_numpy(), predicted)
