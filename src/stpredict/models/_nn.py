@@ -78,18 +78,17 @@ class LinearPath(nn.Module):
     (:meth:`set_ridge`), before the network trains; built alone, its weights are zero.
     """
 
-    def __init__(self, n_features: int, n_genes: int, *, neighbours: bool = True) -> None:
+    def __init__(self, n_features: int, n_genes: int) -> None:
         super().__init__()
-        self.neighbours = neighbours
-        self.linear = nn.Linear(n_features * (2 if neighbours else 1), n_genes)
+        self.linear = nn.Linear(2 * n_features, n_genes)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
 
-    def design(self, x: torch.Tensor, edge_index: torch.Tensor | None = None) -> torch.Tensor:
+    def design(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """The path's inputs: ``x`` (spots, features), standardised, and its neighbours' mean over ``edge_index``."""
-        return torch.cat([x, neighbour_mean(x, edge_index)], dim=1) if self.neighbours else x
+        return torch.cat([x, neighbour_mean(x, edge_index)], dim=1)
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         return self.linear(self.design(x, edge_index))
 
     def set_ridge(self, design: np.ndarray, z: np.ndarray) -> float:
