@@ -71,6 +71,14 @@ VARIANTS = {
     for model in st.tl.available_models()
     for ablation, params in st.tl.model_ablations(model).items()
 }
+# the graph models with a linear path (not in the papers): ridge_spatial's function inside the model
+VARIANTS.update(
+    {
+        f"{model}_linear": (model, {"linear_path": True})
+        for model in st.tl.available_models()
+        if "linear_path" in get_model(model).defaults
+    }
+)
 VARIANTS.update(
     {
         "merge_paper": ("merge", dict(PAPER_PARAMS)),  # the paper's 18 M-weight network, 400 epochs
@@ -97,10 +105,6 @@ VARIANTS.update(
         "m2tglgo_no_losses": ("m2tglgo", {"ranking_weight": 0.0, "reconstruction_weight": 0.0}),
         "m2tglgo_go_fixed": ("m2tglgo", {"gene_features": "go"}),  # GO SVD gene features kept fixed (as Gene2Vec)
         "m2tglgo_paper": ("m2tglgo", dict(M2TGLGO_PAPER_PARAMS)),
-        # the graph models with a linear path (not in the papers): ridge_spatial's function inside the model
-        "merge_linear": ("merge", {"linear_path": True}),
-        "spahgc_linear": ("spahgc", {"linear_path": True}),
-        "m2tglgo_linear": ("m2tglgo", {"linear_path": True}),
         "spahgc_paper": ("spahgc", dict(SPAHGC_PAPER_PARAMS)),
         # every seed model and the baselines in one ensemble (the default holds the five that read no pixels)
         "ensemble_all": (

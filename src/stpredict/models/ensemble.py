@@ -27,7 +27,7 @@ from ._validation import held_out_mask, scoring_units, validation_groups
 #: members that read only the ``obsm`` representation (no pixels): fast on a CPU and on any slide
 DEFAULT_MEMBERS = ("ridge", "ridge_spatial", "mlp", "merge", "spahgc")
 #: named member lists: ``'fast'`` (the default) and ``'best'``, which adds the two pixel-reading seed models
-#: that beat ridge on HER2ST (M2TGLGO, TRIPLEX; docs/benchmarks.md): ~2-3 x the CPU time of ``'fast'``
+#: that beat ridge on HER2ST (M2TGLGO, TRIPLEX; docs/benchmarks.md): 3-7 x the CPU time of ``'fast'``
 MEMBER_PRESETS = {"fast": DEFAULT_MEMBERS, "best": (*DEFAULT_MEMBERS, "m2tglgo", "triplex")}
 WEIGHTINGS = ("stacking", "equal")
 
@@ -71,11 +71,12 @@ class EnsembleModel(Model):
 
     Parameters (``model_params``): ``models``, the member model names, or a preset: ``'fast'`` (default:
     ridge, ridge_spatial, mlp, merge and spahgc, which read only the representation) or ``'best'`` (those and
-    M2TGLGO and TRIPLEX, which read pixels too: the best on HER2ST and MOB, at 2-3 times the CPU time); ``member_params``, ``{member: model_params}``; ``weights``: ``'stacking'``
-    (non-negative least squares on the held-out group's per-slide standardised values, see
-    :func:`stacking_weights`) or ``'equal'``; ``stacking_folds`` (default 3), how many folds of whole training
-    groups give the out-of-fold predictions the weights are chosen on (``1``: a single held-out group of about
-    a fifth of the groups, the cheapest and noisiest choice).
+    M2TGLGO and TRIPLEX, which read pixels too: the best on HER2ST and MOB, at 3-7 times the CPU time of
+    ``'fast'``); ``member_params``, ``{member: model_params}``; ``weights``: ``'stacking'`` (non-negative
+    least squares on the held-out group's per-slide standardised values, see :func:`stacking_weights`) or
+    ``'equal'``; ``stacking_folds`` (default 3), how many folds of whole training groups give the out-of-fold
+    predictions the weights are chosen on (``1``: a single held-out group of about a fifth of the groups, the
+    cheapest and noisiest choice).
 
     Every member is fitted ``stacking_folds + 1`` times (once without each fold, and once on all training
     spots), so the ensemble costs about that many times the sum of its members. Its ``validation`` is the
