@@ -79,6 +79,16 @@ VARIANTS.update(
         if "linear_path" in get_model(model).defaults
     }
 )
+# the graph models on the array's grid ring instead of their papers' kNN (not in the papers), with and
+# without the linear path
+VARIANTS.update(
+    {
+        f"{model}_grid{suffix}": (model, {"spot_graph": "grid", **extra})
+        for model in st.tl.available_models()
+        if "spot_graph" in get_model(model).defaults
+        for suffix, extra in (("", {}), ("_linear", {"linear_path": True}))
+    }
+)
 VARIANTS.update(
     {
         "merge_paper": ("merge", dict(PAPER_PARAMS)),  # the paper's 18 M-weight network, 400 epochs

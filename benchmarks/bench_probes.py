@@ -104,7 +104,8 @@ PROBE_GENES = (
 def variants() -> dict[str, tuple[str, dict]]:
     """``{name: (model, model_params)}``: every model's paper ablations (``MODEL_ABLATION``) and ``MODEL_linear``.
 
-    ``MODEL_linear`` is a graph model with its linear path (``linear_path=True``, not in the papers).
+    ``MODEL_linear`` is a graph model with its linear path (``linear_path=True``, not in the papers);
+    ``MODEL_grid`` reads the array's grid ring instead of its paper's kNN graph (``spot_graph='grid'``).
     """
     named = {
         f"{model}_{ablation}": (model, params)
@@ -114,6 +115,9 @@ def variants() -> dict[str, tuple[str, dict]]:
     for model in st.tl.available_models():
         if "linear_path" in get_model(model).defaults:
             named[f"{model}_linear"] = (model, {"linear_path": True})
+        if "spot_graph" in get_model(model).defaults:  # the array's grid ring instead of the paper's kNN
+            named[f"{model}_grid"] = (model, {"spot_graph": "grid"})
+            named[f"{model}_grid_linear"] = (model, {"spot_graph": "grid", "linear_path": True})
     return named
 
 

@@ -169,6 +169,22 @@ def expression_free_copy(adata: AnnData) -> AnnData:
     return AnnData(obs=obs, obsm=obsm, uns=uns)
 
 
+def spot_graph_spec(spot_graph: str, n_neighbours: int) -> dict[str, Any]:
+    """The spot graph a graph model reads: ``'knn'`` (its paper's, ``n_neighbours`` nearest spots) or ``'grid'``.
+
+    ``'grid'`` joins each spot to its array neighbours (6 on Visium's hex grid, 8 on legacy ST's square
+    grid), the graph ``ridge_spatial`` reads; it needs ``array_row``/``array_col``.
+
+    Examples
+    --------
+    >>> spot_graph_spec("knn", 6), spot_graph_spec("grid", 6)
+    ({'kind': 'knn', 'n_neighs': 6}, {'kind': 'grid'})
+    """
+    if spot_graph == "grid":
+        return {"kind": "grid"}
+    return {"kind": "knn", "n_neighs": int(n_neighbours)}
+
+
 #: builders of graph kinds other than st.pp.spatial_graph's, ``{kind: builder(spots, features, **spec)}``;
 #: the module that owns a kind registers it (``st.pp.hierarchical_graph``: ``'hierarchical'``)
 GRAPH_BUILDERS: dict[str, Any] = {}

@@ -11,7 +11,7 @@ import torch
 
 from ..._logging import warn
 from .._data import Key, slide_items
-from .._inputs import ModelInputs
+from .._inputs import ModelInputs, spot_graph_spec
 from .._neural import NeuralModel, Split
 from .._params import Params
 from .._train import TrainSettings
@@ -31,6 +31,7 @@ PAPER_PARAMS = {
     "gene_features": "go",
     "residual": False,
     "linear_path": False,
+    "spot_graph": "knn",
 }
 NET_PARAMS = ("gamma", "dropout", "activation", "output_activation", "residual", "linear_path")
 LOSS_PARAMS = ("reconstruction_weight", "ranking_weight", "margin", "dense_limit")
@@ -52,6 +53,7 @@ class M2tglgoParams(Params):
     linear_path: bool = False  # not in the paper: a linear map of the spot's and its neighbours' features added
     modalities: tuple[str, ...] = MODALITIES
     n_neighbours: int = 6
+    spot_graph: Literal["knn", "grid"] = "knn"  # not in the paper: 'grid', the array's neighbours
     reconstruction_weight: float = 1.0
     ranking_weight: float = 1.0
     margin: float = 0.01
@@ -166,7 +168,7 @@ class M2tglgoModel(NeuralModel):
     )
 
     def graph_specs(self):
-        return {"spatial": {"kind": "knn", "n_neighs": int(self.params["n_neighbours"])}}
+        return {"spatial": spot_graph_spec(self.params["spot_graph"], self.params["n_neighbours"])}
 
     def reads_pixels(self) -> bool:
         return any(m in NUCLEI_COLUMNS for m in self.params["modalities"])

@@ -12,7 +12,7 @@ import torch
 from sklearn.cluster import KMeans
 
 from .._data import Items, with_targets
-from .._inputs import ModelInputs
+from .._inputs import ModelInputs, spot_graph_spec
 from .._neural import NeuralModel, Split
 from .._params import Params
 from .._train import TrainSettings
@@ -46,6 +46,7 @@ class SpahgcParams(Params):
     linear_path: bool = False  # not in the paper: a linear map of the spot's and its neighbours' features added
     k: int = 7
     n_neighbours: int = 5
+    spot_graph: Literal["knn", "grid"] = "knn"  # not in the paper: 'grid', the array's neighbours
     n_reference_neighbours: int = 3
     masking: Literal["complementary", "random", "none"] = "complementary"
     target_mask_ratio: float = 0.8
@@ -78,7 +79,9 @@ def retrieval_groups(inputs: ModelInputs, n_blocks: int = 5, random_state: int |
 
 #: the paper's configuration (Shi et al. 2026; AdamW 1e-4, 200 epochs; no residual path, the prediction
 #: trained on the masked view)
-PAPER_PARAMS = MappingProxyType({"lr": 1e-4, "residual": False, "supervised_view": "masked", "linear_path": False})
+PAPER_PARAMS = MappingProxyType(
+    {"lr": 1e-4, "residual": False, "supervised_view": "masked", "linear_path": False, "spot_graph": "knn"}
+)
 
 
 class SpahgcModel(NeuralModel):
@@ -126,7 +129,7 @@ class SpahgcModel(NeuralModel):
     )
 
     def graph_specs(self):
-        return {"spatial": {"kind": "knn", "n_neighs": int(self.params["n_neighbours"])}}
+        return {"spatial": spot_graph_spec(self.params["spot_graph"], self.params["n_neighbours"])}
 
     def _net(self) -> SpaHGCRegressor:
         p = self.params
