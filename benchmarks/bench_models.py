@@ -85,7 +85,7 @@ VARIANTS.update(
     {
         f"{model}_grid{suffix}": (model, {"spot_graph": "grid", **extra})
         for model in st.tl.available_models()
-        if "spot_graph" in get_model(model).defaults
+        if {"spot_graph", "linear_path"} <= set(get_model(model).defaults)
         for suffix, extra in (("", {}), ("_linear", {"linear_path": True}))
     }
 )

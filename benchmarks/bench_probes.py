@@ -115,9 +115,13 @@ def variants() -> dict[str, tuple[str, dict]]:
     for model in st.tl.available_models():
         if "linear_path" in get_model(model).defaults:
             named[f"{model}_linear"] = (model, {"linear_path": True})
-        if "spot_graph" in get_model(model).defaults:  # the array's grid ring instead of the paper's kNN
+        if {"spot_graph", "linear_path"} <= set(get_model(model).defaults):  # grid ring, not the kNN
             named[f"{model}_grid"] = (model, {"spot_graph": "grid"})
             named[f"{model}_grid_linear"] = (model, {"spot_graph": "grid", "linear_path": True})
+    # ridge on each graph model's paper kNN graph (SpaHGC 5, M2TGLGO 6, MERGE 8): what a linear reading of it holds
+    named.update(
+        {f"ridge_spatial_knn{k}": ("ridge_spatial", {"spot_graph": "knn", "n_neighbours": k}) for k in (5, 6, 8)}
+    )
     return named
 
 

@@ -134,12 +134,12 @@ def require_spatial(adata: AnnData, spatial_key: str = SPATIAL_KEY) -> np.ndarra
     return coords[:, :2]
 
 
-def require_grid(adata: AnnData) -> tuple[np.ndarray, np.ndarray]:
-    """Integer array coordinates (row, col) of every spot."""
+def require_grid(adata: AnnData, needed_by: str = "smoothing on the spot array") -> tuple[np.ndarray, np.ndarray]:
+    """Integer array coordinates (row, col) of every spot; ``needed_by`` says what needs them in the error."""
     missing = [c for c in (ARRAY_ROW, ARRAY_COL) if c not in adata.obs]
     if missing:
         msg = (
-            f"adata.obs lacks the grid coordinate column(s) {missing}: smoothing on the spot array needs "
+            f"adata.obs lacks the grid coordinate column(s) {missing}: {needed_by} needs "
             f"integer {ARRAY_ROW!r} and {ARRAY_COL!r} (as written by `st.io.read_st`/`st.io.read_visium`)."
         )
         raise KeyError(msg)

@@ -219,7 +219,13 @@ def build_inputs(
     spots = expression_free_copy(adata)
     has_grid = ARRAY_ROW in spots.obs and ARRAY_COL in spots.obs
     if (needs_grid or any(g.get("kind", "grid") == "grid" for g in graphs.values())) and not has_grid:
-        require_grid(spots)  # raises the explanatory error
+        needed_by = (
+            "a graph on the spot array (a model's spot_graph='grid'; for spots without array coordinates "
+            "choose spot_graph='knn' where the model offers it)"
+            if any(g.get("kind", "grid") == "grid" for g in graphs.values())
+            else "this model"
+        )
+        require_grid(spots, needed_by)  # raises the explanatory error
     rows, cols = require_grid(spots) if has_grid else (None, None)
     built = {name: _build_graph(spots, features, spec) for name, spec in graphs.items()}
     inputs = ModelInputs(

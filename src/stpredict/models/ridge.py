@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,7 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from .._logging import logger
 from .._metrics import per_slide_pearson
 from ._base import Model, Validation
-from ._inputs import ModelInputs
+from ._inputs import ModelInputs, spot_graph_spec
 from ._validation import scoring_units, validation_groups
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
@@ -134,9 +135,30 @@ def neighbour_mean(features: np.ndarray, graph: sp.csr_matrix) -> np.ndarray:
 
 
 class SpatialRidgeModel(RidgeModel):
-    """Ridge on ``[features, mean features of the grid neighbours]`` (see :class:`RidgeModel`)."""
+    """Ridge on ``[features, mean features of the grid neighbours]`` (see :class:`RidgeModel`).
 
-    graphs = MappingProxyType({"grid": {"kind": "grid"}})
+    Parameters (``model_params``) besides ridge's: ``spot_graph``, ``'grid'`` (default: the spot array's
+    first ring, 8 on legacy ST, 6 on Visium) or ``'knn'`` (the ``n_neighbours`` nearest spot centres: for
+    spots without array coordinates, or to read the same graph as a graph model).
+
+    Examples
+    --------
+    >>> from stpredict.models import get_model
+    >>> get_model("ridge_spatial")(spot_graph="knn", n_neighbours=5).graph_specs()
+    {'grid': {'kind': 'knn', 'n_neighs': 5}}
+    """
+
+    defaults = MappingProxyType({**RidgeModel.defaults, "spot_graph": "grid", "n_neighbours": 6})
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.params["spot_graph"] not in ("grid", "knn"):
+            msg = f"ridge_spatial: spot_graph must be 'grid' or 'knn', got {self.params['spot_graph']!r}."
+            raise ValueError(msg)
+
+    def graph_specs(self) -> Mapping[str, Mapping[str, Any]]:
+        # the graph keeps the name 'grid' whatever its kind, so that models saved before this option still load
+        return {"grid": spot_graph_spec(self.params["spot_graph"], self.params["n_neighbours"])}
 
     def design(self, inputs: ModelInputs) -> np.ndarray:
         x = inputs.features.astype(np.float64)

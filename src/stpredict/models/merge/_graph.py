@@ -2,7 +2,8 @@
 
 Three kinds of edges join the spots of one slide:
 
-- **spatial**: each spot to its ``n_neighbors`` nearest spot centres (x and y), symmetrised;
+- **spatial**: each spot to its ``n_neighbors`` nearest spot centres (x and y), symmetrised; or, not in the
+  paper (``spot_graph='grid'``), to its neighbours on the spot array;
 - **internal**: each spot to the centroid spot of its cluster, for a KMeans clustering of the spot
   centres (``'spatial'``) and one of the image representation (``'feature'``);
 - **shortcut**: all centroid spots of both clusterings joined into a clique, so that information crosses
@@ -30,6 +31,7 @@ from ..._logging import logger
 from ..._validate import check_adata, get_rep, require_spatial, spot_libraries
 
 Centroid = Literal["feature", "spatial", "random"]
+SpotGraph = Literal["knn", "grid"]
 CLUSTERINGS = ("spatial", "feature")
 CENTROIDS = ("feature", "spatial", "random")
 # bit flags: one edge may be of several kinds (a kNN neighbour that is also its cluster's centroid)
@@ -171,9 +173,14 @@ def hierarchical_edges(
     centroid: Centroid = "feature",
     clusterings: Sequence[str] = CLUSTERINGS,
     standardize: bool = True,
+    spatial_edges: sp.spmatrix | None = None,
     random_state: int | None = 0,
 ) -> HierarchicalGraph:
-    """MERGE's graph on arrays (see :func:`hierarchical_graph`); spots of different ``library`` values are never joined."""
+    """MERGE's graph on arrays (see :func:`hierarchical_graph`); spots of different ``library`` values are never joined.
+
+    ``spatial_edges``: an adjacency over all spots (e.g. the array's grid ring) whose within-slide edges
+    replace the ``n_neighbors`` nearest-centre edges.
+    """
     clusterings = _check_params(
         spots_per_cluster, n_neighbors, centroid, clusterings, n_spatial_clusters, n_feature_clusters
     )
@@ -191,7 +198,11 @@ def hierarchical_edges(
         spots = np.flatnonzero(library == lib)
         coords = spatial[spots]
         embedding = _standardized(features[spots]) if standardize else features[spots]
-        rows, cols = _knn_pairs(coords, n_neighbors)
+        if spatial_edges is None:
+            rows, cols = _knn_pairs(coords, n_neighbors)
+        else:
+            within = sp.coo_matrix(sp.csr_matrix(spatial_edges)[spots][:, spots])
+            rows, cols = within.row.astype(np.int64), within.col.astype(np.int64)
         pairs["spatial"].append((spots[rows], spots[cols]))
         slide_centroids = []
         per_slide[str(lib)] = {}
@@ -230,6 +241,7 @@ def hierarchical_edges(
         "n_spatial_clusters": n_spatial_clusters,
         "n_feature_clusters": n_feature_clusters,
         "n_neighbors": int(n_neighbors),
+        "spot_graph": "knn" if spatial_edges is None else "given",
         "centroid": centroid,
         "clusterings": list(clusterings),
         "standardize": bool(standardize),
@@ -241,10 +253,28 @@ def hierarchical_edges(
 
 
 def compute_hierarchical_graph(
-    adata: AnnData, features: np.ndarray, *, library_key: str = LIBRARY_KEY, **params: Any
+    adata: AnnData,
+    features: np.ndarray,
+    *,
+    library_key: str = LIBRARY_KEY,
+    spot_graph: SpotGraph = "knn",
+    **params: Any,
 ) -> HierarchicalGraph:
-    """:func:`hierarchical_edges` on the slides of ``adata`` with the given representation."""
-    return hierarchical_edges(features, require_spatial(adata), spot_libraries(adata, library_key), **params)
+    """:func:`hierarchical_edges` on the slides of ``adata`` with the given representation.
+
+    ``spot_graph='grid'``: the spatial edges join array neighbours (:func:`stpredict.pp.spatial_graph`'s
+    ``'grid'``) instead of the ``n_neighbors`` nearest centres.
+    """
+    if spot_graph not in ("knn", "grid"):
+        msg = f"spot_graph must be 'knn' (nearest spot centres, the paper's) or 'grid' (array neighbours), got {spot_graph!r}."
+        raise ValueError(msg)
+    if spot_graph == "grid":
+        from ...pp._graph import compute_spatial_graph
+
+        params["spatial_edges"] = compute_spatial_graph(adata, kind="grid", library_key=library_key)[0]
+    graph = hierarchical_edges(features, require_spatial(adata), spot_libraries(adata, library_key), **params)
+    graph.params["spot_graph"] = spot_graph
+    return graph
 
 
 @doc_params("copy", "library_key")
@@ -259,6 +289,7 @@ def hierarchical_graph(
     centroid: Centroid = "feature",
     clusterings: Sequence[str] = CLUSTERINGS,
     standardize: bool = True,
+    spot_graph: SpotGraph = "knn",
     library_key: str = LIBRARY_KEY,
     key_added: str = "merge",
     random_state: int | None = 0,
@@ -268,7 +299,8 @@ def hierarchical_graph(
 
     On each slide separately (never across slides):
 
-    1. every spot is joined to its ``n_neighbors`` nearest spot centres (x, y), symmetrised;
+    1. every spot is joined to its ``n_neighbors`` nearest spot centres (x, y), symmetrised (or, not in the
+       paper, ``spot_graph='grid'``: to its array neighbours);
     2. the spots are clustered with KMeans twice: on their centres (spatial clusters) and on the image
        representation (feature clusters); unless given, a slide of ``n`` spots gets
        ``round(n / spots_per_cluster)`` clusters, at least 2 when it has 2 spots (the paper's best was about
@@ -300,6 +332,10 @@ def hierarchical_graph(
     standardize
         z-score each representation column within the slide before clustering, so that no feature
         dominates by its units (MERGE's learned 256-d embeddings need none; handcrafted features do).
+    spot_graph
+        ``'knn'`` (the paper's: ``n_neighbors`` nearest centres) or ``'grid'`` (not in the paper: the first
+        ring of the spot array, 8 on legacy ST, 6 on Visium, as :func:`stpredict.pp.spatial_graph`; exact
+        where pixel positions are jittered or spots are missing; needs ``obs['array_row']``/``['array_col']``).
     {library_key}
     key_added
         Prefix of every output key.
@@ -344,6 +380,7 @@ def hierarchical_graph(
         centroid=centroid,
         clusterings=clusterings,
         standardize=standardize,
+        spot_graph=spot_graph,
         random_state=random_state,
     )
     graph.params["use_rep"] = use_rep

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -15,7 +15,7 @@ from .._inputs import ModelInputs
 from .._neural import NeuralModel
 from .._params import Params
 from .._train import TrainSettings
-from ._graph import CLUSTERINGS, Centroid, hierarchical_edges
+from ._graph import CLUSTERINGS, Centroid, SpotGraph, hierarchical_edges
 from ._module import MergeGAT
 
 
@@ -28,6 +28,7 @@ class MergeParams(Params):
     n_spatial_clusters: int | None = None
     n_feature_clusters: int | None = None
     n_neighbors: int = 8
+    spot_graph: SpotGraph = "knn"  # not in the paper: 'grid', the spot array's neighbours instead of the kNN
     centroid: Centroid = "feature"
     clusterings: tuple[str, ...] = CLUSTERINGS
     standardize: bool = True
@@ -43,8 +44,8 @@ class MergeParams(Params):
     residual: bool = True
     linear_path: bool = False  # not in the paper: a linear map of the spot's and its neighbours' features added
 
-    GRAPH = ("spots_per_cluster", "n_spatial_clusters", "n_feature_clusters", "n_neighbors", "centroid",
-             "clusterings", "standardize")  # fmt: skip
+    GRAPH = ("spots_per_cluster", "n_spatial_clusters", "n_feature_clusters", "n_neighbors", "spot_graph",
+             "centroid", "clusterings", "standardize")  # fmt: skip
 
     def graph(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.as_dict().items() if k in self.GRAPH}
@@ -66,6 +67,7 @@ PAPER_PARAMS = MappingProxyType(
         "norm": "graph",
         "residual": False,
         "linear_path": False,
+        "spot_graph": "knn",
     }
 )
 
@@ -81,7 +83,8 @@ class MergeModel(NeuralModel):
     patients/slides with ``max_epochs`` (the paper's fixed 400) as the cap.
 
     ``model_params``: the graph's ``spots_per_cluster``, ``n_spatial_clusters``, ``n_feature_clusters``,
-    ``n_neighbors``, ``centroid``, ``clusterings`` (``[]``: the 1-hop ablation) and ``standardize`` (see
+    ``n_neighbors``, ``spot_graph`` (``'knn'``, the paper's; ``'grid'``, not in the paper: the spot array's
+    neighbours), ``centroid``, ``clusterings`` (``[]``: the 1-hop ablation) and ``standardize`` (see
     :func:`stpredict.pp.hierarchical_graph`); the network's ``input_dim``, ``hidden`` (channels per GAT
     block), ``heads``, ``drop_edge``, ``norm`` (``'graph'`` as the public code, ``'node'``, ``'none'``),
     ``attention`` (``'gat'``, the paper's; ``'gatv2'``) and ``residual`` (not in the paper: a linear path from
@@ -106,7 +109,10 @@ class MergeModel(NeuralModel):
     ablations = MappingProxyType({"1hop": {"clusterings": []}})  # the 8-NN spatial graph only
 
     def graph_specs(self) -> Mapping[str, Mapping[str, Any]]:
-        return {"hierarchical": {"kind": "hierarchical", **self._graph_params()}}
+        specs = {"hierarchical": {"kind": "hierarchical", **self._graph_params()}}
+        if self.params["spot_graph"] == "grid":  # the array's ring, for graphs of spots that cut a slide
+            specs["grid"] = {"kind": "grid"}
+        return specs
 
     def _graph_params(self) -> dict[str, Any]:
         return {**self.net_params.graph(), "random_state": self.random_state}
@@ -121,8 +127,11 @@ class MergeModel(NeuralModel):
         """
         graph = inputs.graphs.get("hierarchical")
         if graph is None or not covers_whole_slides(inputs, spots):
-            part = replace(inputs.subset(np.isin(np.arange(inputs.n_spots), spots)), graphs={})
-            graph = hierarchical_edges(part.features, part.spatial, part.library, **self._graph_params()).connectivities
+            part = inputs.subset(np.isin(np.arange(inputs.n_spots), spots))
+            params = self._graph_params()
+            if params.pop("spot_graph") == "grid":
+                params["spatial_edges"] = part.graphs["grid"]
+            graph = hierarchical_edges(part.features, part.spatial, part.library, **params).connectivities
             local = np.empty(inputs.n_spots, dtype=np.int64)
             local[spots] = np.arange(len(spots))
         else:
