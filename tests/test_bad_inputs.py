@@ -357,6 +357,13 @@ def _(ctx):
     return lambda: st.pp.smooth(ctx.keep(a), method="8n")
 
 
+@case("grid graph without grid coordinates", raises=(KeyError, r"array neighbours .*'knn' needs no array"))
+def _(ctx):
+    a = ctx.norm.copy()
+    del a.obs["array_col"]
+    return lambda: st.pp.spatial_graph(ctx.keep(a), kind="grid")
+
+
 @case("select_genes with an unknown method", raises=(ValueError, r"Unknown gene selection method 'variance'"))
 def _(ctx):
     return lambda: st.pp.select_genes(ctx.keep(ctx.crop), method="variance")

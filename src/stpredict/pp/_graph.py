@@ -40,7 +40,9 @@ class SpatialGraph:
 
 def _grid_graph(adata: AnnData, libraries: np.ndarray) -> tuple[sp.csr_matrix, dict[str, str]]:
     """First ring of array neighbours of each slide: 8 on legacy ST's square grid, 6 on Visium's hex grid."""
-    rows, cols = require_grid(adata)
+    rows, cols = require_grid(
+        adata, "a graph of array neighbours (kind='grid', spot_graph='grid'; 'knn' needs no array)"
+    )
     n = adata.n_obs
     blocks_i, blocks_j, grids = [], [], {}
     for lib in pd.unique(libraries):
