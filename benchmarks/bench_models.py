@@ -107,11 +107,11 @@ VARIANTS.update(
         "triplex_target": ("triplex", {"views": ["target"]}),
         "triplex_neighbour": ("triplex", {"views": ["neighbour"]}),
         "triplex_global": ("triplex", {"views": ["global"]}),
-        "triplex_paper": ("triplex", dict(TRIPLEX_PAPER_PARAMS)),
+        "triplex_paper": ("triplex", dict(TRIPLEX_PAPER_PARAMS)),  # 224 px fine-tuned ResNet18, dim 512: GPU-sized
         # M2TGLGO stopping later: the paper's 500 epochs / patience 50, and 1200 / 100 (probes: patience 20 stops
         # before the non-linear signal is learnt)
         "m2tglgo_patience50": ("m2tglgo", {"max_epochs": 500, "patience": 50}),
-        "m2tglgo_patience100": ("m2tglgo", {"max_epochs": 1200, "patience": 100}),  # 224 px fine-tuned ResNet18, dim 512: GPU-sized
+        "m2tglgo_patience100": ("m2tglgo", {"max_epochs": 1200, "patience": 100}),
         # SpaHGC's K / Q study
         "spahgc_k3": ("spahgc", {"k": 3}),
         "spahgc_k15": ("spahgc", {"k": 15}),
