@@ -186,6 +186,7 @@ def hierarchical_edges(
     )
     features = np.asarray(features, dtype=np.float64)
     spatial = np.asarray(spatial, dtype=np.float64)
+    spatial_edges = None if spatial_edges is None else sp.csr_matrix(spatial_edges)
     library = np.asarray(library)
     n = len(features)
     requested = {"spatial": n_spatial_clusters, "feature": n_feature_clusters}
@@ -201,7 +202,7 @@ def hierarchical_edges(
         if spatial_edges is None:
             rows, cols = _knn_pairs(coords, n_neighbors)
         else:
-            within = sp.coo_matrix(sp.csr_matrix(spatial_edges)[spots][:, spots])
+            within = spatial_edges[spots][:, spots].tocoo()
             rows, cols = within.row.astype(np.int64), within.col.astype(np.int64)
         pairs["spatial"].append((spots[rows], spots[cols]))
         slide_centroids = []
