@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -169,7 +169,18 @@ def expression_free_copy(adata: AnnData) -> AnnData:
     return AnnData(obs=obs, obsm=obsm, uns=uns)
 
 
-def spot_graph_spec(spot_graph: str, n_neighbours: int) -> dict[str, Any]:
+#: the spot graph of a model that offers the choice: its paper's nearest centres, or the array's neighbours
+SpotGraph = Literal["knn", "grid"]
+
+
+def check_spot_graph(spot_graph: str) -> None:
+    """Raise a clear error unless ``spot_graph`` is one of :data:`SpotGraph`'s choices."""
+    if spot_graph not in get_args(SpotGraph):
+        msg = f"spot_graph must be 'knn' (nearest spot centres) or 'grid' (array neighbours), got {spot_graph!r}."
+        raise ValueError(msg)
+
+
+def spot_graph_spec(spot_graph: SpotGraph, n_neighbours: int) -> dict[str, Any]:
     """The spot graph a graph model reads: ``'knn'`` (its paper's, ``n_neighbours`` nearest spots) or ``'grid'``.
 
     ``'grid'`` joins each spot to its array neighbours (6 on Visium's hex grid, 8 on legacy ST's square
@@ -180,6 +191,7 @@ def spot_graph_spec(spot_graph: str, n_neighbours: int) -> dict[str, Any]:
     >>> spot_graph_spec("knn", 6), spot_graph_spec("grid", 6)
     ({'kind': 'knn', 'n_neighs': 6}, {'kind': 'grid'})
     """
+    check_spot_graph(spot_graph)
     if spot_graph == "grid":
         return {"kind": "grid"}
     return {"kind": "knn", "n_neighs": int(n_neighbours)}
@@ -218,11 +230,12 @@ def build_inputs(
     graphs = graphs or {}
     spots = expression_free_copy(adata)
     has_grid = ARRAY_ROW in spots.obs and ARRAY_COL in spots.obs
-    if (needs_grid or any(g.get("kind", "grid") == "grid" for g in graphs.values())) and not has_grid:
+    grid_graph = any(g.get("kind", "grid") == "grid" for g in graphs.values())
+    if (needs_grid or grid_graph) and not has_grid:
         needed_by = (
             "a graph on the spot array (a model's spot_graph='grid'; for spots without array coordinates "
             "choose spot_graph='knn' where the model offers it)"
-            if any(g.get("kind", "grid") == "grid" for g in graphs.values())
+            if grid_graph
             else "this model"
         )
         require_grid(spots, needed_by)  # raises the explanatory error

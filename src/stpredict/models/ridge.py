@@ -22,7 +22,7 @@ from sklearn.preprocessing import StandardScaler
 from .._logging import logger
 from .._metrics import per_slide_pearson
 from ._base import Model, Validation
-from ._inputs import ModelInputs, spot_graph_spec
+from ._inputs import ModelInputs, check_spot_graph, spot_graph_spec
 from ._validation import scoring_units, validation_groups
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
@@ -152,9 +152,7 @@ class SpatialRidgeModel(RidgeModel):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if self.params["spot_graph"] not in ("grid", "knn"):
-            msg = f"ridge_spatial: spot_graph must be 'grid' or 'knn', got {self.params['spot_graph']!r}."
-            raise ValueError(msg)
+        check_spot_graph(self.params["spot_graph"])
 
     def graph_specs(self) -> Mapping[str, Mapping[str, Any]]:
         # the graph keeps the name 'grid' whatever its kind, so that models saved before this option still load

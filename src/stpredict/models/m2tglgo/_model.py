@@ -11,7 +11,7 @@ import torch
 
 from ..._logging import warn
 from .._data import Key, slide_items
-from .._inputs import ModelInputs, spot_graph_spec
+from .._inputs import ModelInputs, SpotGraph, spot_graph_spec
 from .._neural import NeuralModel, Split
 from .._params import Params
 from .._train import TrainSettings
@@ -53,7 +53,7 @@ class M2tglgoParams(Params):
     linear_path: bool = False  # not in the paper: a linear map of the spot's and its neighbours' features added
     modalities: tuple[str, ...] = MODALITIES
     n_neighbours: int = 6
-    spot_graph: Literal["knn", "grid"] = "knn"  # not in the paper: 'grid', the array's neighbours
+    spot_graph: SpotGraph = "knn"  # not in the paper: 'grid', the array's neighbours
     reconstruction_weight: float = 1.0
     ranking_weight: float = 1.0
     margin: float = 0.01

@@ -29,9 +29,9 @@ from ..._constants import LIBRARY_KEY
 from ..._docs import doc_params
 from ..._logging import logger
 from ..._validate import check_adata, get_rep, require_spatial, spot_libraries
+from .._inputs import SpotGraph, check_spot_graph
 
 Centroid = Literal["feature", "spatial", "random"]
-SpotGraph = Literal["knn", "grid"]
 CLUSTERINGS = ("spatial", "feature")
 CENTROIDS = ("feature", "spatial", "random")
 # bit flags: one edge may be of several kinds (a kNN neighbour that is also its cluster's centroid)
@@ -266,9 +266,7 @@ def compute_hierarchical_graph(
     ``spot_graph='grid'``: the spatial edges join array neighbours (:func:`stpredict.pp.spatial_graph`'s
     ``'grid'``) instead of the ``n_neighbors`` nearest centres.
     """
-    if spot_graph not in ("knn", "grid"):
-        msg = f"spot_graph must be 'knn' (nearest spot centres, the paper's) or 'grid' (array neighbours), got {spot_graph!r}."
-        raise ValueError(msg)
+    check_spot_graph(spot_graph)
     if spot_graph == "grid":
         from ...pp._graph import compute_spatial_graph
 

@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from .._data import Key, covers_whole_slides, slide_items
-from .._inputs import ModelInputs
+from .._inputs import ModelInputs, SpotGraph
 from .._neural import NeuralModel
 from .._params import Params
 from .._train import TrainSettings
-from ._graph import CLUSTERINGS, Centroid, SpotGraph, hierarchical_edges
+from ._graph import CLUSTERINGS, Centroid, hierarchical_edges
 from ._module import MergeGAT
 
 

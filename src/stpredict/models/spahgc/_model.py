@@ -12,7 +12,7 @@ import torch
 from sklearn.cluster import KMeans
 
 from .._data import Items, with_targets
-from .._inputs import ModelInputs, spot_graph_spec
+from .._inputs import ModelInputs, SpotGraph, spot_graph_spec
 from .._neural import NeuralModel, Split
 from .._params import Params
 from .._train import TrainSettings
@@ -46,7 +46,7 @@ class SpahgcParams(Params):
     linear_path: bool = False  # not in the paper: a linear map of the spot's and its neighbours' features added
     k: int = 7
     n_neighbours: int = 5
-    spot_graph: Literal["knn", "grid"] = "knn"  # not in the paper: 'grid', the array's neighbours
+    spot_graph: SpotGraph = "knn"  # not in the paper: 'grid', the array's neighbours
     n_reference_neighbours: int = 3
     masking: Literal["complementary", "random", "none"] = "complementary"
     target_mask_ratio: float = 0.8
