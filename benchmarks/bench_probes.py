@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import tempfile
 import time
 import warnings
@@ -53,6 +54,9 @@ import stpredict as st
 from stpredict._metrics import per_slide_pearson
 from stpredict.models import get_model
 from stpredict.pp._grid import grid_neighbours, infer_grid
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_models import VARIANTS  # noqa: E402  (the same named variants on both benchmarks)
 
 FAMILIES = ("own_linear", "own_nonlinear", "ring1", "ring2", "region", "slide_context", "mixed")
 DATASETS = {
@@ -102,27 +106,17 @@ PROBE_GENES = (
 
 
 def variants() -> dict[str, tuple[str, dict]]:
-    """``{name: (model, model_params)}``: every model's paper ablations (``MODEL_ABLATION``) and ``MODEL_linear``.
+    """``{name: (model, model_params)}``: the real-slide benchmark's named variants, and ``ridge_spatial_knnK``.
 
-    ``MODEL_linear`` is a graph model with its linear path (``linear_path=True``, not in the papers);
-    ``MODEL_grid`` reads the array's grid ring instead of its paper's kNN graph (``spot_graph='grid'``).
+    Those of ``bench_models.py``: every model's paper ablations (``MODEL_ABLATION``), ``MODEL_linear`` (a graph
+    model with its linear path, ``linear_path=True``, not in the papers), ``MODEL_grid`` (the array's grid ring
+    instead of its paper's kNN graph, ``spot_graph='grid'``) and the rest; ``ridge_spatial_knnK`` is ridge on
+    each graph model's paper kNN graph (SpaHGC 5, M2TGLGO 6, MERGE 8): what a linear reading of it holds.
     """
-    named = {
-        f"{model}_{ablation}": (model, params)
-        for model in st.tl.available_models()
-        for ablation, params in st.tl.model_ablations(model).items()
+    knn_ridges = {
+        f"ridge_spatial_knn{k}": ("ridge_spatial", {"spot_graph": "knn", "n_neighbours": k}) for k in (5, 6, 8)
     }
-    for model in st.tl.available_models():
-        if "linear_path" in get_model(model).defaults:
-            named[f"{model}_linear"] = (model, {"linear_path": True})
-        if {"spot_graph", "linear_path"} <= set(get_model(model).defaults):  # grid ring, not the kNN
-            named[f"{model}_grid"] = (model, {"spot_graph": "grid"})
-            named[f"{model}_grid_linear"] = (model, {"spot_graph": "grid", "linear_path": True})
-    # ridge on each graph model's paper kNN graph (SpaHGC 5, M2TGLGO 6, MERGE 8): what a linear reading of it holds
-    named.update(
-        {f"ridge_spatial_knn{k}": ("ridge_spatial", {"spot_graph": "knn", "n_neighbours": k}) for k in (5, 6, 8)}
-    )
-    return named
+    return {**VARIANTS, **knn_ridges}
 
 
 def prepare(name: str, shared: Path, cache: Path) -> AnnData:
