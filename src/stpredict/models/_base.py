@@ -246,6 +246,7 @@ _REGISTRY: dict[str, type[Model] | str] = {
     "stnet": "stpredict.models.stnet:StnetModel",
     "bleep": "stpredict.models.bleep:BleepModel",
     "ensemble": "stpredict.models.ensemble:EnsembleModel",
+    "istar": "stpredict.models.istar:IstarModel",
 }
 
 

@@ -646,6 +646,7 @@ class Predictor:
         model = model_cls(random_state=meta["random_state"], device="cpu", **meta["params"])
         model.n_features_, model.n_genes_ = int(meta["n_features"]), int(meta["n_genes"])
         model.genes_ = list(meta["genes"])
+        model.target_scale_ = (meta.get("target") or {}).get("scale")
         model.load_state_dict({k.removeprefix("model/"): v for k, v in arrays.items() if k.startswith("model/")})
         model.validation_ = Validation.from_json(meta["validation"])
         part = lambda name: {k.removeprefix(f"{name}/"): v for k, v in arrays.items() if k.startswith(f"{name}/")}  # noqa: E731

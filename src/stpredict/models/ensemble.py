@@ -142,7 +142,7 @@ class EnsembleModel(Model):
             show_progress_bar=self.show_progress_bar,
             **dict(self.params["member_params"].get(name, {})),
         )
-        for attribute in ("n_features_", "n_genes_", "genes_"):
+        for attribute in ("n_features_", "n_genes_", "genes_", "target_scale_"):
             setattr(member, attribute, getattr(self, attribute, None))
         return member
 

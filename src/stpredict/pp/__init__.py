@@ -8,6 +8,7 @@ from ._graph import spatial_graph
 from ._normalize import gene_lengths, normalize
 from ._nuclei import nuclei_feature_names, nuclei_features, segment_nuclei
 from ._patches import extract_patches
+from ._pseudo_spots import pseudo_spots
 from ._smooth import smooth
 from ._stain import estimate_stain, normalize_stain, stain_reference
 from ._views import (
@@ -33,6 +34,7 @@ __all__ = [
     "neighbour_tiles",
     "normalize",
     "normalize_stain",
+    "pseudo_spots",
     "nuclei_feature_names",
     "nuclei_features",
     "segment_nuclei",

@@ -12,6 +12,7 @@ from ._gene_correlation import gene_correlation
 from ._gene_similarity import gene_similarity
 from ._regions import cluster_predictions, differential_expression, region_agreement
 from ._splits import Fold, make_splits
+from ._super_resolve import super_resolve
 from ._train_encoder import TrainedEncoder, train_encoder
 from ._uncertainty import interval_coverage
 
@@ -42,5 +43,6 @@ __all__ = [
     "region_agreement",
     "register_model",
     "summarize",
+    "super_resolve",
     "train_encoder",
 ]

@@ -1,0 +1,58 @@
+"""What a model that predicts below the spot offers: expression per bin, whose mean over a spot is the spot.
+
+A sub-spot model predicts, for any square bin of the grid it was trained on (``dense``: bin size and
+features), a *spot-equivalent* linear expression: what a spot made only of such bins would measure. The mean
+of these values over the bins inside a spot is the model's prediction for the spot (in linear units), so a
+super-resolved map averaged back over a spot gives the spot prediction exactly. ``to_target`` brings linear
+values to the training target's scale (``log1p`` for a ``log1p`` layer).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import spatial_entry
+
+
+class SubSpotModel:
+    """Mixin of models that super-resolve (see :func:`stpredict.tl.super_resolve`).
+
+    Subclasses provide ``dense`` (a :class:`~stpredict.pp._dense.DenseFeatures`) and
+    ``bin_linear(features) -> (n_bins, n_genes)``. ``target_scale_`` is the training layer's recorded scale
+    (set by ``st.tl.fit`` and on load; ``'log1p'`` means bins are averaged after ``expm1``).
+    """
+
+    super_resolves = True
+    target_scale_: str | None = None
+
+    @property
+    def log_target(self) -> bool:
+        return self.target_scale_ == "log1p"
+
+    def to_target(self, linear: np.ndarray) -> np.ndarray:
+        """Linear expression -> the training target's scale."""
+        return np.log1p(np.maximum(linear, 0.0)) if self.log_target else linear
+
+    def to_linear(self, values: np.ndarray) -> np.ndarray:
+        """The training target's scale -> linear expression."""
+        return np.maximum(np.expm1(values), 0.0) if self.log_target else values
+
+
+def super_resolving_models() -> list[str]:
+    """Registered models that predict below the spot (for error messages)."""
+    from ._base import available_models, get_model
+
+    return [name for name in available_models() if getattr(get_model(name), "super_resolves", False)]
+
+
+def spot_radius(adata, library_id: str) -> float:
+    """Half a spot's diameter in full-resolution pixels (``scalefactors['spot_diameter_fullres']``)."""
+    diameter = (spatial_entry(adata, library_id) or {}).get("scalefactors", {}).get("spot_diameter_fullres")
+    if not diameter or not np.isfinite(diameter):
+        msg = (
+            f"Slide {library_id!r} has no scalefactors['spot_diameter_fullres']: a sub-spot model needs each spot's "
+            "size to know which bins lie inside it. Read the slide with st.io (the readers record it), or set "
+            f"adata.uns['spatial'][{library_id!r}]['scalefactors']['spot_diameter_fullres'] (pixels)."
+        )
+        raise KeyError(msg)
+    return float(diameter) / 2.0

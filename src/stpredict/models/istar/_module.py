@@ -1,0 +1,151 @@
+"""iStar's network (Zhang et al., Nat. Biotechnol. 2024): an MLP per bin, a spot the mean of its bins.
+
+Each member of the ensemble maps a bin's features through ``hidden`` LeakyReLU layers to a non-negative
+expression per gene (an ELU shifted up by its floor, as the paper's output layer), in min-max units of the
+genes' *linear* expression. A spot's expression is the mean over the bins inside it, so the bins of a spot
+add up to the spot by construction; the ensemble's value for a bin is the median over its members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .._data import Key
+from .._nn import Standardize
+
+#: batch key of the padded bags of bin features: ``(spots, bins, features)`` and their mask ``(spots, bins)``
+BAG_MASK = "bag_mask"
+
+
+class ShiftedELU(nn.Module):
+    """``ELU(alpha)(x) + alpha``: a smooth output that never falls below 0 (iStar's output activation)."""
+
+    def __init__(self, alpha: float) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.elu(x, alpha=self.alpha) + self.alpha
+
+
+class Member(nn.Module):
+    """One bin MLP: ``Linear -> LeakyReLU`` per hidden width, then ``Linear -> ShiftedELU``.
+
+    ``linear_skip`` (not in the paper) adds a linear map of the inputs before the output activation, started
+    at the ridge fit of the training spots (a spot's mean features to its expression: exact for a linear map,
+    since the mean of a linear map over the bins is the map of the bins' mean); the MLP's last layer starts
+    at zero, so training begins from the ridge solution and the MLP learns what it misses.
+    """
+
+    def __init__(
+        self, n_features: int, n_genes: int, hidden: Sequence[int], slope: float, floor: float, linear_skip: bool
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        width = n_features
+        for h in hidden:
+            layers += [nn.Linear(width, int(h)), nn.LeakyReLU(slope)]
+            width = int(h)
+        layers.append(nn.Linear(width, n_genes))
+        self.body = nn.Sequential(*layers)
+        self.skip = nn.Linear(n_features, n_genes) if linear_skip else None
+        self.out = ShiftedELU(floor)
+
+    def start_at(self, weight, bias) -> None:
+        """The linear skip at ``weight`` ``(genes, features)`` and ``bias``; the MLP's output layer at zero."""
+        with torch.no_grad():
+            self.skip.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+            self.skip.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+            self.body[-1].weight.zero_()
+            self.body[-1].bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = self.body(x)
+        if self.skip is not None:
+            pre = pre + self.skip(x)
+        return self.out(pre)
+
+
+class IstarNet(nn.Module):
+    """Bags of bin features -> spot expression, z-scored on the target scale (``net(batch)``).
+
+    Buffers (set from the training spots, saved with the weights): the inputs' standardisation, the linear
+    expression's per-gene minimum and range (the members' output unit), and the target scale's mean and
+    std (the z-scoring of the shared training loop). ``log_target``: the target layer is ``log1p`` of a
+    linear expression, so bins are averaged after ``expm1`` and the spot mean goes back through ``log1p``.
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        n_genes: int,
+        *,
+        hidden: Sequence[int],
+        n_states: int,
+        slope: float,
+        floor: float,
+        log_target: bool,
+        loss_space: str,
+        linear_skip: bool = False,
+    ) -> None:
+        super().__init__()
+        self.scale_in = Standardize(n_features)
+        self.members = nn.ModuleList(
+            Member(n_features, n_genes, hidden, slope, floor, linear_skip) for _ in range(n_states)
+        )
+        self.log_target = bool(log_target)
+        self.loss_space = loss_space
+        for name, value in (("lin_min", 0.0), ("lin_range", 1.0), ("out_mean", 0.0), ("out_std", 1.0)):
+            self.register_buffer(name, torch.full((n_genes,), value))
+
+    # --- scales ------------------------------------------------------------------------------------------------
+
+    def to_target(self, linear: torch.Tensor) -> torch.Tensor:
+        """Linear expression -> the target layer's scale."""
+        return torch.log1p(linear.clamp_min(0.0)) if self.log_target else linear
+
+    def to_linear(self, target: torch.Tensor) -> torch.Tensor:
+        """The target layer's scale -> linear expression."""
+        return torch.expm1(target).clamp_min(0.0) if self.log_target else target
+
+    def unit_to_linear(self, unit: torch.Tensor) -> torch.Tensor:
+        return self.lin_min + self.lin_range * unit
+
+    # --- bins and spots ----------------------------------------------------------------------------------------
+
+    def member_bins(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., features)`` -> ``(states, ..., genes)`` in min-max units of linear expression."""
+        x = self.scale_in(x)
+        return torch.stack([m(x) for m in self.members])
+
+    def bin_linear(self, x: torch.Tensor) -> torch.Tensor:
+        """A bin's linear expression (spot-equivalent: what a spot of such bins would measure), ensemble median."""
+        return self.unit_to_linear(self.member_bins(x).median(dim=0).values)
+
+    def _spot_units(self, per_bin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Mean over each spot's bins, ``per_bin`` ``(..., spots, bins, genes)`` -> ``(..., spots, genes)``."""
+        weights = mask.to(per_bin.dtype) / mask.sum(dim=-1, keepdim=True).clamp_min(1)
+        return (per_bin * weights[..., None]).sum(dim=-2)
+
+    def forward(self, batch) -> torch.Tensor:
+        """z-scored target-scale prediction of each spot: the mean of its bins' (median) linear expression."""
+        per_bin = self.member_bins(batch[Key.X]).median(dim=0).values
+        linear = self.unit_to_linear(self._spot_units(per_bin, batch[BAG_MASK]))
+        return (self.to_target(linear) - self.out_mean) / self.out_std
+
+    def training_loss(self, batch) -> torch.Tensor:
+        """Mean of the members' MSE: each member is trained on its own (as the paper's independent states).
+
+        ``loss_space='linear'`` (the paper): in min-max units of the spots' linear expression;
+        ``'target'``: on the z-scored target scale, as every other model here.
+        """
+        units = self._spot_units(self.member_bins(batch[Key.X]), batch[BAG_MASK])  # (states, spots, genes)
+        target_z = batch[Key.Y]
+        if self.loss_space == "linear":
+            linear = self.to_linear(target_z * self.out_std + self.out_mean)
+            return ((units - (linear - self.lin_min) / self.lin_range) ** 2).mean()
+        pred = (self.to_target(self.unit_to_linear(units)) - self.out_mean) / self.out_std
+        return ((pred - target_z) ** 2).mean()

@@ -1,0 +1,267 @@
+"""``st.tl.super_resolve``: expression per square bin (e.g. 8 µm) of an H&E slide, from a model trained on spots.
+
+The slide is read tile by tile (a whole-slide image is never held), each tile's bins get the model's
+features and predictions, and bins mostly off the tissue are dropped. Values are *spot-equivalent*: a bin's
+value is what a spot made only of such tissue would measure, on the training target's scale (e.g. log1p), so
+bins and spots share a colour scale and the (linear) mean of a spot's bins is the model's spot prediction.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from tqdm.auto import tqdm
+
+from .._constants import LIBRARY_KEY, SPATIAL_KEY, SPOT_SHAPE_KEY
+from .._logging import logger
+from .._validate import check_adata, library_ids, spatial_entry
+from ..io._image import open_slide_image
+from ..models import Predictor
+from ..models._subspot import SubSpotModel, super_resolving_models
+from ..pp._dense import TISSUE_CHANNEL, BinGrid, iter_tiles, slide_bin_side, tile_features
+
+#: bins per tile side when reading a slide (the model's bins): a tile's image is ~tile * px_per_bin px wide
+TILE_BINS = 128
+
+
+def _check_predictor(predictor: Predictor) -> SubSpotModel:
+    if not isinstance(predictor, Predictor):
+        msg = f"`predictor` must come from st.tl.fit or st.tl.load_model, got {type(predictor).__name__}."
+        raise TypeError(msg)
+    if not isinstance(predictor.model, SubSpotModel):
+        msg = (
+            f"Model {predictor.model_name!r} predicts whole spots only and cannot super-resolve. Fit a model that "
+            f"predicts below the spot: {super_resolving_models()} (e.g. st.tl.fit(adata, model='istar'))."
+        )
+        raise ValueError(msg)
+    return predictor.model
+
+
+def _bin_factor(bin_um: float | None, model_bin_um: float) -> int:
+    """Model bins per output bin side: output bins must be whole blocks of the model's bins."""
+    if bin_um is None:
+        return 1
+    factor = float(bin_um) / model_bin_um
+    if not np.isfinite(factor) or factor < 1 - 1e-6 or abs(factor - round(factor)) > 1e-6:
+        msg = (
+            f"bin_um={bin_um!r}: this model predicts bins of {model_bin_um:g} µm, so output bins must be a whole "
+            f"multiple of it ({model_bin_um:g}, {2 * model_bin_um:g}, {4 * model_bin_um:g} µm ...). For finer bins, "
+            f"train with model_params={{'bin_um': ...}}."
+        )
+        raise ValueError(msg)
+    return int(round(factor))
+
+
+def _slide(adata: AnnData, library_id: str | None) -> str:
+    slides = library_ids(adata)
+    if library_id is None:
+        if len(slides) != 1:
+            msg = f"adata holds {len(slides)} slides {slides[:5]}: pass library_id= (one slide at a time)."
+            raise ValueError(msg)
+        return slides[0]
+    if str(library_id) not in slides and spatial_entry(adata, str(library_id)) is None:
+        msg = f"library_id={library_id!r} is not a slide of adata (slides: {slides[:5]})."
+        raise KeyError(msg)
+    return str(library_id)
+
+
+def _row_col_range(region, side: float, width: int, height: int, library_id: str) -> tuple[tuple, tuple]:
+    """Output-bin rows and columns covering ``region`` (full-resolution px), checked against the image."""
+    if region is None:
+        x0, y0, x1, y1 = 0.0, 0.0, float(width), float(height)
+    else:
+        values = np.asarray(region, dtype=np.float64).ravel()
+        if values.shape != (4,) or not np.isfinite(values).all() or values[2] <= values[0] or values[3] <= values[1]:
+            msg = f"region must be (x0, y0, x1, y1) in full-resolution pixels with x0 < x1 and y0 < y1, got {region!r}."
+            raise ValueError(msg)
+        x0, y0, x1, y1 = values
+        if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
+            msg = (
+                f"region {tuple(float(v) for v in values)} lies off the {width} x {height} px image of slide "
+                f"{library_id!r}: give (x0, y0, x1, y1) in full-resolution pixels (obsm['spatial'] units)."
+            )
+            raise ValueError(msg)
+        x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, width), min(y1, height)
+    rows = (int(math.floor(y0 / side)), int(math.ceil(y1 / side)))
+    cols = (int(math.floor(x0 / side)), int(math.ceil(x1 / side)))
+    return rows, cols
+
+
+def _require_image_entry(adata: AnnData, library_id: str) -> None:
+    if spatial_entry(adata, library_id) is None:
+        msg = (
+            f"Slide {library_id!r} has no image: adata.uns['spatial'][{library_id!r}] is missing. Read it with st.io "
+            "(read_wsi for an H&E slide alone), which records the image."
+        )
+        raise KeyError(msg)
+
+
+def _block_mean(values: np.ndarray, k: int) -> np.ndarray:
+    """``(R * k, C * k, ...)`` -> ``(R, C, ...)`` means of ``k`` x ``k`` blocks."""
+    if k == 1:
+        return values
+    r, c = values.shape[0] // k, values.shape[1] // k
+    return values.reshape(r, k, c, k, *values.shape[2:]).mean(axis=(1, 3))
+
+
+def super_resolve(
+    predictor: Predictor,
+    adata: AnnData,
+    *,
+    bin_um: float | None = None,
+    region: Sequence[float] | None = None,
+    library_id: str | None = None,
+    genes: Sequence[str] | None = None,
+    min_tissue: float = 0.5,
+    key_added: str = "super_resolution",
+    show_progress_bar: bool = False,
+) -> AnnData:
+    """Predict expression per square bin of a slide's H&E with a model trained on spots.
+
+    Parameters
+    ----------
+    predictor
+        A fitted model that predicts below the spot (``st.tl.fit(..., model='istar')``).
+    adata
+        The slide (spots with or without expression, or ``st.io.read_wsi``'s virtual spots): only its image
+        and pixel size are read. Never modified.
+    bin_um
+        Side of the output bins in µm: the model's bin (default, e.g. 8 µm) or a whole multiple of it (the
+        mean of the model's bins inside).
+    region
+        ``(x0, y0, x1, y1)`` in full-resolution pixels (``obsm['spatial']`` units); default the whole image.
+    library_id
+        The slide, when ``adata`` holds several.
+    genes
+        A subset of the predictor's genes (default all).
+    min_tissue
+        Bins with a smaller fraction of tissue (non-white) pixels are left out.
+    key_added
+        ``uns`` key of the run's parameters in the returned AnnData.
+    show_progress_bar
+        A bar over the slide's tiles.
+
+    Returns
+    -------
+    A new AnnData, one observation per bin on the tissue: ``X`` the predicted values (float32, the training
+    target's scale, spot-equivalent), ``obs`` ``array_row``/``array_col`` (the bin on the slide's grid),
+    ``library_id``, ``tissue_fraction``; ``obsm['spatial']`` the bin centres (full-resolution px);
+    ``uns['spatial']`` the slide's image with ``spot_diameter_fullres`` the bin side and square spots (so
+    ``sc.pl.spatial`` and ``squidpy`` draw bins); ``uns[key_added]`` the model, bin geometry and region.
+
+    Examples
+    --------
+    >>> import stpredict as st
+    >>> adata = st.datasets.her2st_crop()
+    >>> st.pp.normalize(adata)
+    >>> train = adata[adata.obs.library_id != "C4"].copy()
+    >>> predictor = st.tl.fit(train, model="istar", genes=["ERBB2", "GNAS"], model_params={"max_epochs": 2})
+    >>> bins = st.tl.super_resolve(predictor, adata[adata.obs.library_id == "C4"].copy(), region=(800, 800, 1200, 1100))
+    >>> bins.var_names.tolist(), bins.uns["super_resolution"]["bin_um"]
+    (['ERBB2', 'GNAS'], 8.0)
+    """
+    started = time.perf_counter()
+    model = _check_predictor(predictor)
+    check_adata(adata)
+    if not 0 <= float(min_tissue) <= 1:
+        msg = f"min_tissue must be a fraction in [0, 1], got {min_tissue!r}."
+        raise ValueError(msg)
+    columns = _gene_columns(predictor, genes)
+    dense = model.dense
+    factor = _bin_factor(bin_um, dense.bin_um)
+    library_id = _slide(adata, library_id)
+    _require_image_entry(adata, library_id)
+    side = slide_bin_side(adata, library_id, dense.bin_um)
+    image, scale = open_slide_image(adata, library_id)
+    try:
+        height, width = image.shape[:2]
+        full_w, full_h = width / scale, height / scale
+        rows, cols = _row_col_range(region, side * factor, full_w, full_h, library_id)
+        grid = BinGrid.for_image(side * scale, width, height)
+        parts = _predict_tiles(model, image, grid, dense, rows, cols, factor, columns, min_tissue, show_progress_bar)
+    finally:
+        if not isinstance(image, np.ndarray):
+            image.close()
+    values, out_rows, out_cols, tissue = (np.concatenate(p) for p in zip(*parts, strict=True)) if parts else (
+        np.empty((0, len(columns)), np.float32), *(np.empty(0, np.int64),) * 2, np.empty(0, np.float32)
+    )  # fmt: skip
+    bins = _bins_adata(adata, library_id, model.to_target(values).astype(np.float32), out_rows, out_cols, tissue,
+                       side * factor, [predictor.genes[i] for i in columns])  # fmt: skip
+    bins.uns[key_added] = {
+        "model": predictor.model_name,
+        "bin_um": float(dense.bin_um * factor),
+        "bin_px": float(side * factor),
+        "model_bin_um": float(dense.bin_um),
+        "region": None if region is None else [float(v) for v in np.ravel(region)],
+        "library_id": library_id,
+        "layer": predictor.layer,
+        "scale": model.target_scale_,
+        "values": "spot-equivalent: what a spot made of such bins would measure (linear mean of bins = spot)",
+        "min_tissue": float(min_tissue),
+        "train_slides": predictor.train_slides,
+        "features": dense.record(),
+        "time_s": time.perf_counter() - started,
+    }
+    logger.info(
+        "super_resolve: %d bins of %g µm on slide %s in %.1f s", bins.n_obs, dense.bin_um * factor, library_id,
+        bins.uns[key_added]["time_s"],
+    )  # fmt: skip
+    return bins
+
+
+def _gene_columns(predictor: Predictor, genes: Sequence[str] | None) -> list[int]:
+    if genes is None:
+        return list(range(len(predictor.genes)))
+    genes = [genes] if isinstance(genes, str) else list(genes)
+    missing = [g for g in genes if g not in predictor.genes]
+    if missing or not genes:
+        msg = f"genes {missing or genes} are not predicted by this model (it predicts {predictor.genes[:5]} ...)."
+        raise ValueError(msg)
+    return [predictor.genes.index(g) for g in genes]
+
+
+def _predict_tiles(model, image, grid, dense, rows, cols, factor, columns, min_tissue, show_progress_bar):
+    """Per tile: (values in linear units, output rows, output cols, tissue fraction) of its bins on the tissue."""
+    tile = max(1, TILE_BINS // factor) * factor
+    model_rows, model_cols = (rows[0] * factor, rows[1] * factor), (cols[0] * factor, cols[1] * factor)
+    tiles = list(iter_tiles(model_rows, model_cols, tile))
+    parts = []
+    for r, c in tqdm(tiles, desc="super-resolve", unit="tile", disable=not show_progress_bar):
+        features = tile_features(image, grid, dense, r, c)  # (rows, cols, features), edges padded white
+        n_r, n_c = features.shape[0] // factor, features.shape[1] // factor
+        features = features[: n_r * factor, : n_c * factor]
+        tissue = _block_mean(features[..., TISSUE_CHANNEL], factor)
+        keep = tissue >= min_tissue
+        if not keep.any():
+            continue
+        linear = model.bin_linear(features.reshape(-1, features.shape[-1]))[:, columns]
+        linear = _block_mean(linear.reshape(n_r * factor, n_c * factor, -1), factor)
+        out_r, out_c = np.nonzero(keep)
+        parts.append((linear[keep], out_r + r.start // factor, out_c + c.start // factor, tissue[keep]))
+    return parts
+
+
+def _bins_adata(adata, library_id, values, rows, cols, tissue, side, genes) -> AnnData:
+    """The bins as an AnnData in squidpy's layout, sharing the slide's image entry."""
+    grid = BinGrid(side, 0, 0)
+    names = [f"{library_id}_{r}_{c}" for r, c in zip(rows, cols, strict=True)]
+    obs = pd.DataFrame(
+        {"array_row": rows.astype(np.int64), "array_col": cols.astype(np.int64), LIBRARY_KEY: library_id,
+         "tissue_fraction": tissue.astype(np.float32)}, index=names,
+    )  # fmt: skip
+    obs[LIBRARY_KEY] = obs[LIBRARY_KEY].astype("category")
+    entry = dict(spatial_entry(adata, library_id))
+    entry["scalefactors"] = {**entry.get("scalefactors", {}), "spot_diameter_fullres": float(side)}
+    entry["metadata"] = {**entry.get("metadata", {}), SPOT_SHAPE_KEY: "square", "grid": "square"}
+    return AnnData(
+        X=values,
+        obs=obs,
+        var=pd.DataFrame(index=pd.Index(genes, name=None)),
+        obsm={SPATIAL_KEY: grid.centres(rows, cols).astype(np.float64)},
+        uns={SPATIAL_KEY: {library_id: entry}},
+    )

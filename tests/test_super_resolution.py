@@ -1,0 +1,145 @@
+"""Below the spot: iStar's bins, st.tl.super_resolve and st.pp.pseudo_spots on the bundled real crop."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+import stpredict as st
+from stpredict.io._image import load_slide_image
+from stpredict.pp._dense import BinGrid, DenseFeatures, features_at, slide_bin_side
+
+SMALL = {"max_epochs": 5, "hidden": [32], "n_states": 2, "context_um": [32]}
+
+
+def _planted_bins(adata, library_id, bins):
+    """A planted per-bin expression (linear): rises steeply with the bin's own nuclear (haematoxylin) pixels."""
+    image, _ = load_slide_image(adata, library_id)
+    grid = BinGrid.for_image(slide_bin_side(adata, library_id, 8.0), image.shape[1], image.shape[0])
+    own = features_at(image, grid, DenseFeatures(context_um=()), bins)
+    nuclear = own[:, DenseFeatures().names.index("nuclear_mean")]
+    return np.exp(3.0 * nuclear), grid
+
+
+def _planted(crop):
+    """The crop with layers['log1p'] of gene 'ERBB2' replaced by log1p(mean of its bins' planted values)."""
+    adata = crop.copy()
+    values = adata.layers["log1p"].copy()
+    column = adata.var_names.get_loc("ERBB2")
+    for library_id in adata.obs["library_id"].unique():
+        where = np.flatnonzero(adata.obs["library_id"] == library_id)
+        image, _ = load_slide_image(adata, library_id)
+        grid = BinGrid.for_image(slide_bin_side(adata, library_id, 8.0), image.shape[1], image.shape[0])
+        radius = adata.uns["spatial"][library_id]["scalefactors"]["spot_diameter_fullres"] / 2
+        discs = grid.bins_in_discs(adata.obsm["spatial"][where], radius)
+        truth, _ = _planted_bins(adata, library_id, np.concatenate(discs))
+        means = [part.mean() for part in np.split(truth, np.cumsum([len(d) for d in discs])[:-1])]
+        values[where, column] = np.log1p(means)
+    adata.layers["log1p"] = values
+    return adata
+
+
+@pytest.fixture(scope="module")
+def planted_fit(_crop_norm_session):
+    adata = _planted(_crop_norm_session)
+    train, test = adata[adata.obs.library_id != "C4"].copy(), adata[adata.obs.library_id == "C4"].copy()
+    predictor = st.tl.fit(train, model="istar", genes=["ERBB2", "GNAS"], device="cpu", model_params=SMALL)
+    return predictor, test
+
+
+def test_planted_sub_spot_signal_is_recovered_on_held_out_bins(planted_fit):
+    predictor, test = planted_fit
+    region = (700, 700, 1500, 1400)
+    bins = st.tl.super_resolve(predictor, test, region=region, genes=["ERBB2"])
+    truth, _ = _planted_bins(test, "C4", bins.obs[["array_row", "array_col"]].to_numpy())
+    predicted = bins.X[:, 0]
+    # a spot-level answer (each bin given its nearest spot's true value) is blind to what varies inside spots
+    spots = test.obsm["spatial"]
+    nearest = np.argmin(((bins.obsm["spatial"][:, None] - spots[None]) ** 2).sum(-1), axis=1)
+    oracle = test[:, "ERBB2"].layers["log1p"].ravel()[nearest]
+    r_model = np.corrcoef(np.log1p(truth), predicted)[0, 1]
+    r_oracle = np.corrcoef(np.log1p(truth), oracle)[0, 1]
+    assert r_model > 0.8 and r_model > r_oracle + 0.2, (r_model, r_oracle)
+
+
+def test_bins_average_back_to_the_spot_prediction(planted_fit):
+    predictor, test = planted_fit
+    spots = predictor.predict(test, copy=True, key_added="p").obsm["p"]
+    bins = st.tl.super_resolve(predictor, test, min_tissue=0.0)
+    lookup = pd.Series(np.arange(bins.n_obs), index=pd.MultiIndex.from_arrays([bins.obs.array_row, bins.obs.array_col]))
+    grid = BinGrid(bins.uns["super_resolution"]["bin_px"], 10**6, 10**6)
+    radius = test.uns["spatial"]["C4"]["scalefactors"]["spot_diameter_fullres"] / 2
+    for i, disc in enumerate(grid.bins_in_discs(test.obsm["spatial"][:20], radius)):
+        rows = lookup.loc[list(map(tuple, disc))].to_numpy()
+        linear_mean = np.expm1(bins.X[rows]).mean(axis=0)
+        np.testing.assert_allclose(np.log1p(linear_mean), spots.iloc[i].to_numpy(), rtol=1e-4, atol=1e-4)
+    # coarser output bins are the linear mean of the model's bins inside them
+    coarse = st.tl.super_resolve(predictor, test, bin_um=16, region=(800, 800, 1000, 1000), min_tissue=0.0)
+    row, col = coarse.obs.array_row.iloc[0], coarse.obs.array_col.iloc[0]
+    fine = [lookup[(2 * row + a, 2 * col + b)] for a in (0, 1) for b in (0, 1)]
+    np.testing.assert_allclose(coarse.X[0], np.log1p(np.expm1(bins.X[fine]).mean(axis=0)), rtol=1e-4)
+    assert coarse.uns["super_resolution"]["bin_um"] == 16.0
+
+
+def test_super_resolved_bins_are_an_anndata_in_squidpys_layout(planted_fit):
+    predictor, test = planted_fit
+    before = (test.obs.copy(), set(test.uns), set(test.obsm))
+    bins = st.tl.super_resolve(predictor, test, region=(800, 800, 1200, 1100))
+    side = bins.uns["super_resolution"]["bin_px"]
+    assert bins.uns["spatial"]["C4"]["scalefactors"]["spot_diameter_fullres"] == pytest.approx(side)
+    centres = bins.obsm["spatial"]
+    np.testing.assert_allclose(centres, np.column_stack([bins.obs.array_col + 0.5, bins.obs.array_row + 0.5]) * side)
+    assert (centres[:, 0] > 800 - side).all() and (centres[:, 0] < 1200 + side).all()
+    assert bins.X.dtype == np.float32 and np.isfinite(bins.X).all()
+    assert (bins.obs["tissue_fraction"] >= 0.5).all()
+    pd.testing.assert_frame_equal(test.obs, before[0])  # the slide is never modified
+    assert set(test.uns) == before[1] and set(test.obsm) == before[2]
+
+
+def test_super_resolve_refuses_bad_input(planted_fit, crop_norm):
+    predictor, test = planted_fit
+    ridge = st.tl.fit(crop_norm[crop_norm.obs.library_id != "C4"].copy(), genes=["ERBB2"])
+    with pytest.raises(ValueError, match="cannot super-resolve.*istar"):
+        st.tl.super_resolve(ridge, test)
+    with pytest.raises(ValueError, match="whole multiple"):
+        st.tl.super_resolve(predictor, test, bin_um=4)
+    with pytest.raises(ValueError, match="off the .* image of slide 'C4'"):
+        st.tl.super_resolve(predictor, test, region=(90000, 90000, 91000, 91000))
+    with pytest.raises(ValueError, match="x0 < x1"):
+        st.tl.super_resolve(predictor, test, region=(10, 10, 5, 20))
+    with pytest.raises(ValueError, match="pass library_id"):
+        st.tl.super_resolve(predictor, crop_norm)
+    no_image = test.copy()
+    del no_image.uns["spatial"]
+    with pytest.raises(KeyError, match="no image"):
+        st.tl.super_resolve(predictor, no_image)
+    with pytest.raises(ValueError, match="at least 4 pixels"):
+        st.tl.fit(crop_norm, model="istar", genes=["ERBB2"], model_params={**SMALL, "bin_um": 2.0})
+
+
+def test_planted_signal_is_lost_without_the_bins_own_pixels():
+    """Bags whose bins carry only their context (a 128 µm mean) cannot place the signal inside a spot."""
+    names = DenseFeatures(context_um=(128.0,)).names
+    assert "nuclear_mean" in names and "nuclear_mean_ctx128um" in names
+    with pytest.raises(ValueError, match="at least one bin"):
+        DenseFeatures(context_um=(4.0,))
+
+
+def test_pseudo_spots_sum_the_bins_inside_each_disc(tmp_path):
+    bins = st.io.read_visium_hd(st.datasets.visium_hd_example(tmp_path), bin_size=8)
+    spots = st.pp.pseudo_spots(bins, diameter_um=55, pitch_um=100)
+    mpp = bins.uns["spatial"][spots.obs.library_id.iloc[0]]["scalefactors"]["microns_per_pixel"]
+    distance = np.hypot(*(spots.obsm["spatial"][:, None] - bins.obsm["spatial"][None]).transpose(2, 0, 1))
+    inside = distance <= 55 / 2 / mpp
+    np.testing.assert_allclose(spots.X.toarray(), inside.astype(np.float32) @ bins.X.toarray(), rtol=1e-6)
+    assert (spots.obs["n_members"].to_numpy() == inside.sum(axis=1)).all()
+    assert spots.uns["spatial"][spots.obs.library_id.iloc[0]]["scalefactors"]["spot_diameter_fullres"] == pytest.approx(
+        55 / mpp
+    )
+    assert sp.issparse(spots.uns["pseudo_spots"]["membership"])
+    square = st.pp.pseudo_spots(bins, diameter_um=100, pitch_um=200, grid="square")
+    assert square.n_obs < spots.n_obs
+    with pytest.raises(ValueError, match="grid must be"):
+        st.pp.pseudo_spots(bins, grid="triangle")
