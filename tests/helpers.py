@@ -90,3 +90,38 @@ def write_hest_patches(root: Path, sample_id: str, *, drop: int = 0, side: int =
         handle["img"] = patches
         handle["coords"] = corners
         handle["barcode"] = np.array([[b.encode()] for b in adata.obs["spot_id"].to_numpy()[drop:]])
+
+
+def planted_bins(adata, library_id: str, bins):
+    """A planted per-bin expression (linear) on a slide's 8 µm grid: rises steeply with the bin's own nuclear pixels.
+
+    Returns ``(values, grid)`` for the bins ``(k, 2)`` (row, col).
+    """
+    import numpy as np
+
+    from stpredict.io._image import load_slide_image
+    from stpredict.pp._dense import BinGrid, DenseFeatures, features_at, slide_bin_side
+
+    image, _ = load_slide_image(adata, library_id)
+    grid = BinGrid.for_image(slide_bin_side(adata, library_id, 8.0), image.shape[1], image.shape[0])
+    own = features_at(image, grid, DenseFeatures(context_um=()), bins)
+    return np.exp(3.0 * own[:, DenseFeatures().names.index("nuclear_mean")]), grid
+
+
+def planted_sub_spot(adata, gene: str = "ERBB2"):
+    """A copy of ``adata`` whose ``layers['log1p']`` of ``gene`` is log1p(the mean of its bins' planted values)."""
+    import numpy as np
+
+    adata = adata.copy()
+    values = adata.layers["log1p"].copy()
+    column = adata.var_names.get_loc(gene)
+    for library_id in adata.obs["library_id"].unique():
+        where = np.flatnonzero(adata.obs["library_id"] == library_id)
+        _, grid = planted_bins(adata, library_id, np.zeros((0, 2), int))
+        radius = adata.uns["spatial"][library_id]["scalefactors"]["spot_diameter_fullres"] / 2
+        discs = grid.bins_in_discs(adata.obsm["spatial"][where], radius)
+        truth, _ = planted_bins(adata, library_id, np.concatenate(discs))
+        means = [part.mean() for part in np.split(truth, np.cumsum([len(d) for d in discs])[:-1])]
+        values[where, column] = np.log1p(means)
+    adata.layers["log1p"] = values
+    return adata

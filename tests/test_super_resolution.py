@@ -6,62 +6,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from helpers import planted_sub_spot
 
 import stpredict as st
-from stpredict.io._image import load_slide_image
-from stpredict.pp._dense import BinGrid, DenseFeatures, features_at, slide_bin_side
+from stpredict.pp._dense import BinGrid, DenseFeatures
 
 SMALL = {"max_epochs": 5, "hidden": [32], "n_states": 2, "context_um": [32]}
 
 
-def _planted_bins(adata, library_id, bins):
-    """A planted per-bin expression (linear): rises steeply with the bin's own nuclear (haematoxylin) pixels."""
-    image, _ = load_slide_image(adata, library_id)
-    grid = BinGrid.for_image(slide_bin_side(adata, library_id, 8.0), image.shape[1], image.shape[0])
-    own = features_at(image, grid, DenseFeatures(context_um=()), bins)
-    nuclear = own[:, DenseFeatures().names.index("nuclear_mean")]
-    return np.exp(3.0 * nuclear), grid
-
-
-def _planted(crop):
-    """The crop with layers['log1p'] of gene 'ERBB2' replaced by log1p(mean of its bins' planted values)."""
-    adata = crop.copy()
-    values = adata.layers["log1p"].copy()
-    column = adata.var_names.get_loc("ERBB2")
-    for library_id in adata.obs["library_id"].unique():
-        where = np.flatnonzero(adata.obs["library_id"] == library_id)
-        image, _ = load_slide_image(adata, library_id)
-        grid = BinGrid.for_image(slide_bin_side(adata, library_id, 8.0), image.shape[1], image.shape[0])
-        radius = adata.uns["spatial"][library_id]["scalefactors"]["spot_diameter_fullres"] / 2
-        discs = grid.bins_in_discs(adata.obsm["spatial"][where], radius)
-        truth, _ = _planted_bins(adata, library_id, np.concatenate(discs))
-        means = [part.mean() for part in np.split(truth, np.cumsum([len(d) for d in discs])[:-1])]
-        values[where, column] = np.log1p(means)
-    adata.layers["log1p"] = values
-    return adata
-
-
 @pytest.fixture(scope="module")
 def planted_fit(_crop_norm_session):
-    adata = _planted(_crop_norm_session)
+    adata = planted_sub_spot(_crop_norm_session)
     train, test = adata[adata.obs.library_id != "C4"].copy(), adata[adata.obs.library_id == "C4"].copy()
     predictor = st.tl.fit(train, model="istar", genes=["ERBB2", "GNAS"], device="cpu", model_params=SMALL)
     return predictor, test
-
-
-def test_planted_sub_spot_signal_is_recovered_on_held_out_bins(planted_fit):
-    predictor, test = planted_fit
-    region = (700, 700, 1500, 1400)
-    bins = st.tl.super_resolve(predictor, test, region=region, genes=["ERBB2"])
-    truth, _ = _planted_bins(test, "C4", bins.obs[["array_row", "array_col"]].to_numpy())
-    predicted = bins.X[:, 0]
-    # a spot-level answer (each bin given its nearest spot's true value) is blind to what varies inside spots
-    spots = test.obsm["spatial"]
-    nearest = np.argmin(((bins.obsm["spatial"][:, None] - spots[None]) ** 2).sum(-1), axis=1)
-    oracle = test[:, "ERBB2"].layers["log1p"].ravel()[nearest]
-    r_model = np.corrcoef(np.log1p(truth), predicted)[0, 1]
-    r_oracle = np.corrcoef(np.log1p(truth), oracle)[0, 1]
-    assert r_model > 0.8 and r_model > r_oracle + 0.2, (r_model, r_oracle)
 
 
 def test_bins_average_back_to_the_spot_prediction(planted_fit):
@@ -143,3 +101,46 @@ def test_pseudo_spots_sum_the_bins_inside_each_disc(tmp_path):
     assert square.n_obs < spots.n_obs
     with pytest.raises(ValueError, match="grid must be"):
         st.pp.pseudo_spots(bins, grid="triangle")
+
+
+def test_cells_get_the_mean_of_the_bins_under_their_nucleus(planted_fit):
+    predictor, test = planted_fit
+    region = (800, 800, 1200, 1100)
+    cells = st.tl.super_resolve(predictor, test, cells=True, region=region)
+    assert cells.n_obs > 50 and cells.uns["super_resolution"]["cells"]
+    centres, outlines = cells.obsm["spatial"], cells.obsm["outline"]
+    assert ((centres >= region[:2]) & (centres < region[2:])).all()
+    low, high = outlines.min(axis=1), outlines.max(axis=1)
+    assert ((centres >= low) & (centres <= high)).all()  # each outline surrounds its centroid
+    assert (cells.obs["area_um2"] > 5).all()
+    bins = st.tl.super_resolve(predictor, test, region=(700, 700, 1300, 1200), min_tissue=0.0)
+    linear = np.expm1(bins.X)
+    side = bins.uns["super_resolution"]["bin_px"]
+    for i in range(0, cells.n_obs, 10):  # a nucleus' value lies within the range of the bins it touches
+        (c0, r0), (c1, r1) = (low[i] // side).astype(int), (high[i] // side).astype(int)
+        under = bins.obs.array_row.between(r0, r1).to_numpy() & bins.obs.array_col.between(c0, c1).to_numpy()
+        value = np.expm1(cells.X[i])
+        assert (value >= linear[under].min(axis=0) - 1e-3).all() and (value <= linear[under].max(axis=0) + 1e-3).all()
+    with pytest.raises(ValueError, match="drop bin_um"):
+        st.tl.super_resolve(predictor, test, cells=True, bin_um=16)
+
+
+def test_bins_and_cells_plot_and_export(planted_fit, tmp_path):
+    predictor, test = planted_fit
+    region = (800, 800, 1300, 1200)
+    bins = st.tl.super_resolve(predictor, test, region=region)
+    test = predictor.predict(test, copy=True)
+    fig = st.pl.super_resolution(bins, "ERBB2", spots=test, spot_key="pred_istar", truth=bins.X[:, 0], show=False)
+    assert [ax.get_title() for ax in fig.axes[:4]] == ["H&E", "spot prediction", "8 µm bins", "truth"]
+    cells = st.tl.super_resolve(predictor, test, cells=True, region=region)
+    st.pl.super_resolution(cells, "ERBB2", show=False, save=tmp_path / "cells.png")
+    assert (tmp_path / "cells.png").stat().st_size > 10_000
+    sdata = st.io.to_spatialdata(bins)
+    assert len(sdata.shapes["C4_spots"]) == bins.n_obs and sdata.tables["table"].n_obs == bins.n_obs
+    polygons = st.io.to_spatialdata(cells).shapes["C4_spots"]
+    assert len(polygons) == cells.n_obs and (polygons.geometry.geom_type == "Polygon").all()
+    mpp = cells.uns["spatial"]["C4"]["scalefactors"]["microns_per_pixel"]
+    ratio = np.median(polygons.geometry.area.to_numpy() * mpp**2 / cells.obs["area_um2"].to_numpy())
+    assert 0.6 < ratio < 1.4, ratio  # the outlines enclose the nuclei's segmented area
+    with pytest.raises(KeyError, match="not in bins"):
+        st.pl.super_resolution(bins, "NOPE", show=False)

@@ -26,7 +26,6 @@ SMALL = {
     },
     "spahgc": {"max_epochs": 3, "hidden": 16, "heads": 2, "n_layers": 2, "k": 3},
     "m2tglgo": {"max_epochs": 3, "hidden": [16, 32], "gene_dim": 8, "patch_size": 64},  # nuclei on 64 px patches
-    "istar": {"max_epochs": 3, "hidden": [16], "n_states": 2, "context_um": [32]},
 }
 # a graph member (MERGE's hierarchical graph beside ridge_spatial's grid) and a neural member's save/load
 SMALL["ensemble"] = {"models": ["ridge_spatial", "merge"], "member_params": {"merge": SMALL["merge"]}}

@@ -32,6 +32,16 @@ def _square_bins(centres: np.ndarray, side: float):
     return ShapesModel.parse(gpd.GeoDataFrame(geometry=boxes, index=pd.RangeIndex(len(centres))))
 
 
+def _polygons(outlines: np.ndarray):
+    """Cells as polygons from their outlines ``(n, points, 2)`` (full-resolution px), a ShapesModel GeoDataFrame."""
+    import geopandas as gpd
+    import shapely
+    from spatialdata.models import ShapesModel
+
+    shapes = shapely.polygons(np.concatenate([outlines, outlines[:, :1]], axis=1))
+    return ShapesModel.parse(gpd.GeoDataFrame(geometry=shapes, index=pd.RangeIndex(len(outlines))))
+
+
 def _lazy_image(image) -> object:
     """``(3, y, x)`` dask array of a slide image; whole-slide images are read chunk by chunk on demand."""
     import dask.array as da
@@ -80,7 +90,8 @@ def to_spatialdata(adata: AnnData, *, key: str | None = None, library_id: str | 
 
     The image is a lazy multiscale element (whole-slide images are read chunk by chunk only when something
     draws or writes them), the spots are circles of the slide's spot diameter at their full-resolution
-    positions (Visium HD bins: squares of the bin's side), and the table annotates them: measured genes and prediction layers, or, for slides without
+    positions (Visium HD bins and super-resolved bins: squares of the bin's side; super-resolved cells: their
+    nucleus outlines), and the table annotates them: measured genes and prediction layers, or, for slides without
     genes, the predictions of ``obsm[key]`` as its expression. Open it with ``napari-spatialdata`` or
     ``spatialdata-plot``, or write it to Zarr with ``sdata.write(path)``.
 
@@ -140,9 +151,14 @@ def to_spatialdata(adata: AnnData, *, key: str | None = None, library_id: str | 
     region = f"{library_id}_spots"
     centres = require_spatial(spots)
     square = (spatial_entry(adata, library_id) or {}).get("metadata", {}).get(SPOT_SHAPE_KEY) == "square"
-    shapes = _square_bins(centres, diameter) if square else ShapesModel.parse(
-        centres, geometry=0, radius=np.full(len(centres), diameter / 2), index=pd.RangeIndex(len(centres))
-    )  # fmt: skip
+    if "outline" in spots.obsm:  # cells of st.tl.super_resolve(..., cells=True): their nucleus outlines
+        shapes = _polygons(np.asarray(spots.obsm["outline"], dtype=np.float64))
+    elif square:
+        shapes = _square_bins(centres, diameter)
+    else:
+        shapes = ShapesModel.parse(
+            centres, geometry=0, radius=np.full(len(centres), diameter / 2), index=pd.RangeIndex(len(centres))
+        )
     table = TableModel.parse(
         _table(adata, spots, key, region), region=region, region_key=REGION_KEY, instance_key=INSTANCE_KEY
     )

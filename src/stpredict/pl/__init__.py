@@ -4,6 +4,7 @@ from ._analyses import enrichment, regions, smoothing_histogram
 from ._correlation import gene_correlation
 from ._graph import hierarchical_graph
 from ._spatial import model_comparison, prediction, scores
+from ._super_resolution import super_resolution
 from ._tissue import tissue
 from ._uncertainty import calibration_curve, ood
 
@@ -18,5 +19,6 @@ __all__ = [
     "regions",
     "scores",
     "smoothing_histogram",
+    "super_resolution",
     "tissue",
 ]

@@ -24,6 +24,7 @@ from ..io._image import open_slide_image
 from ..models import Predictor
 from ..models._subspot import SubSpotModel, super_resolving_models
 from ..pp._dense import TISSUE_CHANNEL, BinGrid, iter_tiles, slide_bin_side, tile_features
+from ._super_resolve_cells import predict_cells
 
 #: bins per tile side when reading a slide (the model's bins): a tile's image is ~tile * px_per_bin px wide
 TILE_BINS = 128
@@ -116,6 +117,7 @@ def super_resolve(
     bin_um: float | None = None,
     region: Sequence[float] | None = None,
     library_id: str | None = None,
+    cells: bool = False,
     genes: Sequence[str] | None = None,
     min_tissue: float = 0.5,
     key_added: str = "super_resolution",
@@ -137,6 +139,11 @@ def super_resolve(
         ``(x0, y0, x1, y1)`` in full-resolution pixels (``obsm['spatial']`` units); default the whole image.
     library_id
         The slide, when ``adata`` holds several.
+    cells
+        One observation per nucleus instead of per bin: nuclei are segmented tile by tile
+        (:func:`stpredict.pp.segment_nuclei`) and each gets the area-weighted mean of the model's bins under it
+        (in linear units), with its centroid in ``obsm['spatial']``, its outline (16 points, full-resolution px)
+        in ``obsm['outline']`` and ``obs['area_um2']``.
     genes
         A subset of the predictor's genes (default all).
     min_tissue
@@ -173,6 +180,9 @@ def super_resolve(
         raise ValueError(msg)
     columns = _gene_columns(predictor, genes)
     dense = model.dense
+    if cells and bin_um is not None:
+        msg = "bin_um sets the size of output bins; with cells=True every nucleus is an observation: drop bin_um."
+        raise ValueError(msg)
     factor = _bin_factor(bin_um, dense.bin_um)
     library_id = _slide(adata, library_id)
     _require_image_entry(adata, library_id)
@@ -183,15 +193,28 @@ def super_resolve(
         full_w, full_h = width / scale, height / scale
         rows, cols = _row_col_range(region, side * factor, full_w, full_h, library_id)
         grid = BinGrid.for_image(side * scale, width, height)
-        parts = _predict_tiles(model, image, grid, dense, rows, cols, factor, columns, min_tissue, show_progress_bar)
+        if cells:
+            mpp = dense.bin_um / side / scale  # µm per pixel of the image read
+            box = None if region is None else np.ravel(region).astype(np.float64) * scale
+            found = predict_cells(model, image, grid, dense, rows, cols, columns, mpp, box, show_progress_bar)
+        else:
+            parts = _predict_tiles(
+                model, image, grid, dense, rows, cols, factor, columns, min_tissue, show_progress_bar
+            )
     finally:
         if not isinstance(image, np.ndarray):
             image.close()
-    values, out_rows, out_cols, tissue = (np.concatenate(p) for p in zip(*parts, strict=True)) if parts else (
-        np.empty((0, len(columns)), np.float32), *(np.empty(0, np.int64),) * 2, np.empty(0, np.float32)
-    )  # fmt: skip
-    bins = _bins_adata(adata, library_id, model.to_target(values).astype(np.float32), out_rows, out_cols, tissue,
-                       side * factor, [predictor.genes[i] for i in columns])  # fmt: skip
+    genes_out = [predictor.genes[i] for i in columns]
+    if cells:
+        values, centroids, outlines, areas = found
+        bins = _cells_adata(adata, library_id, model.to_target(values).astype(np.float32), centroids / scale,
+                            outlines / scale, areas / scale**2 * (dense.bin_um / side) ** 2, genes_out)  # fmt: skip
+    else:
+        values, out_rows, out_cols, tissue = (np.concatenate(p) for p in zip(*parts, strict=True)) if parts else (
+            np.empty((0, len(columns)), np.float32), *(np.empty(0, np.int64),) * 2, np.empty(0, np.float32)
+        )  # fmt: skip
+        bins = _bins_adata(adata, library_id, model.to_target(values).astype(np.float32), out_rows, out_cols,
+                           tissue, side * factor, genes_out)  # fmt: skip
     bins.uns[key_added] = {
         "model": predictor.model_name,
         "bin_um": float(dense.bin_um * factor),
@@ -203,12 +226,13 @@ def super_resolve(
         "scale": model.target_scale_,
         "values": "spot-equivalent: what a spot made of such bins would measure (linear mean of bins = spot)",
         "min_tissue": float(min_tissue),
+        "cells": bool(cells),
         "train_slides": predictor.train_slides,
         "features": dense.record(),
         "time_s": time.perf_counter() - started,
     }
     logger.info(
-        "super_resolve: %d bins of %g µm on slide %s in %.1f s", bins.n_obs, dense.bin_um * factor, library_id,
+        "super_resolve: %d %s on slide %s in %.1f s", bins.n_obs, "cells" if cells else f"{dense.bin_um * factor:g} µm bins", library_id,
         bins.uns[key_added]["time_s"],
     )  # fmt: skip
     return bins
@@ -244,6 +268,25 @@ def _predict_tiles(model, image, grid, dense, rows, cols, factor, columns, min_t
         out_r, out_c = np.nonzero(keep)
         parts.append((linear[keep], out_r + r.start // factor, out_c + c.start // factor, tissue[keep]))
     return parts
+
+
+def _cells_adata(adata, library_id, values, centroids, outlines, areas_um2, genes) -> AnnData:
+    """Cells as an AnnData: centroids in ``obsm['spatial']``, outlines in ``obsm['outline']``, the slide's image."""
+    names = [f"{library_id}_cell_{i}" for i in range(len(values))]
+    obs = pd.DataFrame({LIBRARY_KEY: library_id, "area_um2": areas_um2.astype(np.float32)}, index=names)
+    obs[LIBRARY_KEY] = obs[LIBRARY_KEY].astype("category")
+    entry = dict(spatial_entry(adata, library_id))
+    mpp = float(entry["scalefactors"]["microns_per_pixel"])
+    diameter = 2 * np.sqrt(np.median(areas_um2) / np.pi) / mpp if len(areas_um2) else 0.0
+    entry["scalefactors"] = {**entry.get("scalefactors", {}), "spot_diameter_fullres": float(diameter)}
+    entry["metadata"] = {**entry.get("metadata", {}), SPOT_SHAPE_KEY: "circle"}
+    return AnnData(
+        X=values,
+        obs=obs,
+        var=pd.DataFrame(index=pd.Index(genes, name=None)),
+        obsm={SPATIAL_KEY: centroids.astype(np.float64), "outline": outlines.astype(np.float32)},
+        uns={SPATIAL_KEY: {library_id: entry}},
+    )
 
 
 def _bins_adata(adata, library_id, values, rows, cols, tissue, side, genes) -> AnnData:
