@@ -58,6 +58,8 @@ DATASETS = {
     # MOB images have ~8.7 µm/px: a 224 px patch would cover the whole section; use one array pitch (200 µm)
     "mob": ("MOB", lambda d: st.datasets.mob(path=d / "mob"), {"method": "leave_one_patient_out"}, 200, "um"),
 }
+#: sub-spot models' bins on low-resolution images (at least 4 image pixels a bin), with context 4 and 16 bins wide
+COARSE_IMAGES = {"mob": {"bin_um": 40.0, "context_um": [160.0, 640.0]}}
 TARGETS = {"log1p": None, "8n": "8n", "spcs": "spcs", "sepal": "adaptive_median"}
 SEPAL_PIPELINE = {  # per data set: normalisation before the adaptive median filter
     "her2st": "tpm",
@@ -222,6 +224,9 @@ def dataset_params(registered: str, params: dict, name: str) -> dict:
         params = {**params, **{k: v for k, v in cut.items() if k in model_class.defaults}}
     if registered == "m2tglgo" and name in WITHOUT_GO:
         params = {**params, "go_prior": False}  # mouse genes: the bundled GO annotates human genes
+    if registered == "istar" and name in COARSE_IMAGES:  # ~8.7 µm/px: an 8 µm bin would be one pixel
+        context = [] if params.get("context_um") == [] else COARSE_IMAGES[name]["context_um"]
+        params = {**params, **COARSE_IMAGES[name], "context_um": context}
     return params
 
 

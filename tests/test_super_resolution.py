@@ -49,6 +49,9 @@ def test_super_resolved_bins_are_an_anndata_in_squidpys_layout(planted_fit):
     assert bins.uns["spatial"]["C4"]["scalefactors"]["spot_diameter_fullres"] == pytest.approx(side)
     centres = bins.obsm["spatial"]
     np.testing.assert_allclose(centres, np.column_stack([bins.obs.array_col + 0.5, bins.obs.array_row + 0.5]) * side)
+    shifted = st.tl.super_resolve(predictor, test, region=(800, 800, 1200, 1100), origin=(3.0, 5.0))
+    offsets = (shifted.obsm["spatial"] - [3.0, 5.0]) / side - 0.5
+    np.testing.assert_allclose(offsets, np.round(offsets), atol=1e-6)  # bins anchored at the given corner
     assert (centres[:, 0] > 800 - side).all() and (centres[:, 0] < 1200 + side).all()
     assert bins.X.dtype == np.float32 and np.isfinite(bins.X).all()
     assert (bins.obs["tissue_fraction"] >= 0.5).all()
@@ -144,3 +147,24 @@ def test_bins_and_cells_plot_and_export(planted_fit, tmp_path):
     assert 0.6 < ratio < 1.4, ratio  # the outlines enclose the nuclei's segmented area
     with pytest.raises(KeyError, match="not in bins"):
         st.pl.super_resolution(bins, "NOPE", show=False)
+
+
+def test_anchored_bins_average_back_to_the_anchors_spots(planted_fit, crop_norm):
+    predictor, test = planted_fit
+    anchor = st.tl.fit(crop_norm[crop_norm.obs.library_id != "C4"].copy(), model="ridge", genes=["ERBB2", "GNAS"])
+    bins = st.tl.super_resolve(predictor, test, anchor=anchor, min_tissue=0.0)
+    plain = st.tl.super_resolve(predictor, test, min_tissue=0.0)
+    expected = anchor.predict(test, copy=True, key_added="a").obsm["a"].to_numpy()
+    lookup = pd.Series(np.arange(bins.n_obs), index=pd.MultiIndex.from_arrays([bins.obs.array_row, bins.obs.array_col]))
+    grid = BinGrid(bins.uns["super_resolution"]["bin_px"], 10**6, 10**6)
+    radius = test.uns["spatial"]["C4"]["scalefactors"]["spot_diameter_fullres"] / 2
+    # spots of legacy ST are 2 radii apart: a disc's bins are all nearer its own centre than any other spot's
+    for i, disc in enumerate(grid.bins_in_discs(test.obsm["spatial"][:15], radius)):
+        rows = lookup.loc[list(map(tuple, disc))].to_numpy()
+        np.testing.assert_allclose(np.log1p(np.expm1(bins.X[rows]).mean(axis=0)), expected[i], rtol=1e-3, atol=1e-3)
+    assert bins.uns["super_resolution"]["anchor"] == "ridge"
+    # within a spot the pattern is the model's: anchored and plain bins of one spot correlate perfectly per gene
+    rows = lookup.loc[list(map(tuple, grid.bins_in_discs(test.obsm["spatial"][:1], radius)[0]))].to_numpy()
+    assert np.corrcoef(np.expm1(bins.X[rows, 0]), np.expm1(plain.X[rows, 0]))[0, 1] > 0.999
+    with pytest.raises(ValueError, match="same genes"):
+        st.tl.super_resolve(predictor, test, anchor=st.tl.fit(crop_norm, model="ridge", genes=["FASN"]))

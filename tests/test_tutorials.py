@@ -18,9 +18,10 @@ def _runner():
     return module
 
 
-def test_there_are_four_tutorials():
+def test_there_are_five_tutorials():
     assert [p.name for p in TUTORIALS] == [
-        "01_quickstart.ipynb", "02_compare_models.ipynb", "03_new_slide.ipynb", "04_visium_hd.ipynb"
+        "01_quickstart.ipynb", "02_compare_models.ipynb", "03_new_slide.ipynb", "04_visium_hd.ipynb",
+        "05_super_resolution.ipynb",
     ]  # fmt: skip
 
 

@@ -41,7 +41,7 @@ def test_learns_a_planted_sub_spot_signal_on_held_out_bins(planted):
 def test_papers_output_floor_cannot_go_below_the_emptiest_spot(planted):
     """The measurement behind the non-paper defaults: min-max units floor every bin at the lowest training spot
     (and without the ridge start, the few steps of a small training set leave the MLP short)."""
-    paper = {**SMALL, "output_floor": "spot_min", "linear_start": False}
+    paper = {**SMALL, "output_floor": "spot_min", "linear_start": False, "loss_space": "linear"}
     model, oracle = _bin_scores(planted, paper)
     assert model < 0.6, (model, oracle)
 

@@ -136,7 +136,7 @@ def write_visium_hd(
     return root / "outs"
 
 
-def visium_hd_example(path: str | PathLike, *, run: Literal["a", "b"] = "a") -> Path:
+def visium_hd_example(path: str | PathLike, *, run: Literal["a", "b"] = "a", extent_um: int = 320) -> Path:
     """Write a small synthetic Visium HD run in Space Ranger's formats and return its ``outs`` folder.
 
     Two runs cover different parts of the bundled HER2ST C4 H&E crop (so different tissue lies under their
@@ -152,6 +152,9 @@ def visium_hd_example(path: str | PathLike, *, run: Literal["a", "b"] = "a") -> 
         Folder to write into (``path/outs`` and ``path/image.tif``).
     run
         Which of the two runs.
+    extent_um
+        Side of the run's square in µm (at most 640: the two runs stay apart on the crop). Larger runs hold
+        more Visium-like pseudo-spots (``st.pp.pseudo_spots``) to train on.
 
     Examples
     --------
@@ -168,4 +171,7 @@ def visium_hd_example(path: str | PathLike, *, run: Literal["a", "b"] = "a") -> 
     if run not in regions:
         msg = f"run must be 'a' or 'b', got {run!r}."
         raise ValueError(msg)
-    return write_visium_hd(Path(path), **regions[run])
+    if not (16 <= int(extent_um) <= 640 and int(extent_um) % 16 == 0):
+        msg = f"extent_um must be a multiple of 16 between 16 and 640, got {extent_um!r}."
+        raise ValueError(msg)
+    return write_visium_hd(Path(path), **regions[run], extent_um=int(extent_um))

@@ -43,7 +43,13 @@ def _raster(bins: AnnData, values: np.ndarray) -> tuple[np.ndarray, list[float]]
     side = float(bins.uns["super_resolution"]["bin_px"])
     raster = np.full((np.ptp(rows) + 1, np.ptp(cols) + 1), np.nan, np.float32)
     raster[rows - rows.min(), cols - cols.min()] = values
-    extent = [cols.min() * side, (cols.max() + 1) * side, (rows.max() + 1) * side, rows.min() * side]
+    ox, oy = bins.uns["super_resolution"].get("origin", (0.0, 0.0))
+    extent = [
+        ox + cols.min() * side,
+        ox + (cols.max() + 1) * side,
+        oy + (rows.max() + 1) * side,
+        oy + rows.min() * side,
+    ]
     return raster, extent
 
 

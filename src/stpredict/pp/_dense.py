@@ -94,23 +94,37 @@ class DenseFeatures:
 
 @dataclass(frozen=True)
 class BinGrid:
-    """Square bins of ``side`` full-resolution pixels, anchored at the image origin.
+    """Square bins of ``side`` full-resolution pixels from the origin ``(x0, y0)`` (default the image's).
 
-    Bin ``(row, col)`` covers ``x in [col * side, (col + 1) * side)``, ``y in [row * side, (row + 1) * side)``;
-    ``n_rows`` x ``n_cols`` bins cover the image.
+    Bin ``(row, col)`` covers ``x in [x0 + col * side, x0 + (col + 1) * side)`` and the same for ``y``;
+    ``n_rows`` x ``n_cols`` bins cover the image. Training bags use the image-anchored grid; a super-resolved
+    map may be anchored elsewhere (e.g. on a Visium HD run's bins) since bin features do not depend on it.
     """
 
     side: float
     n_rows: int
     n_cols: int
+    x0: float = 0.0
+    y0: float = 0.0
 
     @classmethod
-    def for_image(cls, side: float, width: float, height: float) -> BinGrid:
-        return cls(float(side), int(math.ceil(height / side)), int(math.ceil(width / side)))
+    def for_image(cls, side: float, width: float, height: float, x0: float = 0.0, y0: float = 0.0) -> BinGrid:
+        return cls(float(side), int(math.ceil((height - y0) / side)), int(math.ceil((width - x0) / side)), x0, y0)
 
     def centres(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """``(n, 2)`` bin centres ``(x, y)`` in full-resolution pixels."""
-        return np.column_stack([(np.asarray(cols) + 0.5) * self.side, (np.asarray(rows) + 0.5) * self.side])
+        x = self.x0 + (np.asarray(cols) + 0.5) * self.side
+        return np.column_stack([x, self.y0 + (np.asarray(rows) + 0.5) * self.side])
+
+    def box(self, rows: slice, cols: slice) -> tuple[float, float, float, float]:
+        """``(x, y, width, height)`` in pixels of the bins ``rows`` x ``cols``."""
+        x, y = self.x0 + cols.start * self.side, self.y0 + rows.start * self.side
+        return x, y, (cols.stop - cols.start) * self.side, (rows.stop - rows.start) * self.side
+
+    def index(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, col) of the bins holding the points ``(x, y)``."""
+        rows = np.floor((np.asarray(y) - self.y0) / self.side).astype(np.int64)
+        return rows, np.floor((np.asarray(x) - self.x0) / self.side).astype(np.int64)
 
     def bins_in_discs(self, centres: np.ndarray, radius: float) -> list[np.ndarray]:
         """For each disc (centre ``(x, y)``, ``radius`` px), the ``(k, 2)`` (row, col) of bins centred inside it.
@@ -121,7 +135,7 @@ class BinGrid:
         offsets = np.arange(-reach, reach + 1)
         out = []
         for x, y in np.asarray(centres, dtype=np.float64):
-            r0, c0 = int(y // self.side), int(x // self.side)
+            r0, c0 = (int(v) for v in self.index(x, y))
             rows, cols = np.meshgrid(r0 + offsets, c0 + offsets, indexing="ij")
             rows, cols = rows.ravel(), cols.ravel()
             centre = self.centres(rows, cols)
@@ -160,8 +174,11 @@ def read_box(image, x0: float, y0: float, width: float, height: float, out_w: in
 
     ``image``: an in-memory ``(H, W, 3)`` array or a :class:`~stpredict.io.WholeSlide` (read lazily).
     """
-    if not isinstance(image, np.ndarray):
-        return image.read(int(round(x0)), int(round(y0)), int(round(width)), int(round(height)), out_side=out_w)[:out_h]
+    if not isinstance(image, np.ndarray):  # a whole-slide image: read from the pyramid, then exactly to size
+        patch = image.read(int(round(x0)), int(round(y0)), int(round(width)), int(round(height)), out_side=out_w)
+        if patch.shape[:2] != (out_h, out_w):
+            patch = np.asarray(Image.fromarray(patch).resize((out_w, out_h), Image.Resampling.BILINEAR))
+        return patch
     left, top = int(math.floor(x0)), int(math.floor(y0))
     right, bottom = int(math.ceil(x0 + width)), int(math.ceil(y0 + height))
     canvas = np.full((bottom - top, right - left, 3), _WHITE, dtype=np.uint8)
@@ -184,9 +201,8 @@ def pixel_channels(rgb: np.ndarray) -> np.ndarray:
     gy, gx = np.gradient(grey)
     nuclear = (hed[..., 0] > hed[..., 1]).astype(np.float32)
     tissue = (grey < _GREY_TISSUE).astype(np.float32)
-    return np.concatenate(
-        [colour, hed[..., :2], np.hypot(gx, gy)[..., None], nuclear[..., None], tissue[..., None]], axis=2
-    )
+    planes = [*np.moveaxis(colour, 2, 0), hed[..., 0], hed[..., 1], np.hypot(gx, gy), nuclear, tissue]
+    return np.stack(planes, axis=2)
 
 
 def _block_stats(channels: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,15 +224,8 @@ def tile_features(image, grid: BinGrid, spec: DenseFeatures, rows: slice, cols: 
     """
     m, p = spec.margin, int(spec.px_per_bin)
     r0, r1, c0, c1 = rows.start - m, rows.stop + m, cols.start - m, cols.stop + m
-    rgb = read_box(
-        image,
-        c0 * grid.side,
-        r0 * grid.side,
-        (c1 - c0) * grid.side,
-        (r1 - r0) * grid.side,
-        (c1 - c0) * p,
-        (r1 - r0) * p,
-    )
+    x, y, width, height = grid.box(slice(r0, r1), slice(c0, c1))
+    rgb = read_box(image, x, y, width, height, (c1 - c0) * p, (r1 - r0) * p)
     mean, std = _block_stats(pixel_channels(rgb), p)
     blocks = [mean, std] + [ndimage.uniform_filter(mean, size=(w, w, 1), mode="nearest") for w in spec.windows]
     inner = (slice(m, m + rows.stop - rows.start), slice(m, m + cols.stop - cols.start))

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from .._constants import LIBRARY_KEY, SPATIAL_KEY, SPOT_SHAPE_KEY
 from .._logging import logger
-from .._validate import check_adata, library_ids, spatial_entry
+from .._validate import check_adata, library_ids, require_spatial, spatial_entry, spot_libraries
 from ..io._image import open_slide_image
 from ..models import Predictor
 from ..models._subspot import SubSpotModel, super_resolving_models
@@ -71,7 +71,7 @@ def _slide(adata: AnnData, library_id: str | None) -> str:
     return str(library_id)
 
 
-def _row_col_range(region, side: float, width: int, height: int, library_id: str) -> tuple[tuple, tuple]:
+def _row_col_range(region, side: float, width: int, height: int, library_id: str, origin) -> tuple[tuple, tuple]:
     """Output-bin rows and columns covering ``region`` (full-resolution px), checked against the image."""
     if region is None:
         x0, y0, x1, y1 = 0.0, 0.0, float(width), float(height)
@@ -88,9 +88,31 @@ def _row_col_range(region, side: float, width: int, height: int, library_id: str
             )
             raise ValueError(msg)
         x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, width), min(y1, height)
-    rows = (int(math.floor(y0 / side)), int(math.ceil(y1 / side)))
-    cols = (int(math.floor(x0 / side)), int(math.ceil(x1 / side)))
+    ox, oy = origin
+    rows = (max(0, int(math.floor((y0 - oy) / side))), int(math.ceil((y1 - oy) / side)))
+    cols = (max(0, int(math.floor((x0 - ox) / side))), int(math.ceil((x1 - ox) / side)))
     return rows, cols
+
+
+def _origin(adata: AnnData, library_id: str, origin, side: float) -> tuple[float, float]:
+    """The output grid's origin within its first bin.
+
+    Given, else a square-bin slide's own bins (e.g. Visium HD) when they have the output's size, else the image's.
+    """
+    if origin is None:
+        entry = spatial_entry(adata, library_id) or {}
+        diameter = entry.get("scalefactors", {}).get("spot_diameter_fullres")
+        square = entry.get("metadata", {}).get(SPOT_SHAPE_KEY) == "square"
+        if not (square and diameter and abs(float(diameter) - side) < 0.01 * side):
+            return 0.0, 0.0
+        first = np.asarray(adata.obsm[SPATIAL_KEY])[spot_libraries(adata) == library_id][0]
+        origin = first - side / 2
+        logger.info("super_resolve: bins aligned with the slide's own %.1f px square bins", side)
+    values = np.asarray(origin, dtype=np.float64).ravel()
+    if values.shape != (2,) or not np.isfinite(values).all():
+        msg = f"origin must be (x, y) in full-resolution pixels (a corner of one output bin), got {origin!r}."
+        raise ValueError(msg)
+    return float(values[0] % side), float(values[1] % side)
 
 
 def _require_image_entry(adata: AnnData, library_id: str) -> None:
@@ -119,6 +141,8 @@ def super_resolve(
     library_id: str | None = None,
     cells: bool = False,
     genes: Sequence[str] | None = None,
+    origin: Sequence[float] | None = None,
+    anchor: Predictor | None = None,
     min_tissue: float = 0.5,
     key_added: str = "super_resolution",
     show_progress_bar: bool = False,
@@ -146,6 +170,15 @@ def super_resolve(
         in ``obsm['outline']`` and ``obs['area_um2']``.
     genes
         A subset of the predictor's genes (default all).
+    origin
+        ``(x, y)``: a corner of one output bin (full-resolution px). Default: the slide's own square bins when
+        they have the output's size (a Visium HD run read with ``st.io.read_visium_hd``: predictions land on its
+        bins), else the image origin.
+    anchor
+        A spot-level model (any, e.g. ``ridge`` or an ensemble) whose spot predictions the bins keep: each bin's
+        linear value is scaled by its nearest spot's ratio of the anchor's prediction to ``predictor``'s own,
+        so the bins inside a spot average to the anchor's spot prediction exactly, while ``predictor`` places
+        the expression within the spot. Needs ``adata``'s spots (e.g. ``st.io.read_wsi``'s virtual spots).
     min_tissue
         Bins with a smaller fraction of tissue (non-white) pixels are left out.
     key_added
@@ -191,8 +224,9 @@ def super_resolve(
     try:
         height, width = image.shape[:2]
         full_w, full_h = width / scale, height / scale
-        rows, cols = _row_col_range(region, side * factor, full_w, full_h, library_id)
-        grid = BinGrid.for_image(side * scale, width, height)
+        ox, oy = _origin(adata, library_id, origin, side * factor)
+        rows, cols = _row_col_range(region, side * factor, full_w, full_h, library_id, (ox, oy))
+        grid = BinGrid.for_image(side * scale, width, height, ox * scale, oy * scale)
         if cells:
             mpp = dense.bin_um / side / scale  # µm per pixel of the image read
             box = None if region is None else np.ravel(region).astype(np.float64) * scale
@@ -207,18 +241,26 @@ def super_resolve(
     genes_out = [predictor.genes[i] for i in columns]
     if cells:
         values, centroids, outlines, areas = found
+        if anchor is not None:
+            values = values * _anchor_ratios(predictor, anchor, adata, library_id, genes_out, centroids / scale)
         bins = _cells_adata(adata, library_id, model.to_target(values).astype(np.float32), centroids / scale,
                             outlines / scale, areas / scale**2 * (dense.bin_um / side) ** 2, genes_out)  # fmt: skip
     else:
         values, out_rows, out_cols, tissue = (np.concatenate(p) for p in zip(*parts, strict=True)) if parts else (
             np.empty((0, len(columns)), np.float32), *(np.empty(0, np.int64),) * 2, np.empty(0, np.float32)
         )  # fmt: skip
+        out_grid = BinGrid(side * factor, 0, 0, ox, oy)
+        if anchor is not None:
+            values = values * _anchor_ratios(
+                predictor, anchor, adata, library_id, genes_out, out_grid.centres(out_rows, out_cols)
+            )
         bins = _bins_adata(adata, library_id, model.to_target(values).astype(np.float32), out_rows, out_cols,
-                           tissue, side * factor, genes_out)  # fmt: skip
+                           tissue, out_grid, genes_out)  # fmt: skip
     bins.uns[key_added] = {
         "model": predictor.model_name,
         "bin_um": float(dense.bin_um * factor),
         "bin_px": float(side * factor),
+        "origin": [ox, oy],
         "model_bin_um": float(dense.bin_um),
         "region": None if region is None else [float(v) for v in np.ravel(region)],
         "library_id": library_id,
@@ -227,6 +269,7 @@ def super_resolve(
         "values": "spot-equivalent: what a spot made of such bins would measure (linear mean of bins = spot)",
         "min_tissue": float(min_tissue),
         "cells": bool(cells),
+        "anchor": None if anchor is None else anchor.model_name,
         "train_slides": predictor.train_slides,
         "features": dense.record(),
         "time_s": time.perf_counter() - started,
@@ -247,6 +290,30 @@ def _gene_columns(predictor: Predictor, genes: Sequence[str] | None) -> list[int
         msg = f"genes {missing or genes} are not predicted by this model (it predicts {predictor.genes[:5]} ...)."
         raise ValueError(msg)
     return [predictor.genes.index(g) for g in genes]
+
+
+def _anchor_ratios(predictor, anchor, adata, library_id, genes, centres) -> np.ndarray:
+    """Per bin (or cell) centre, its nearest spot's ratio of the anchor's linear prediction to the predictor's own."""
+    from scipy.spatial import cKDTree
+
+    if not isinstance(anchor, Predictor):
+        msg = f"anchor must be a fitted spot-level model (st.tl.fit / st.tl.load_model), got {type(anchor).__name__}."
+        raise TypeError(msg)
+    missing = [g for g in genes if g not in anchor.genes]
+    if missing or anchor.layer != predictor.layer:
+        msg = (
+            f"The anchor must predict the same genes on the same target layer: it lacks {missing[:5]} or was trained "
+            f"on layer {anchor.layer!r} (this model: {predictor.layer!r})."
+        )
+        raise ValueError(msg)
+    spots = adata[spot_libraries(adata) == library_id].copy()
+    own = predictor.predict(spots, copy=True, key_added="own").obsm["own"][genes].to_numpy(np.float64)
+    ref = anchor.predict(spots, copy=True, key_added="anchor").obsm["anchor"][genes].to_numpy(np.float64)
+    model = predictor.model
+    own, ref = model.to_linear(own), model.to_linear(ref)
+    floor = 1e-3 * own.mean(axis=0) + 1e-8  # a spot the model puts at zero keeps its (near-zero) bins
+    ratio = (ref + floor) / (own + floor)
+    return ratio[cKDTree(require_spatial(spots)).query(centres)[1]]
 
 
 def _predict_tiles(model, image, grid, dense, rows, cols, factor, columns, min_tissue, show_progress_bar):
@@ -289,9 +356,9 @@ def _cells_adata(adata, library_id, values, centroids, outlines, areas_um2, gene
     )
 
 
-def _bins_adata(adata, library_id, values, rows, cols, tissue, side, genes) -> AnnData:
+def _bins_adata(adata, library_id, values, rows, cols, tissue, grid: BinGrid, genes) -> AnnData:
     """The bins as an AnnData in squidpy's layout, sharing the slide's image entry."""
-    grid = BinGrid(side, 0, 0)
+    side = grid.side
     names = [f"{library_id}_{r}_{c}" for r, c in zip(rows, cols, strict=True)]
     obs = pd.DataFrame(
         {"array_row": rows.astype(np.int64), "array_col": cols.astype(np.int64), LIBRARY_KEY: library_id,

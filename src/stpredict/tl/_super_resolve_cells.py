@@ -1,7 +1,7 @@
 """Cells for ``st.tl.super_resolve(..., cells=True)``: nuclei segmented tile by tile, each given its bins' mean.
 
 Each tile of the model's bins is read with a margin, its nuclei are segmented at the image's resolution
-(:func:`stpredict.pp.segment_nuclei`), and a nucleus gets the area-weighted mean (in linear units) of the
+(:func:`stpredict.pp.segment_nuclei`; objects over :data:`MAX_NUCLEUS_AREA_UM2` are left out), and a nucleus gets the area-weighted mean (in linear units) of the
 model's predictions for the bins its pixels fall in, as iStar assigns superpixels to segmented cells. A
 nucleus belongs to the tile holding its centroid, so nuclei on tile borders are whole and counted once.
 """
@@ -24,6 +24,8 @@ from ..pp._nuclei import segment_nuclei
 OUTLINE_POINTS = 16
 #: µm read around a tile so that nuclei on its border are segmented whole
 CELL_MARGIN_UM = 16.0
+#: larger segmented objects are clumps or stroma, not a nucleus (~18 µm across), and are left out
+MAX_NUCLEUS_AREA_UM2 = 250.0
 
 
 def outline(mask: np.ndarray, n_points: int = OUTLINE_POINTS) -> np.ndarray:
@@ -39,8 +41,7 @@ def _tile_cells(model, image, grid, dense, core_rows: slice, core_cols: slice, c
     """Cells whose centroid lies in the core tile: (linear values, centroids, outlines, areas) in image px."""
     rows = slice(max(core_rows.start - margin, 0), core_rows.stop + margin)
     cols = slice(max(core_cols.start - margin, 0), core_cols.stop + margin)
-    x0, y0 = cols.start * grid.side, rows.start * grid.side
-    width, height = (cols.stop - cols.start) * grid.side, (rows.stop - rows.start) * grid.side
+    x0, y0, width, height = grid.box(rows, cols)
     rgb = read_box(image, x0, y0, width, height, max(1, round(width)), max(1, round(height)))
     labels = relabel_sequential(segment_nuclei(rgb, mpp))[0]  # small objects dropped leave gaps in the numbering
     if labels.max() == 0:
@@ -58,12 +59,10 @@ def _tile_cells(model, image, grid, dense, core_rows: slice, core_cols: slice, c
     values = (count @ linear) / area[:, None]
     centroids = np.array(ndimage.center_of_mass(labels > 0, labels, np.arange(1, labels.max() + 1)))[:, ::-1]
     centroids = centroids / [scale_x, scale_y] + [x0, y0]
-    core = (
-        (centroids[:, 0] >= core_cols.start * grid.side)
-        & (centroids[:, 0] < core_cols.stop * grid.side)
-        & (centroids[:, 1] >= core_rows.start * grid.side)
-        & (centroids[:, 1] < core_rows.stop * grid.side)
-    )
+    in_rows, in_cols = grid.index(centroids[:, 0], centroids[:, 1])
+    core = (in_rows >= core_rows.start) & (in_rows < core_rows.stop)
+    core &= (in_cols >= core_cols.start) & (in_cols < core_cols.stop)
+    core &= area / (scale_x * scale_y) * mpp**2 <= MAX_NUCLEUS_AREA_UM2
     boxes = ndimage.find_objects(labels)
     shapes = np.zeros((labels.max(), OUTLINE_POINTS, 2))
     for i in np.flatnonzero(core):

@@ -47,6 +47,7 @@ PAPER_PARAMS = MappingProxyType(
         "batch_size": 128,
         "linear_start": False,
         "output_floor": "spot_min",
+        "bin_output": "linear",
     }
 )
 
@@ -62,10 +63,12 @@ class IstarParams(Params):
     slope: float = 0.1
     floor: float = 0.01
     n_states: int = 3  # not the paper's 5: CPU budget
-    loss_space: Literal["linear", "target"] = "linear"
+    loss_space: Literal["linear", "target"] = "target"  # not the paper's linear (inner validation, docs)
     linear_start: bool = True  # not in the paper: a linear skip started at the spots' ridge fit
     # the output's floor: 'zero' expression (not the paper), or the paper's min-max scaling's lowest training spot
     output_floor: Literal["zero", "spot_min"] = "zero"
+    # a bin's output: linear expression in min-max units (the paper), or its log1p value (not in the paper)
+    bin_output: Literal["linear", "log"] = "linear"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -117,6 +120,7 @@ class IstarModel(SubSpotModel, NeuralModel):
             log_target=self.log_target,
             loss_space=p.loss_space,
             linear_skip=bool(p.linear_start),
+            bin_output=p.bin_output,
         )
 
     # --- bags of bins ------------------------------------------------------------------------------------------
@@ -148,11 +152,23 @@ class IstarModel(SubSpotModel, NeuralModel):
         low = linear.min(dim=0).values if self.net_params.output_floor == "spot_min" else torch.zeros_like(high)
         self.net_.lin_min.copy_(low)
         self.net_.lin_range.copy_((high - low).clamp_min(1e-6))
+        target = z[split.train] * std.numpy() + mean.numpy()
+        self.net_.log_cap.copy_(torch.as_tensor(target.max(axis=0) + 1.0, dtype=torch.float32))
         if self.net_params.linear_start:
-            self._start_linear(bags[split.train], mask[split.train], linear.numpy())
+            self._start_linear(bags[split.train], mask[split.train], self._start_values(target, linear.numpy()))
 
-    def _start_linear(self, bags: np.ndarray, mask: np.ndarray, linear: np.ndarray) -> None:
-        """Every member's linear skip at the ridge fit of the spots' mean bin features to their expression.
+    def _start_values(self, target: np.ndarray, linear: np.ndarray) -> np.ndarray:
+        """What the members' linear skips are fitted to, per spot: the output before the last activation.
+
+        ``bin_output='log'``: the inverse softplus of the target (``log(expm1(y))``, targets floored at 0.05);
+        ``'linear'``: the spots' linear expression in min-max units (the shifted ELU is the identity above 0).
+        """
+        if self.net_params.bin_output == "log":
+            return np.log(np.expm1(np.maximum(target, 0.05)))
+        return (linear - self.net_.lin_min.numpy()) / self.net_.lin_range.numpy()
+
+    def _start_linear(self, bags: np.ndarray, mask: np.ndarray, values: np.ndarray) -> None:
+        """Every member's linear skip at the ridge fit of the spots' mean bin features to ``values``.
 
         The ridge penalty acts on the spot means standardised by *their* spread (spot means vary far less than
         bins: penalised on the bins' scale, the fit would lean on small differences of collinear features that
@@ -164,8 +180,7 @@ class IstarModel(SubSpotModel, NeuralModel):
         weights = mask / mask.sum(axis=1, keepdims=True)
         means = (scaled * weights[..., None]).sum(axis=1)
         centre, spread = means.mean(axis=0), means.std(axis=0) + 1e-6
-        units = (linear - self.net_.lin_min.numpy()) / self.net_.lin_range.numpy()
-        ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit((means - centre) / spread, units)
+        ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit((means - centre) / spread, values)
         coef = ridge.coef_ / spread
         for m in self.net_.members:
             m.start_at(coef, ridge.intercept_ - coef @ centre)

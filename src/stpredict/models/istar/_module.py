@@ -32,7 +32,7 @@ class ShiftedELU(nn.Module):
 
 
 class Member(nn.Module):
-    """One bin MLP: ``Linear -> LeakyReLU`` per hidden width, then ``Linear -> ShiftedELU``.
+    """One bin MLP: ``Linear -> LeakyReLU`` per hidden width, then ``Linear -> out`` (default ``ShiftedELU``).
 
     ``linear_skip`` (not in the paper) adds a linear map of the inputs before the output activation, started
     at the ridge fit of the training spots (a spot's mean features to its expression: exact for a linear map,
@@ -41,7 +41,14 @@ class Member(nn.Module):
     """
 
     def __init__(
-        self, n_features: int, n_genes: int, hidden: Sequence[int], slope: float, floor: float, linear_skip: bool
+        self,
+        n_features: int,
+        n_genes: int,
+        hidden: Sequence[int],
+        slope: float,
+        floor: float,
+        linear_skip: bool,
+        out: nn.Module | None = None,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -52,7 +59,7 @@ class Member(nn.Module):
         layers.append(nn.Linear(width, n_genes))
         self.body = nn.Sequential(*layers)
         self.skip = nn.Linear(n_features, n_genes) if linear_skip else None
-        self.out = ShiftedELU(floor)
+        self.out = ShiftedELU(floor) if out is None else out
 
     def start_at(self, weight, bias) -> None:
         """The linear skip at ``weight`` ``(genes, features)`` and ``bias``; the MLP's output layer at zero."""
@@ -72,10 +79,17 @@ class Member(nn.Module):
 class IstarNet(nn.Module):
     """Bags of bin features -> spot expression, z-scored on the target scale (``net(batch)``).
 
-    Buffers (set from the training spots, saved with the weights): the inputs' standardisation, the linear
-    expression's per-gene minimum and range (the members' output unit), and the target scale's mean and
-    std (the z-scoring of the shared training loop). ``log_target``: the target layer is ``log1p`` of a
-    linear expression, so bins are averaged after ``expm1`` and the spot mean goes back through ``log1p``.
+    ``bin_output`` says what a member's output for a bin is:
+
+    - ``'linear'`` (the paper): linear expression in min-max units (``lin_min + lin_range * unit``), through
+      iStar's shifted ELU;
+    - ``'log'`` (not in the paper): the bin's value on the target's ``log1p`` scale, through a softplus (so
+      never below zero expression).
+
+    Either way a spot is the mean of its bins in *linear* units, brought back to the target scale (for a
+    ``log1p`` target: ``log1p(mean(expm1(t)))``), so the bins of a spot average to the spot. Buffers (set
+    from the training spots, saved with the weights): the inputs' standardisation, the linear units, and the
+    target scale's mean and std (the z-scoring of the shared training loop).
     """
 
     def __init__(
@@ -90,16 +104,25 @@ class IstarNet(nn.Module):
         log_target: bool,
         loss_space: str,
         linear_skip: bool = False,
+        bin_output: str = "linear",
     ) -> None:
         super().__init__()
+        if bin_output == "log" and not log_target:
+            msg = "bin_output='log' needs a log1p target layer (st.pp.normalize's 'log1p'); use bin_output='linear'."
+            raise ValueError(msg)
         self.scale_in = Standardize(n_features)
+        self.bin_output = bin_output
+        out = nn.Softplus() if bin_output == "log" else None
         self.members = nn.ModuleList(
-            Member(n_features, n_genes, hidden, slope, floor, linear_skip) for _ in range(n_states)
+            Member(n_features, n_genes, hidden, slope, floor, linear_skip, out) for _ in range(n_states)
         )
         self.log_target = bool(log_target)
         self.loss_space = loss_space
         for name, value in (("lin_min", 0.0), ("lin_range", 1.0), ("out_mean", 0.0), ("out_std", 1.0)):
             self.register_buffer(name, torch.full((n_genes,), value))
+        # 'log' bins: at most this (the highest training spot's log1p + 1, set from the training spots): a linear
+        # map fitted on spot means extrapolates to single bins, and exp of a far extrapolation overflows
+        self.register_buffer("log_cap", torch.full((n_genes,), 20.0))
 
     # --- scales ------------------------------------------------------------------------------------------------
 
@@ -116,24 +139,27 @@ class IstarNet(nn.Module):
 
     # --- bins and spots ----------------------------------------------------------------------------------------
 
-    def member_bins(self, x: torch.Tensor) -> torch.Tensor:
-        """``(..., features)`` -> ``(states, ..., genes)`` in min-max units of linear expression."""
+    def member_linear(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., features)`` -> ``(states, ..., genes)``: each member's linear expression of the bins."""
         x = self.scale_in(x)
-        return torch.stack([m(x) for m in self.members])
+        outputs = torch.stack([m(x) for m in self.members])
+        if self.bin_output == "log":
+            return self.to_linear(torch.minimum(outputs, self.log_cap))
+        return self.unit_to_linear(outputs)
 
     def bin_linear(self, x: torch.Tensor) -> torch.Tensor:
         """A bin's linear expression (spot-equivalent: what a spot of such bins would measure), ensemble median."""
-        return self.unit_to_linear(self.member_bins(x).median(dim=0).values)
+        return self.member_linear(x).median(dim=0).values
 
-    def _spot_units(self, per_bin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _spot_mean(per_bin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean over each spot's bins, ``per_bin`` ``(..., spots, bins, genes)`` -> ``(..., spots, genes)``."""
         weights = mask.to(per_bin.dtype) / mask.sum(dim=-1, keepdim=True).clamp_min(1)
         return (per_bin * weights[..., None]).sum(dim=-2)
 
     def forward(self, batch) -> torch.Tensor:
         """z-scored target-scale prediction of each spot: the mean of its bins' (median) linear expression."""
-        per_bin = self.member_bins(batch[Key.X]).median(dim=0).values
-        linear = self.unit_to_linear(self._spot_units(per_bin, batch[BAG_MASK]))
+        linear = self._spot_mean(self.bin_linear(batch[Key.X]), batch[BAG_MASK])
         return (self.to_target(linear) - self.out_mean) / self.out_std
 
     def training_loss(self, batch) -> torch.Tensor:
@@ -142,10 +168,10 @@ class IstarNet(nn.Module):
         ``loss_space='linear'`` (the paper): in min-max units of the spots' linear expression;
         ``'target'``: on the z-scored target scale, as every other model here.
         """
-        units = self._spot_units(self.member_bins(batch[Key.X]), batch[BAG_MASK])  # (states, spots, genes)
+        linear = self._spot_mean(self.member_linear(batch[Key.X]), batch[BAG_MASK])  # (states, spots, genes)
         target_z = batch[Key.Y]
         if self.loss_space == "linear":
-            linear = self.to_linear(target_z * self.out_std + self.out_mean)
-            return ((units - (linear - self.lin_min) / self.lin_range) ** 2).mean()
-        pred = (self.to_target(self.unit_to_linear(units)) - self.out_mean) / self.out_std
+            measured = self.to_linear(target_z * self.out_std + self.out_mean)
+            return (((linear - measured) / self.lin_range) ** 2).mean()
+        pred = (self.to_target(linear) - self.out_mean) / self.out_std
         return ((pred - target_z) ** 2).mean()

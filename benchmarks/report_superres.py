@@ -1,0 +1,85 @@
+"""Write the super-resolution tables of ``docs/benchmarks.md`` from ``benchmarks/results/superres_*.csv``.
+
+    python benchmarks/report_superres.py          # rewrite the tables between their markers
+    python benchmarks/report_superres.py --check  # exit 1 when the docs differ from the results files
+
+Each table sits between ``<!-- superres:NAME -->`` and ``<!-- /superres:NAME -->`` in ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs" / "benchmarks.md"
+DATASETS = {  # results file stem: label
+    "superres_her2st": "HER2ST (train C3-C5, test C6), 8 µm bins",
+    "superres_mob": "MOB (train MOB1-2, test MOB3), 40 µm bins",
+    "superres_visium_hd_example": "Visium HD example (train run A's pseudo-spots, test run B's 8 µm bins)",
+}
+METHODS = ["istar", "istar_paper", "istar_no_context", "ridge_bin_patch", "ridge_nearest", "oracle", "ridge"]
+
+
+def bins_table() -> str:
+    """Pearson at the held-out bins and at the held-out spots, per data set (columns) and method (rows)."""
+    frames = {label: pd.read_csv(RESULTS / f"{stem}.csv") for stem, label in DATASETS.items()}
+    header = "| method | " + " | ".join(f"{label}: bins / spots" for label in frames) + " |"
+    lines = [header, "|---|" + "---|" * len(frames)]
+    for method in METHODS:
+        cells = []
+        for frame in frames.values():
+            rows = frame[frame["method"] == method].set_index("level")["pcc_m"]
+            cells.append(" / ".join(f"{rows[level]:.3f}" if level in rows else "–" for level in ("bin", "spot")))
+        lines.append(f"| `{method}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def real_table() -> str:
+    """Real held-out sections: istar's spots (the mean of its bins) against ridge, per data set."""
+    frame = pd.read_csv(RESULTS / "models_istar.csv")
+    summary = frame.groupby(["dataset", "model"]).agg(
+        pcc_m=("PCC(M)", "mean"), val=("val_score", "mean"), fit_s=("fit_s", "mean")
+    )
+    lines = ["| data set | model | PCC(M), mean over held-out sections | inner validation | fit per fold (s) |"]
+    lines.append("|---|---|---|---|---|")
+    for (dataset, model), row in summary.iterrows():
+        lines.append(f"| {dataset} | `{model}` | {row.pcc_m:.3f} | {row.val:.3f} | {row.fit_s:.0f} |")
+    return "\n".join(lines)
+
+
+TABLES = {"bins": bins_table, "real": real_table}
+
+
+def render(text: str) -> str:
+    for name, make in TABLES.items():
+        pattern = re.compile(rf"(<!-- superres:{name} -->\n).*?(\n<!-- /superres:{name} -->)", re.S)
+        if not pattern.search(text):
+            msg = f"docs/benchmarks.md has no <!-- superres:{name} --> ... <!-- /superres:{name} --> markers"
+            raise SystemExit(msg)
+        table = make()
+        text = pattern.sub(lambda m, table=table: m.group(1) + table + m.group(2), text)
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail when docs/benchmarks.md differs")
+    args = parser.parse_args()
+    current = DOCS.read_text()
+    rendered = render(current)
+    if args.check:
+        if rendered != current:
+            print("docs/benchmarks.md: super-resolution tables differ from benchmarks/results; run report_superres.py")
+            sys.exit(1)
+        return
+    DOCS.write_text(rendered)
+
+
+if __name__ == "__main__":
+    main()
