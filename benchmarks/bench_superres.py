@@ -263,9 +263,10 @@ def run_visium_hd(args) -> pd.DataFrame:
         near = nearest_spot(out.obsm["spatial"], centres)
         close = np.hypot(*(out.obsm["spatial"] - centres[near]).T) < 0.25 * out.uns["super_resolution"]["bin_px"]
         record(name, "bin", gene_pcc(truth[near[close]], out.X[close]), 0.0, int(close.sum()))
-        if name == "istar":
-            out = st.tl.super_resolve(predictor, test_bins, region=(x0 - 1, y0 - 1, x1 + 1, y1 + 1), min_tissue=0.0,
-                                      anchor=ridge)  # fmt: skip
+        if name == "istar":  # anchored on ridge's predictions for run B's pseudo-spots, on run B's bin grid
+            corner = centres[0] - out.uns["super_resolution"]["bin_px"] / 2
+            out = st.tl.super_resolve(predictor, test_spots, region=(x0 - 1, y0 - 1, x1 + 1, y1 + 1), min_tissue=0.0,
+                                      anchor=ridge, origin=corner)  # fmt: skip
             near = nearest_spot(out.obsm["spatial"], centres)
             close = np.hypot(*(out.obsm["spatial"] - centres[near]).T) < 0.25 * out.uns["super_resolution"]["bin_px"]
             record("istar_anchored", "bin", gene_pcc(truth[near[close]], out.X[close]), 0.0, int(close.sum()))

@@ -23,7 +23,16 @@ DATASETS = {  # results file stem: label
     "superres_mob": "MOB (train MOB1-2, test MOB3), 40 µm bins",
     "superres_visium_hd_example": "Visium HD example (train run A's pseudo-spots, test run B's 8 µm bins)",
 }
-METHODS = ["istar", "istar_paper", "istar_no_context", "ridge_bin_patch", "ridge_nearest", "oracle", "ridge"]
+METHODS = [
+    "istar",
+    "istar_anchored",
+    "istar_paper",
+    "istar_no_context",
+    "ridge_bin_patch",
+    "ridge_nearest",
+    "oracle",
+    "ridge",
+]
 
 
 def bins_table() -> str:
@@ -44,7 +53,7 @@ def real_table() -> str:
     """Real held-out sections: istar's spots (the mean of its bins) against ridge, per data set."""
     frame = pd.read_csv(RESULTS / "models_istar.csv")
     summary = frame.groupby(["dataset", "model"]).agg(
-        pcc_m=("PCC(M)", "mean"), val=("val_score", "mean"), fit_s=("fit_s", "mean")
+        pcc_m=("pcc_m", "mean"), val=("val_score", "mean"), fit_s=("fit_s", "mean")
     )
     lines = ["| data set | model | PCC(M), mean over held-out sections | inner validation | fit per fold (s) |"]
     lines.append("|---|---|---|---|---|")
@@ -53,7 +62,27 @@ def real_table() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"bins": bins_table, "real": real_table}
+def inner_table() -> str:
+    frame = pd.read_csv(RESULTS / "superres_istar_inner.csv")
+    lines = ["| option | model_params | inner validation PCC | fit (s) |", "|---|---|---|---|"]
+    for row in frame.itertuples():
+        lines.append(f"| {row.option} | `{row.model_params}` | {row.inner_validation:.3f} | {row.fit_s:.0f} |")
+    return "\n".join(lines)
+
+
+def scale_table() -> str:
+    frame = pd.read_csv(RESULTS / "superres_scale.csv")
+    lines = ["| output | observations | tissue area (mm²) | time (s) | s per mm² | peak memory (MB) |"]
+    lines.append("|---|---|---|---|---|---|")
+    for row in frame.itertuples():
+        lines.append(
+            f"| {row.kind} | {row.n_obs:,} | {row.area_mm2:.1f} | {row.seconds:.0f} | {row.s_per_mm2:.1f} | "
+            f"{row.peak_rss_mb:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+TABLES = {"bins": bins_table, "real": real_table, "inner": inner_table, "scale": scale_table}
 
 
 def render(text: str) -> str:

@@ -37,3 +37,14 @@ def crop_norm(_crop_norm_session):
 def _close_figures():
     yield
     matplotlib.pyplot.close("all")
+
+
+@pytest.fixture(scope="session")
+def istar_planted(_crop_norm_session):
+    """``(predictor, train, test)``: iStar fitted on C2-C3 of the crop whose ERBB2 is a planted per-bin signal."""
+    from helpers import ISTAR_SMALL, planted_sub_spot
+
+    adata = planted_sub_spot(_crop_norm_session)
+    train, test = adata[adata.obs.library_id != "C4"].copy(), adata[adata.obs.library_id == "C4"].copy()
+    predictor = st.tl.fit(train, model="istar", genes=["ERBB2", "GNAS"], device="cpu", model_params=ISTAR_SMALL)
+    return predictor, train, test

@@ -92,6 +92,10 @@ def write_hest_patches(root: Path, sample_id: str, *, drop: int = 0, side: int =
         handle["barcode"] = np.array([[b.encode()] for b in adata.obs["spot_id"].to_numpy()[drop:]])
 
 
+#: iStar's small settings shared by its tests (seconds on the crop)
+ISTAR_SMALL = {"max_epochs": 5, "hidden": [32], "n_states": 2, "context_um": [32]}
+
+
 def planted_bins(adata, library_id: str, bins):
     """A planted per-bin expression (linear) on a slide's 8 µm grid: rises steeply with the bin's own nuclear pixels.
 

@@ -6,20 +6,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from helpers import planted_sub_spot
+from helpers import ISTAR_SMALL as SMALL
 
 import stpredict as st
 from stpredict.pp._dense import BinGrid, DenseFeatures
 
-SMALL = {"max_epochs": 5, "hidden": [32], "n_states": 2, "context_um": [32]}
 
-
-@pytest.fixture(scope="module")
-def planted_fit(_crop_norm_session):
-    adata = planted_sub_spot(_crop_norm_session)
-    train, test = adata[adata.obs.library_id != "C4"].copy(), adata[adata.obs.library_id == "C4"].copy()
-    predictor = st.tl.fit(train, model="istar", genes=["ERBB2", "GNAS"], device="cpu", model_params=SMALL)
-    return predictor, test
+@pytest.fixture
+def planted_fit(istar_planted):
+    predictor, _, test = istar_planted
+    return predictor, test.copy()
 
 
 def test_bins_average_back_to_the_spot_prediction(planted_fit):
@@ -158,13 +154,17 @@ def test_anchored_bins_average_back_to_the_anchors_spots(planted_fit, crop_norm)
     lookup = pd.Series(np.arange(bins.n_obs), index=pd.MultiIndex.from_arrays([bins.obs.array_row, bins.obs.array_col]))
     grid = BinGrid(bins.uns["super_resolution"]["bin_px"], 10**6, 10**6)
     radius = test.uns["spatial"]["C4"]["scalefactors"]["spot_diameter_fullres"] / 2
-    # spots of legacy ST are 2 radii apart: a disc's bins are all nearer its own centre than any other spot's
+    own = predictor.predict(test, copy=True, key_added="o").obsm["o"].to_numpy()
+    # the correction is carried from the spots with weights a quarter pitch wide: inside a disc its own spot's
+    # dominates (legacy ST's neighbours lie 4 widths away), so the bins average to the anchor's spot closely
     for i, disc in enumerate(grid.bins_in_discs(test.obsm["spatial"][:15], radius)):
         rows = lookup.loc[list(map(tuple, disc))].to_numpy()
-        np.testing.assert_allclose(np.log1p(np.expm1(bins.X[rows]).mean(axis=0)), expected[i], rtol=1e-3, atol=1e-3)
+        averaged = np.log1p(np.expm1(bins.X[rows]).mean(axis=0))
+        np.testing.assert_allclose(averaged, expected[i], atol=0.03)
+        assert np.abs(averaged - expected[i]).max() < np.abs(own[i] - expected[i]).max() / 3 + 1e-3
     assert bins.uns["super_resolution"]["anchor"] == "ridge"
-    # within a spot the pattern is the model's: anchored and plain bins of one spot correlate perfectly per gene
+    # within a spot the pattern is the model's: anchored and plain bins of one spot correlate closely per gene
     rows = lookup.loc[list(map(tuple, grid.bins_in_discs(test.obsm["spatial"][:1], radius)[0]))].to_numpy()
-    assert np.corrcoef(np.expm1(bins.X[rows, 0]), np.expm1(plain.X[rows, 0]))[0, 1] > 0.999
+    assert np.corrcoef(np.expm1(bins.X[rows, 0]), np.expm1(plain.X[rows, 0]))[0, 1] > 0.99
     with pytest.raises(ValueError, match="same genes"):
         st.tl.super_resolve(predictor, test, anchor=st.tl.fit(crop_norm, model="ridge", genes=["FASN"]))

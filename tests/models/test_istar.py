@@ -4,26 +4,27 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import planted_bins, planted_sub_spot
+from helpers import ISTAR_SMALL as SMALL
+from helpers import planted_bins
 
 import stpredict as st
 from stpredict.models.istar import PAPER_PARAMS, IstarModel
 
 CONTRACT_PARAMS = {"max_epochs": 3, "hidden": [16], "n_states": 2, "context_um": [32]}
-SMALL = {"max_epochs": 5, "hidden": [32], "n_states": 2, "context_um": [32]}
 REGION = (700, 700, 1500, 1400)  # full-resolution px of section C4: ~5,000 bins of 8 µm
 
 
 @pytest.fixture(scope="module")
-def planted(_crop_norm_session):
-    adata = planted_sub_spot(_crop_norm_session)
-    return adata[adata.obs.library_id != "C4"].copy(), adata[adata.obs.library_id == "C4"].copy()
+def planted(istar_planted):
+    _, train, test = istar_planted
+    return train, test
 
 
-def _bin_scores(planted, params):
-    """Pearson at the held-out section's bins of the model and of the nearest-spot oracle."""
+def _bin_scores(planted, params, predictor=None):
+    """Pearson at the held-out section's bins of the model (fitted with ``params``) and of the nearest-spot oracle."""
     train, test = planted
-    predictor = st.tl.fit(train, model="istar", genes=["ERBB2", "GNAS"], device="cpu", model_params=params)
+    if predictor is None:
+        predictor = st.tl.fit(train, model="istar", genes=["ERBB2", "GNAS"], device="cpu", model_params=params)
     bins = st.tl.super_resolve(predictor, test, region=REGION, genes=["ERBB2"])
     truth, _ = planted_bins(test, "C4", bins.obs[["array_row", "array_col"]].to_numpy())
     # the best a spot-level answer can do: each bin its nearest spot's true value (blind to what varies inside)
@@ -32,9 +33,9 @@ def _bin_scores(planted, params):
     return np.corrcoef(np.log1p(truth), bins.X[:, 0])[0, 1], np.corrcoef(np.log1p(truth), oracle)[0, 1]
 
 
-def test_learns_a_planted_sub_spot_signal_on_held_out_bins(planted):
+def test_learns_a_planted_sub_spot_signal_on_held_out_bins(planted, istar_planted):
     """Each bin's expression follows its own nuclei; trained on spot means only, the bins recover it."""
-    model, oracle = _bin_scores(planted, SMALL)
+    model, oracle = _bin_scores(planted, SMALL, predictor=istar_planted[0])
     assert model > 0.8 and model > oracle + 0.3, (model, oracle)
 
 

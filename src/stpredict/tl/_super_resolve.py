@@ -176,9 +176,10 @@ def super_resolve(
         bins), else the image origin.
     anchor
         A spot-level model (any, e.g. ``ridge`` or an ensemble) whose spot predictions the bins keep: each bin's
-        linear value is scaled by its nearest spot's ratio of the anchor's prediction to ``predictor``'s own,
-        so the bins inside a spot average to the anchor's spot prediction exactly, while ``predictor`` places
-        the expression within the spot. Needs ``adata``'s spots (e.g. ``st.io.read_wsi``'s virtual spots).
+        linear value is scaled by the ratio of the anchor's spot prediction to ``predictor``'s own, carried from
+        ``adata``'s spots with Gaussian weights a quarter of their pitch wide, so the bins inside a spot average
+        to the anchor's prediction closely while ``predictor`` places the expression within the spot. Uses
+        ``adata``'s observations as the spots (e.g. ``st.io.read_wsi``'s virtual spots).
     min_tissue
         Bins with a smaller fraction of tissue (non-white) pixels are left out.
     key_added
@@ -293,9 +294,10 @@ def _gene_columns(predictor: Predictor, genes: Sequence[str] | None) -> list[int
 
 
 def _anchor_ratios(predictor, anchor, adata, library_id, genes, centres) -> np.ndarray:
-    """Per bin (or cell) centre, its nearest spot's ratio of the anchor's linear prediction to the predictor's own."""
-    from scipy.spatial import cKDTree
+    """Per bin (or cell) centre: the anchor's linear spot prediction over the predictor's own.
 
+    Carried from the spots to the centres by :func:`_smooth_field`, in logs.
+    """
     if not isinstance(anchor, Predictor):
         msg = f"anchor must be a fitted spot-level model (st.tl.fit / st.tl.load_model), got {type(anchor).__name__}."
         raise TypeError(msg)
@@ -312,8 +314,26 @@ def _anchor_ratios(predictor, anchor, adata, library_id, genes, centres) -> np.n
     model = predictor.model
     own, ref = model.to_linear(own), model.to_linear(ref)
     floor = 1e-3 * own.mean(axis=0) + 1e-8  # a spot the model puts at zero keeps its (near-zero) bins
-    ratio = (ref + floor) / (own + floor)
-    return ratio[cKDTree(require_spatial(spots)).query(centres)[1]]
+    log_ratio = np.log(ref + floor) - np.log(own + floor)
+    return np.exp(_smooth_field(require_spatial(spots), log_ratio, centres))
+
+
+def _smooth_field(spots: np.ndarray, values: np.ndarray, centres: np.ndarray, k: int = 8) -> np.ndarray:
+    """``values`` of spots carried to ``centres`` by Gaussian weights of width a quarter of the spot pitch.
+
+    Inside a spot its own value dominates (its neighbours lie 4 widths away or more); between spots it blends
+    smoothly, so a correction does not jump at the borders of spots' Voronoi cells.
+    """
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(spots)
+    k = min(k, len(spots))
+    pitch = np.median(tree.query(spots, k=2)[0][:, 1]) if len(spots) > 1 else 1.0
+    distance, nearest = tree.query(centres, k=k)
+    distance, nearest = distance.reshape(len(centres), k), nearest.reshape(len(centres), k)
+    weights = np.exp(-0.5 * ((distance - distance[:, :1]) / (pitch / 4)) ** 2)  # relative: no underflow far away
+    weights /= weights.sum(axis=1, keepdims=True)
+    return np.einsum("nk,nkg->ng", weights, values[nearest])
 
 
 def _predict_tiles(model, image, grid, dense, rows, cols, factor, columns, min_tissue, show_progress_bar):
