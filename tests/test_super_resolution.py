@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from helpers import ISTAR_SMALL as SMALL
+from scipy.spatial import cKDTree
 
 import stpredict as st
 from stpredict.pp._dense import BinGrid, DenseFeatures
@@ -168,3 +169,30 @@ def test_anchored_bins_average_back_to_the_anchors_spots(planted_fit, crop_norm)
     assert np.corrcoef(np.expm1(bins.X[rows, 0]), np.expm1(plain.X[rows, 0]))[0, 1] > 0.99
     with pytest.raises(ValueError, match="same genes"):
         st.tl.super_resolve(predictor, test, anchor=st.tl.fit(crop_norm, model="ridge", genes=["FASN"]))
+
+
+def test_trains_on_visium_hd_bins_and_predicts_its_finer_bins(tmp_path):
+    """Training below the spot: 16 µm Visium HD bins as the training units, 8 µm bins of another run predicted."""
+    runs = {}
+    for run, sizes in (("a", (16,)), ("b", (16, 8))):
+        outs = st.datasets.visium_hd_example(tmp_path / run, run=run)
+        for size in sizes:
+            adata = st.io.read_visium_hd(outs, bin_size=size, source_image_path=outs.parent / "image.tif")
+            adata.layers["counts"] = adata.X.copy()
+            st.pp.normalize(adata)
+            runs[run, size] = adata
+    predictor = st.tl.fit(runs["a", 16], model="istar", genes=["DARK", "PALE"], model_params=SMALL)
+    fine = runs["b", 8]
+    (x0, y0), (x1, y1) = fine.obsm["spatial"].min(axis=0), fine.obsm["spatial"].max(axis=0)
+    predicted = st.tl.super_resolve(predictor, fine, region=(x0, y0, x1, y1), min_tissue=0.0)
+    assert predicted.uns["super_resolution"]["origin"] != [0.0, 0.0]  # aligned with the run's own 8 µm bins
+    on_bin = cKDTree(fine.obsm["spatial"]).query(predicted.obsm["spatial"])
+    assert np.median(on_bin[0]) < 0.05 * predicted.uns["super_resolution"]["bin_px"]
+    measured = np.asarray(fine[:, ["DARK", "PALE"]].layers["log1p"])[on_bin[1]]
+    coarse = runs["b", 16]  # the best a 16 µm answer can do: each 8 µm bin its 16 µm bin's measured value
+    nearest = cKDTree(coarse.obsm["spatial"]).query(predicted.obsm["spatial"])[1]
+    oracle = np.asarray(coarse[:, ["DARK", "PALE"]].layers["log1p"])[nearest]
+    for i in range(2):
+        model_r = np.corrcoef(measured[:, i], predicted.X[:, i])[0, 1]
+        oracle_r = np.corrcoef(measured[:, i], oracle[:, i])[0, 1]
+        assert model_r > oracle_r, (i, model_r, oracle_r)
