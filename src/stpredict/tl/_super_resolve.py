@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -212,57 +213,37 @@ def super_resolve(
     if not 0 <= float(min_tissue) <= 1:
         msg = f"min_tissue must be a fraction in [0, 1], got {min_tissue!r}."
         raise ValueError(msg)
-    columns = _gene_columns(predictor, genes)
-    dense = model.dense
     if cells and bin_um is not None:
         msg = "bin_um sets the size of output bins; with cells=True every nucleus is an observation: drop bin_um."
         raise ValueError(msg)
-    factor = _bin_factor(bin_um, dense.bin_um)
+    columns = _gene_columns(predictor, genes)
+    genes_out = [predictor.genes[i] for i in columns]
+    if anchor is not None:
+        _check_anchor(predictor, anchor, genes_out)  # before the slide is read, not after
     library_id = _slide(adata, library_id)
     _require_image_entry(adata, library_id)
-    side = slide_bin_side(adata, library_id, dense.bin_um)
+    factor = _bin_factor(bin_um, model.dense.bin_um)
+    side = slide_bin_side(adata, library_id, model.dense.bin_um)
     image, scale = open_slide_image(adata, library_id)
     try:
-        height, width = image.shape[:2]
-        full_w, full_h = width / scale, height / scale
-        ox, oy = _origin(adata, library_id, origin, side * factor)
-        rows, cols = _row_col_range(region, side * factor, full_w, full_h, library_id, (ox, oy))
-        grid = BinGrid.for_image(side * scale, width, height, ox * scale, oy * scale)
+        geometry = _geometry(adata, library_id, image, scale, side, factor, region, origin)
         if cells:
-            mpp = dense.bin_um / side / scale  # µm per pixel of the image read
-            box = None if region is None else np.ravel(region).astype(np.float64) * scale
-            found = predict_cells(model, image, grid, dense, rows, cols, columns, mpp, box, show_progress_bar)
+            out = _cells(model, adata, image, geometry, columns, region, show_progress_bar)
         else:
-            parts = _predict_tiles(
-                model, image, grid, dense, rows, cols, factor, columns, min_tissue, show_progress_bar
-            )
+            out = _bins(model, adata, image, geometry, columns, min_tissue, show_progress_bar)
     finally:
         if not isinstance(image, np.ndarray):
             image.close()
-    genes_out = [predictor.genes[i] for i in columns]
-    if cells:
-        values, centroids, outlines, areas = found
-        if anchor is not None:
-            values = values * _anchor_ratios(predictor, anchor, adata, library_id, genes_out, centroids / scale)
-        bins = _cells_adata(adata, library_id, model.to_target(values).astype(np.float32), centroids / scale,
-                            outlines / scale, areas / scale**2 * (dense.bin_um / side) ** 2, genes_out)  # fmt: skip
-    else:
-        values, out_rows, out_cols, tissue = (np.concatenate(p) for p in zip(*parts, strict=True)) if parts else (
-            np.empty((0, len(columns)), np.float32), *(np.empty(0, np.int64),) * 2, np.empty(0, np.float32)
-        )  # fmt: skip
-        out_grid = BinGrid(side * factor, 0, 0, ox, oy)
-        if anchor is not None:
-            values = values * _anchor_ratios(
-                predictor, anchor, adata, library_id, genes_out, out_grid.centres(out_rows, out_cols)
-            )
-        bins = _bins_adata(adata, library_id, model.to_target(values).astype(np.float32), out_rows, out_cols,
-                           tissue, out_grid, genes_out)  # fmt: skip
-    bins.uns[key_added] = {
+    values, centres, make = out
+    if anchor is not None:
+        values = values * _anchor_ratios(predictor, anchor, adata, library_id, genes_out, centres)
+    result = make(model.to_target(values).astype(np.float32), genes_out)
+    result.uns[key_added] = {
         "model": predictor.model_name,
-        "bin_um": float(dense.bin_um * factor),
+        "bin_um": float(model.dense.bin_um * factor),
         "bin_px": float(side * factor),
-        "origin": [ox, oy],
-        "model_bin_um": float(dense.bin_um),
+        "origin": list(geometry.origin),
+        "model_bin_um": float(model.dense.bin_um),
         "region": None if region is None else [float(v) for v in np.ravel(region)],
         "library_id": library_id,
         "layer": predictor.layer,
@@ -272,14 +253,73 @@ def super_resolve(
         "cells": bool(cells),
         "anchor": None if anchor is None else anchor.model_name,
         "train_slides": predictor.train_slides,
-        "features": dense.record(),
+        "features": model.dense.record(),
         "time_s": time.perf_counter() - started,
     }
+    what = "cells" if cells else f"{model.dense.bin_um * factor:g} µm bins"
     logger.info(
-        "super_resolve: %d %s on slide %s in %.1f s", bins.n_obs, "cells" if cells else f"{dense.bin_um * factor:g} µm bins", library_id,
-        bins.uns[key_added]["time_s"],
-    )  # fmt: skip
-    return bins
+        "super_resolve: %d %s on slide %s in %.1f s", result.n_obs, what, library_id, time.perf_counter() - started
+    )
+    return result
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Where a run reads: the model's bin grid on the image read, the output bins' rows/columns, the origin."""
+
+    library_id: str
+    grid: BinGrid  # the model's bins, in the pixels of the image read (``scale`` times full resolution)
+    scale: float
+    factor: int  # model bins per output bin side
+    origin: tuple[float, float]  # full-resolution px
+    rows: tuple[int, int]  # output bins
+    cols: tuple[int, int]
+
+
+def _geometry(adata, library_id, image, scale, side, factor, region, origin) -> _Geometry:
+    height, width = image.shape[:2]
+    ox, oy = _origin(adata, library_id, origin, side * factor)
+    rows, cols = _row_col_range(region, side * factor, width / scale, height / scale, library_id, (ox, oy))
+    grid = BinGrid.for_image(side * scale, width, height, ox * scale, oy * scale)
+    return _Geometry(library_id, grid, scale, factor, (ox, oy), rows, cols)
+
+
+def _bins(model, adata, image, geometry: _Geometry, columns, min_tissue, show_progress_bar):
+    """Bins on the tissue: ``(linear values, full-resolution centres, make(values, genes) -> AnnData)``."""
+    g = geometry
+    parts = _predict_tiles(
+        model, image, g.grid, model.dense, g.rows, g.cols, g.factor, columns, min_tissue, show_progress_bar
+    )
+    if parts:
+        values, rows, cols, tissue = (np.concatenate(p) for p in zip(*parts, strict=True))
+    else:
+        values, rows, cols = np.empty((0, len(columns)), np.float32), np.empty(0, np.int64), np.empty(0, np.int64)
+        tissue = np.empty(0, np.float32)
+    out_grid = BinGrid(g.grid.side / g.scale * g.factor, 0, 0, *g.origin)
+    centres = out_grid.centres(rows, cols)
+
+    def make(target, genes):
+        return _bins_adata(adata, g.library_id, target, rows, cols, tissue, out_grid, genes)
+
+    return values, centres, make
+
+
+def _cells(model, adata, image, geometry: _Geometry, columns, region, show_progress_bar):
+    """Nuclei: ``(linear values, full-resolution centroids, make(values, genes) -> AnnData)``."""
+    g = geometry
+    mpp = model.dense.bin_um / g.grid.side  # µm per pixel of the image read
+    box = None if region is None else np.ravel(region).astype(np.float64) * g.scale
+    model_rows = (g.rows[0] * g.factor, g.rows[1] * g.factor)
+    model_cols = (g.cols[0] * g.factor, g.cols[1] * g.factor)
+    values, centroids, outlines, areas = predict_cells(
+        model, image, g.grid, model.dense, model_rows, model_cols, columns, mpp, box, show_progress_bar
+    )
+    centres = centroids / g.scale
+
+    def make(target, genes):
+        return _cells_adata(adata, g.library_id, target, centres, outlines / g.scale, areas * mpp**2, genes)
+
+    return values, centres, make
 
 
 def _gene_columns(predictor: Predictor, genes: Sequence[str] | None) -> list[int]:
@@ -293,11 +333,7 @@ def _gene_columns(predictor: Predictor, genes: Sequence[str] | None) -> list[int
     return [predictor.genes.index(g) for g in genes]
 
 
-def _anchor_ratios(predictor, anchor, adata, library_id, genes, centres) -> np.ndarray:
-    """Per bin (or cell) centre: the anchor's linear spot prediction over the predictor's own.
-
-    Carried from the spots to the centres by :func:`_smooth_field`, in logs.
-    """
+def _check_anchor(predictor: Predictor, anchor, genes: list[str]) -> None:
     if not isinstance(anchor, Predictor):
         msg = f"anchor must be a fitted spot-level model (st.tl.fit / st.tl.load_model), got {type(anchor).__name__}."
         raise TypeError(msg)
@@ -308,6 +344,13 @@ def _anchor_ratios(predictor, anchor, adata, library_id, genes, centres) -> np.n
             f"on layer {anchor.layer!r} (this model: {predictor.layer!r})."
         )
         raise ValueError(msg)
+
+
+def _anchor_ratios(predictor, anchor, adata, library_id, genes, centres) -> np.ndarray:
+    """Per bin (or cell) centre: the anchor's linear spot prediction over the predictor's own.
+
+    Carried from the spots to the centres by :func:`_smooth_field`, in logs.
+    """
     spots = adata[spot_libraries(adata) == library_id].copy()
     own = predictor.predict(spots, copy=True, key_added="own").obsm["own"][genes].to_numpy(np.float64)
     ref = anchor.predict(spots, copy=True, key_added="anchor").obsm["anchor"][genes].to_numpy(np.float64)
