@@ -38,7 +38,8 @@ def prepare(shared: Path, work: Path) -> tuple[Path, Path]:
 
     import stpredict as st
 
-    rgb = np.asarray(Image.open(shared / "her2st" / "images" / "C6.jpg").convert("RGB"))
+    (image,) = (shared / "her2st" / "images").glob("C6_*.jpg")  # e.g. C6_5714_HE_BT_D3.jpg
+    rgb = np.asarray(Image.open(image).convert("RGB"))
     slide = st.io.write_pyramidal_tiff(rgb, work / "C6.tif", mpp=MPP)
     crop = st.datasets.her2st_crop()
     st.pp.normalize(crop)

@@ -87,12 +87,12 @@ TABLES = {"bins": bins_table, "real": real_table, "inner": inner_table, "scale":
 
 def render(text: str) -> str:
     for name, make in TABLES.items():
-        pattern = re.compile(rf"(<!-- superres:{name} -->\n).*?(\n<!-- /superres:{name} -->)", re.S)
+        pattern = re.compile(rf"(<!-- superres:{name} -->\n)(?:.*?\n)?(<!-- /superres:{name} -->)", re.S)
         if not pattern.search(text):
             msg = f"docs/benchmarks.md has no <!-- superres:{name} --> ... <!-- /superres:{name} --> markers"
             raise SystemExit(msg)
         table = make()
-        text = pattern.sub(lambda m, table=table: m.group(1) + table + m.group(2), text)
+        text = pattern.sub(lambda m, table=table: m.group(1) + table + "\n" + m.group(2), text)
     return text
 
 
