@@ -152,11 +152,4 @@ def super_resolution(
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(image_shown, ax=list(axes), shrink=0.8, label=label)
-    _save(fig, save)
-    return _finish(axes[0], show, None, result=fig)
-
-
-def _save(fig, save) -> None:
-    from ._spatial import _save as save_figure
-
-    save_figure(fig, save)
+    return _finish(axes[0], show, save, result=fig)

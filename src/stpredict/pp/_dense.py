@@ -22,7 +22,7 @@ from PIL import Image
 from scipy import ndimage
 
 from .._constants import MICRONS_PER_PIXEL
-from .._validate import spatial_entry
+from ._patches import slide_mpp
 
 #: bins narrower than this many image pixels hold too little of the image to describe (and are refused)
 MIN_BIN_PIXELS = 4
@@ -149,9 +149,8 @@ class BinGrid:
 
 def slide_bin_side(adata, library_id: str, bin_um: float) -> float:
     """A bin's side in the slide's full-resolution pixels, with a clear error when it cannot be known or is too small."""
-    entry = spatial_entry(adata, library_id) or {}
-    mpp = entry.get("scalefactors", {}).get(MICRONS_PER_PIXEL)
-    if not mpp or not np.isfinite(mpp):
+    mpp = slide_mpp(adata, library_id)
+    if mpp is None:
         msg = (
             f"Slide {library_id!r} has no scalefactors['{MICRONS_PER_PIXEL}'], so bins of {bin_um:g} µm cannot be "
             f"laid on its image. Set adata.uns['spatial'][{library_id!r}]['scalefactors']['{MICRONS_PER_PIXEL}'] "
@@ -205,13 +204,19 @@ def pixel_channels(rgb: np.ndarray) -> np.ndarray:
     return np.stack(planes, axis=2)
 
 
+def block_mean(values: np.ndarray, k: int) -> np.ndarray:
+    """``(R * k, C * k, ...)`` -> ``(R, C, ...)``: the means of ``k`` x ``k`` blocks."""
+    if k == 1:
+        return values
+    r, c = values.shape[0] // k, values.shape[1] // k
+    return values.reshape(r, k, c, k, *values.shape[2:]).mean(axis=(1, 3))
+
+
 def _block_stats(channels: np.ndarray, p: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-bin mean of every channel and std of the spread channels, for bins of ``p`` x ``p`` pixels."""
-    h, w, c = channels.shape
-    blocks = channels.reshape(h // p, p, w // p, p, c)
-    mean = blocks.mean(axis=(1, 3))
+    mean = block_mean(channels, p)
     spread = [CHANNELS.index(name) for name in SPREAD_CHANNELS]
-    square = (blocks[..., spread] ** 2).mean(axis=(1, 3))
+    square = block_mean(channels[..., spread] ** 2, p)
     std = np.sqrt(np.maximum(square - mean[..., spread] ** 2, 0.0))
     return mean, std
 

@@ -25,6 +25,7 @@ from .._constants import (
 )
 from .._logging import logger
 from .._validate import check_adata, require_spatial, spatial_entry, spot_libraries
+from ._patches import slide_mpp
 
 
 def lattice(x0: float, y0: float, x1: float, y1: float, pitch: float, grid: str) -> pd.DataFrame:
@@ -132,8 +133,8 @@ def pseudo_spots(
 
 def _slide_spots(fine, library_id, centres, diameter_um, pitch_um, grid, min_members):
     """One slide's spots (obs with centres) and its spots x members membership (local member indices)."""
-    mpp = _mpp(fine, library_id)
-    if not mpp or not np.isfinite(mpp):
+    mpp = slide_mpp(fine, library_id)
+    if mpp is None:
         msg = (
             f"Slide {library_id!r} has no scalefactors['microns_per_pixel']: spots in µm cannot be laid on it. Read "
             "it with st.io (the readers record it) or set adata.uns['spatial'][library_id]['scalefactors']."
@@ -162,13 +163,11 @@ def _slide_spots(fine, library_id, centres, diameter_um, pitch_um, grid, min_mem
     return spots, membership
 
 
-def _mpp(fine, library_id) -> float | None:
-    return (spatial_entry(fine, library_id) or {}).get("scalefactors", {}).get("microns_per_pixel")
-
-
 def _spot_entry(fine: AnnData, library_id: str, diameter_um: float, grid: str) -> dict:
     entry = dict(spatial_entry(fine, library_id) or {})
-    mpp = float(entry["scalefactors"]["microns_per_pixel"])
-    entry["scalefactors"] = {**entry["scalefactors"], "spot_diameter_fullres": diameter_um / mpp}
+    entry["scalefactors"] = {
+        **entry["scalefactors"],
+        "spot_diameter_fullres": diameter_um / slide_mpp(fine, library_id),
+    }
     entry["metadata"] = {**entry.get("metadata", {}), SPOT_SHAPE_KEY: "circle", GRID_KEY: grid}
     return entry

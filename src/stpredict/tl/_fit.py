@@ -161,7 +161,7 @@ def fit(
 
     estimator = new_estimator()
     chosen = _checked_genes(adata_train, genes)
-    scale = layer_scale(adata_train, layer)
+    target = _target_provenance(adata_train, layer)
     targets = get_matrix(adata_train, layer, columns=adata_train.var_names.get_indexer(chosen))
     if not np.isfinite(targets).all():
         msg = f"Targets adata_train.layers[{layer!r}] contain NaN/inf for the chosen genes."
@@ -193,7 +193,7 @@ def fit(
     def shaped(model):
         model.n_features_, model.n_genes_ = int(features.shape[1]), len(chosen)
         model.genes_ = list(chosen)  # models with gene priors (e.g. a Gene Ontology gene graph) read the names
-        model.target_scale_ = scale  # sub-spot models average bins in linear units (expm1 of a log1p layer)
+        model.target_scale_ = target["scale"]  # sub-spot models average bins in linear units (expm1 of a log1p layer)
         return model
 
     shaped(estimator).fit(inputs, targets)
@@ -205,7 +205,7 @@ def fit(
         model=estimator,
         genes=chosen,
         layer=layer,
-        target=_target_provenance(adata_train, layer),
+        target=target,
         use_rep=rep,
         rep_recipe=recipe,
         train_slides=library_ids(adata_train),

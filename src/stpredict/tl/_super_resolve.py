@@ -24,7 +24,8 @@ from .._validate import check_adata, library_ids, require_spatial, spatial_entry
 from ..io._image import open_slide_image
 from ..models import Predictor
 from ..models._subspot import SubSpotModel, super_resolving_models
-from ..pp._dense import TISSUE_CHANNEL, BinGrid, iter_tiles, slide_bin_side, tile_features
+from ..pp._dense import TISSUE_CHANNEL, BinGrid, block_mean, iter_tiles, slide_bin_side, tile_features
+from ..pp._patches import slide_mpp
 from ._super_resolve_cells import predict_cells
 
 #: bins per tile side when reading a slide (the model's bins): a tile's image is ~tile * px_per_bin px wide
@@ -123,14 +124,6 @@ def _require_image_entry(adata: AnnData, library_id: str) -> None:
             "(read_wsi for an H&E slide alone), which records the image."
         )
         raise KeyError(msg)
-
-
-def _block_mean(values: np.ndarray, k: int) -> np.ndarray:
-    """``(R * k, C * k, ...)`` -> ``(R, C, ...)`` means of ``k`` x ``k`` blocks."""
-    if k == 1:
-        return values
-    r, c = values.shape[0] // k, values.shape[1] // k
-    return values.reshape(r, k, c, k, *values.shape[2:]).mean(axis=(1, 3))
 
 
 def super_resolve(
@@ -389,12 +382,15 @@ def _predict_tiles(model, image, grid, dense, rows, cols, factor, columns, min_t
         features = tile_features(image, grid, dense, r, c)  # (rows, cols, features), edges padded white
         n_r, n_c = features.shape[0] // factor, features.shape[1] // factor
         features = features[: n_r * factor, : n_c * factor]
-        tissue = _block_mean(features[..., TISSUE_CHANNEL], factor)
+        tissue = block_mean(features[..., TISSUE_CHANNEL], factor)
         keep = tissue >= min_tissue
         if not keep.any():
             continue
-        linear = model.bin_linear(features.reshape(-1, features.shape[-1]))[:, columns]
-        linear = _block_mean(linear.reshape(n_r * factor, n_c * factor, -1), factor)
+        # the network runs on the model bins of the kept output bins only (glass is most of a whole slide)
+        needed = np.kron(keep, np.ones((factor, factor), dtype=bool))
+        linear = np.zeros((*needed.shape, len(columns)), dtype=np.float32)
+        linear[needed] = model.bin_linear(features[needed])[:, columns]
+        linear = block_mean(linear, factor)
         out_r, out_c = np.nonzero(keep)
         parts.append((linear[keep], out_r + r.start // factor, out_c + c.start // factor, tissue[keep]))
     return parts
@@ -406,8 +402,7 @@ def _cells_adata(adata, library_id, values, centroids, outlines, areas_um2, gene
     obs = pd.DataFrame({LIBRARY_KEY: library_id, "area_um2": areas_um2.astype(np.float32)}, index=names)
     obs[LIBRARY_KEY] = obs[LIBRARY_KEY].astype("category")
     entry = dict(spatial_entry(adata, library_id))
-    mpp = float(entry["scalefactors"]["microns_per_pixel"])
-    diameter = 2 * np.sqrt(np.median(areas_um2) / np.pi) / mpp if len(areas_um2) else 0.0
+    diameter = 2 * np.sqrt(np.median(areas_um2) / np.pi) / slide_mpp(adata, library_id) if len(areas_um2) else 0.0
     entry["scalefactors"] = {**entry.get("scalefactors", {}), "spot_diameter_fullres": float(diameter)}
     entry["metadata"] = {**entry.get("metadata", {}), SPOT_SHAPE_KEY: "circle"}
     return AnnData(
