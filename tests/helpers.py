@@ -129,3 +129,38 @@ def planted_sub_spot(adata, gene: str = "ERBB2"):
         values[where, column] = np.log1p(means)
     adata.layers["log1p"] = values
     return adata
+
+
+#: spot2cell's small settings shared by its tests
+SPOT2CELL_SMALL = {"max_epochs": 20, "width": 32, "n_ensemble": 2, "context_um": [32]}
+
+
+def planted_cell_values(log_area_um2):
+    """A planted per-cell expression (linear): rises steeply with the nucleus' size."""
+    import numpy as np
+
+    return np.exp(1.2 * (np.asarray(log_area_um2) - 3.6) / 0.7)
+
+
+def planted_cells(adata, gene: str = "ERBB2"):
+    """A copy of ``adata`` whose ``layers['log1p']`` of ``gene`` is log1p(the mean of its nuclei's planted values).
+
+    A spot without nuclei gets 1.0 (the stand-in cell's value).
+    """
+    import numpy as np
+
+    from stpredict.models._inputs import build_inputs
+    from stpredict.models.spot2cell import spot_cell_bags
+    from stpredict.pp._cells import CellFeatures
+    from stpredict.pp._dense import DenseFeatures
+
+    adata = adata.copy()
+    spec = CellFeatures(DenseFeatures(context_um=()))
+    inputs, _ = build_inputs(adata, np.empty((adata.n_obs, 0)), needs_images=True)
+    bags, mask = spot_cell_bags(inputs, spec)
+    truth = planted_cell_values(bags[..., spec.names.index("nucleus_log_area_um2")])
+    truth[bags[..., spec.names.index("nucleus_no_nucleus")] == 1] = 1.0
+    values = adata.layers["log1p"].copy()
+    values[:, adata.var_names.get_loc(gene)] = np.log1p((truth * mask).sum(axis=1) / mask.sum(axis=1))
+    adata.layers["log1p"] = values
+    return adata

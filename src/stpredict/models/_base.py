@@ -247,6 +247,7 @@ _REGISTRY: dict[str, type[Model] | str] = {
     "bleep": "stpredict.models.bleep:BleepModel",
     "ensemble": "stpredict.models.ensemble:EnsembleModel",
     "istar": "stpredict.models.istar:IstarModel",
+    "spot2cell": "stpredict.models.spot2cell:Spot2CellModel",
 }
 
 

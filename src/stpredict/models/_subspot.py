@@ -13,6 +13,9 @@ import numpy as np
 
 from .._validate import spatial_entry
 
+#: batch key of the padded bags of sub-spot items: ``(spots, items, features)`` and their mask ``(spots, items)``
+BAG_MASK = "bag_mask"
+
 
 class SubSpotModel:
     """Mixin of models that super-resolve (see :func:`stpredict.tl.super_resolve`).
@@ -23,6 +26,8 @@ class SubSpotModel:
     """
 
     super_resolves = True
+    #: predicts square bins (iStar); a cell-level model (``spot2cell``) predicts segmented nuclei only
+    predicts_bins = True
     target_scale_: str | None = None
 
     @property
@@ -36,6 +41,30 @@ class SubSpotModel:
     def to_linear(self, values: np.ndarray) -> np.ndarray:
         """The training target's scale -> linear expression."""
         return np.maximum(np.expm1(values), 0.0) if self.log_target else values
+
+    def cells_linear(self, cells) -> np.ndarray:
+        """Linear values of a tile's nuclei (:class:`~stpredict.pp._cells.TileCells`): their bins' area-weighted mean."""
+        return cells.bin_mean(self.bin_linear(cells.bin_features))
+
+    # --- training spots as bags of sub-spot items (bins or cells) ----------------------------------------------
+
+    def _bags(self, inputs, spots: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Padded bags ``(spots, items, features)`` of the spots' sub-spot items and their mask ``(spots, items)``."""
+        raise NotImplementedError
+
+    def _read_once(self, inputs):
+        return self._bags(inputs)
+
+    def _items(self, inputs, spots: np.ndarray, z=None, unit=None, *, stage="predict"):
+        from ._data import Key, spot_items
+
+        if stage == "predict":  # bags of just these spots, read now
+            bags, mask = self._bags(inputs, spots)
+            items = spot_items({Key.X: bags, BAG_MASK: mask}, np.arange(len(spots)))
+            items.order = np.asarray(spots)
+            return items
+        bags, mask = self._fit_read
+        return spot_items({Key.X: bags, BAG_MASK: mask}, spots, z, unit)
 
 
 def super_resolving_models() -> list[str]:

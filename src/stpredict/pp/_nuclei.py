@@ -62,8 +62,12 @@ def _drop_small(labels: np.ndarray, min_area: int) -> np.ndarray:
     return labels
 
 
-def segment_nuclei(patch: np.ndarray, microns_per_pixel: float) -> np.ndarray:
+def segment_nuclei(patch: np.ndarray, microns_per_pixel: float, threshold: float | None = None) -> np.ndarray:
     """Label image of the nuclei of one RGB patch (0 = background).
+
+    ``threshold``: the (blurred) haematoxylin density above which a pixel is nucleus; default the patch's own
+    Otsu threshold (never below a floor). Give one threshold for a whole slide
+    (:func:`haematoxylin_threshold`) so that a nucleus is segmented the same whichever region is read.
 
     Examples
     --------
@@ -73,11 +77,12 @@ def segment_nuclei(patch: np.ndarray, microns_per_pixel: float) -> np.ndarray:
     >>> int(st.pp.segment_nuclei(patch, microns_per_pixel=0.5).max())
     1
     """
-    haematoxylin = gaussian(rgb2hed(patch[..., :3])[..., 0], sigma=1.0)
-    try:
-        threshold = max(threshold_otsu(haematoxylin), MIN_HAEMATOXYLIN)
-    except ValueError:  # a constant patch
-        return np.zeros(patch.shape[:2], dtype=np.int32)
+    haematoxylin = _haematoxylin(patch)
+    if threshold is None:
+        try:
+            threshold = max(threshold_otsu(haematoxylin), MIN_HAEMATOXYLIN)
+        except ValueError:  # a constant patch
+            return np.zeros(patch.shape[:2], dtype=np.int32)
     mask = haematoxylin > threshold
     min_area = max(4, int(MIN_NUCLEUS_AREA_UM2 / microns_per_pixel**2))
     mask = _drop_small(ndi.label(mask)[0], min_area) > 0
@@ -91,6 +96,23 @@ def segment_nuclei(patch: np.ndarray, microns_per_pixel: float) -> np.ndarray:
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     labels = watershed(-distance, markers, mask=mask)
     return _drop_small(labels, min_area)
+
+
+def _haematoxylin(rgb: np.ndarray) -> np.ndarray:
+    """The haematoxylin density of colour deconvolution, blurred (sigma 1 px) as the segmentation reads it."""
+    return gaussian(rgb2hed(rgb[..., :3])[..., 0], sigma=1.0)
+
+
+def haematoxylin_threshold(windows: list[np.ndarray]) -> float:
+    """One segmentation threshold for a slide: Otsu's over the haematoxylin of sample windows (RGB, full resolution).
+
+    Never below the floor that keeps a patch without nuclei empty.
+    """
+    values = np.concatenate([_haematoxylin(w).ravel() for w in windows]) if windows else np.zeros(1)
+    try:
+        return float(max(threshold_otsu(values), MIN_HAEMATOXYLIN))
+    except ValueError:  # constant
+        return MIN_HAEMATOXYLIN
 
 
 def _morphology_table(labels: np.ndarray, mpp: float) -> tuple[np.ndarray, np.ndarray]:

@@ -206,6 +206,12 @@ def super_resolve(
     if not 0 <= float(min_tissue) <= 1:
         msg = f"min_tissue must be a fraction in [0, 1], got {min_tissue!r}."
         raise ValueError(msg)
+    if not cells and not model.predicts_bins:
+        msg = (
+            f"Model {predictor.model_name!r} predicts segmented cells, not square bins: pass cells=True, or fit a "
+            f"model that predicts bins ({[m for m in super_resolving_models() if m != predictor.model_name]})."
+        )
+        raise ValueError(msg)
     if cells and bin_um is not None:
         msg = "bin_um sets the size of output bins; with cells=True every nucleus is an observation: drop bin_um."
         raise ValueError(msg)

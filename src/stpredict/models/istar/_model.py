@@ -18,13 +18,12 @@ import pandas as pd
 import torch
 
 from ...pp._dense import BinGrid, DenseFeatures, features_at, slide_bin_side
-from .._data import Key, spot_items
 from .._inputs import ModelInputs
 from .._neural import NeuralModel, Split
 from .._params import Params
 from .._subspot import SubSpotModel, spot_radius
 from .._train import TrainSettings
-from ._module import BAG_MASK, IstarNet
+from ._module import IstarNet
 
 #: The paper's configuration (Zhang et al. 2024; the authors' ``impute.py`` and ``run.sh``): 16-px superpixels
 #: at 0.5 µm/px (8 µm bins), four hidden layers of 256 with LeakyReLU(0.1), an ELU(0.01) + 0.01 output, the
@@ -123,19 +122,8 @@ class IstarModel(SubSpotModel, NeuralModel):
             bin_output=p.bin_output,
         )
 
-    # --- bags of bins ------------------------------------------------------------------------------------------
-
-    def _read_once(self, inputs: ModelInputs):
-        return spot_bags(inputs, self.dense)
-
-    def _items(self, inputs: ModelInputs, spots: np.ndarray, z=None, unit=None, *, stage="predict"):
-        if stage == "predict":  # bags of just these spots, read now
-            bags, mask = spot_bags(inputs, self.dense, spots)
-            items = spot_items({Key.X: bags, BAG_MASK: mask}, np.arange(len(spots)))
-            items.order = np.asarray(spots)
-            return items
-        bags, mask = self._fit_read
-        return spot_items({Key.X: bags, BAG_MASK: mask}, spots, z, unit)
+    def _bags(self, inputs: ModelInputs, spots: np.ndarray | None = None):
+        return spot_bags(inputs, self.dense, spots)
 
     def _prepare(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
         """Input scaling from the training spots' bins; output units from their expression."""

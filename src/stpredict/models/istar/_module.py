@@ -15,9 +15,7 @@ from torch import nn
 
 from .._data import Key
 from .._nn import Standardize
-
-#: batch key of the padded bags of bin features: ``(spots, bins, features)`` and their mask ``(spots, bins)``
-BAG_MASK = "bag_mask"
+from .._subspot import BAG_MASK
 
 
 class ShiftedELU(nn.Module):
