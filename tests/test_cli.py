@@ -110,7 +110,7 @@ def test_yaml_config_and_the_installed_console_script(slides):
          "--config", str(slides / "run.yaml")],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, before any slide is read
     assert "Unknown model 'nosuch'" in result.stderr
 
 
@@ -170,13 +170,14 @@ def test_the_demo_task_from_a_config_file_resumes_after_being_killed(tmp_path, c
     finally:
         child.kill()
         child.communicate()
-    assert sorted(p.name for p in (tmp_path / "feats").iterdir()) == ["C2.h5ad"]  # no partial file
+    written = sorted(p.name for p in (tmp_path / "feats").iterdir() if p.name != "stpredict_run.json")
+    assert written == ["C2.h5ad"]  # no partial file
     finished = (tmp_path / "feats" / "C2.h5ad").stat().st_mtime_ns
     capsys.readouterr()
     assert main(features) == 0  # the rerun resumes
     table = capsys.readouterr().out
     assert table.count("skipped (done before)") == 1 and (tmp_path / "feats" / "C2.h5ad").stat().st_mtime_ns == finished
-    assert sorted(p.name for p in (tmp_path / "feats").iterdir()) == ["C2.h5ad", "C3.h5ad", "C4.h5ad"]
+    assert sorted(p.name for p in (tmp_path / "feats").glob("*.h5ad")) == ["C2.h5ad", "C3.h5ad", "C4.h5ad"]
 
     feats = tmp_path / "feats"
     assert main(["fit", str(feats / "C2.h5ad"), str(feats / "C3.h5ad"), "--out", str(tmp_path / "m"), *config]) == 0
@@ -193,3 +194,129 @@ def test_the_demo_task_from_a_config_file_resumes_after_being_killed(tmp_path, c
     demo = st.tl.cross_validate(adata, splits=[f for f in folds if f.test == ["C4"]], model="ridge",
                                 use_rep="X_handcrafted", gene_selection={"n_genes": 100})  # fmt: skip
     assert pd.read_csv(tmp_path / "s.csv")["pcc_m"].iloc[0] == pytest.approx(demo["pcc_m"].iloc[0], abs=1e-6)
+
+
+# --- the everyday path (issue 42) ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def her2st_layout(tmp_path):
+    """The bundled crop's raw files in HER2ST's layout: counts/, spots/, images/ (image names as HER2ST's)."""
+    import shutil
+
+    root = tmp_path / "her2st"
+    for folder in ("counts", "spots", "images"):
+        (root / folder).mkdir(parents=True)
+    for section, files in st.datasets.her2st_crop_files().items():
+        shutil.copy(files["counts"], root / "counts" / f"{section}.tsv.gz")
+        shutil.copy(files["spots"], root / "spots" / f"{section}_selection.tsv")
+        shutil.copy(files["image"], root / "images" / f"{section}_5714_HE_BT_X.jpg")
+    return root
+
+
+def test_legacy_st_folders_tables_and_images_are_read(her2st_layout, tmp_path, capsys):
+    root = her2st_layout
+    config = tmp_path / "c.toml"
+    config.write_text('[read]\npatient = "P7"\n[features]\nmethod = "handcrafted"\nshow_progress_bar = false\n')
+    assert main(["features", str(root), "--out-dir", str(tmp_path / "f"), "--config", str(config)]) == 0
+    written = sorted(p.name for p in (tmp_path / "f").glob("*.h5ad"))
+    assert written == ["C2.h5ad", "C3.h5ad", "C4.h5ad"]
+    c3 = ad.read_h5ad(tmp_path / "f" / "C3.h5ad")
+    expected = st.io.read_st(*st.datasets.her2st_crop_files()["C3"].values(), library_id="C3")
+    assert c3.n_obs == expected.n_obs and (c3.obs["patient"] == "P7").all() and "X_handcrafted" in c3.obsm
+    # one counts table; an H&E image beside its spot table (image only: no genes)
+    from stpredict.cli import read_slide
+
+    assert read_slide(root / "counts" / "C4.tsv.gz", {}).n_obs == 70
+    he_only = read_slide(root / "images" / "C4_5714_HE_BT_X.jpg", {})
+    assert he_only.n_vars == 0 and he_only.n_obs > 0 and he_only.obs["library_id"].iloc[0] == "C4"
+    # a plain image without spot positions: exit 2 before any work, with the way out
+    lone = tmp_path / "lone.jpg"
+    lone.write_bytes((root / "images" / "C2_5714_HE_BT_X.jpg").read_bytes())
+    capsys.readouterr()
+    assert main(["features", str(lone), str(root), "--out-dir", str(tmp_path / "g")]) == 2
+    assert "write_pyramidal_tiff" in capsys.readouterr().err and not (tmp_path / "g").exists()
+
+
+def test_resume_redoes_nothing_silently_when_settings_change(slides, capsys):
+    d = slides
+    (d / "a.toml").write_text('[features]\nmethod = "handcrafted"\nsize = 224\n')
+    (d / "b.toml").write_text('[features]\nmethod = "handcrafted"\nsize = 112\n')
+    run = ["features", str(d / "C2.h5ad"), "--out-dir", str(d / "f")]
+    assert main([*run, "--config", str(d / "a.toml")]) == 0
+    before = (d / "f" / "C2.h5ad").stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([*run, "--config", str(d / "b.toml")]) == 2  # stale outputs are never reported as done
+    err = capsys.readouterr().err
+    assert "[features] size: 224 -> 112" in err and "--overwrite" in err
+    assert (d / "f" / "C2.h5ad").stat().st_mtime_ns == before
+    assert main([*run, "--config", str(d / "a.toml")]) == 0  # unchanged settings: skipped
+    assert "skipped (done before)" in capsys.readouterr().out
+    assert main([*run, "--config", str(d / "b.toml"), "--overwrite"]) == 0
+    assert (d / "f" / "C2.h5ad").stat().st_mtime_ns != before
+
+
+@pytest.mark.parametrize(
+    ("config", "step", "message"),
+    [
+        ("[fit]\nmodle = 'ridge'\n", "fit", "[fit] has no key 'modle'. Did you mean 'model'?"),
+        ("[features]\nmethdo = 'handcrafted'\n", "features", "Did you mean 'method'?"),
+        ("[read]\npatinet = 'P1'\n", "features", "[read] has no key 'patinet'. Did you mean 'patient'?"),
+        ("[fit]\nmodel = 'ridgee'\n", "fit", "Unknown model 'ridgee'. Did you mean 'ridge'?"),
+        ("[fit]\nmodel = 'mlp'\nmodel_params = { hiden = [8] }\n", "fit", "model_params for 'mlp'"),
+    ],
+)
+def test_configuration_mistakes_stop_before_any_work(slides, capsys, config, step, message):
+    (slides / "c.toml").write_text(config)
+    target = ["--out", str(slides / "m")] if step == "fit" else ["--out-dir", str(slides / "o")]
+    assert main([step, str(slides / "C2.h5ad"), *target, "--config", str(slides / "c.toml")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (slides / "m").exists() and not (slides / "o").exists()
+
+
+def test_an_unreadable_format_is_a_usage_error(slides, capsys):
+    (slides / "notes.docx").write_text("not a slide")
+    assert main(["features", str(slides / "C2.h5ad"), str(slides / "notes.docx"), "--out-dir", str(slides / "o")]) == 2
+    assert "Cannot tell how to read" in capsys.readouterr().err and not (slides / "o").exists()
+
+
+# The features step in another process, slow on its second slide; the test interrupts it there.
+SLOW_SECOND = """
+import sys, time
+import stpredict as st
+from stpredict.cli import main
+
+original, calls = st.pp.image_features, []
+def slow(adata, **kwargs):
+    calls.append(1)
+    if len(calls) == 2:
+        print("SECOND", file=sys.stderr, flush=True)
+        time.sleep(120)
+    return original(adata, **kwargs)
+st.pp.image_features = slow
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(("signum", "status", "cause"), [(2, 130, "Ctrl-C"), (15, 143, "SIGTERM")])
+def test_interrupts_print_what_finished_and_exit_130_or_143(slides, signum, status, cause):
+    import os
+    import time
+
+    (slides / "slow.py").write_text(SLOW_SECOND)
+    args = ["features", str(slides / "C2.h5ad"), str(slides / "C3.h5ad"), "--out-dir", str(slides / "f")]
+    child = subprocess.Popen([sys.executable, str(slides / "slow.py"), *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (slides / "f" / "C2.h5ad").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)  # asleep in the second slide
+        os.kill(child.pid, signum)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == status, err
+    assert f"interrupted ({cause}); 1 slide(s) finished" in err and "Traceback" not in err
+    assert "done" in out and "not run (interrupted)" in out

@@ -8,25 +8,29 @@
     stpredict evaluate predictions/*.h5ad --key pred --out scores.csv
 
 Slides are ``.h5ad`` files (as any ``st.io`` reader returns them, saved with ``write_h5ad``), Space Ranger
-``outs`` folders (Visium; Visium HD when they hold ``binned_outputs/``), Xenium output folders (``[read]``
-gives ``he_image`` and ``alignment``), SpatialData ``.zarr`` stores, or
-whole-slide images (``.svs``, ``.ndpi``, pyramidal ``.tif``, ...: virtual spots, for ``predict``). Glob
-patterns are expanded here, so they may be quoted. A configuration file (TOML, or YAML) holds the same keys
-as the Python API, one table per step: ``[read]`` (``bin_size``, ``patient``, ``spot_diameter_um`` ...),
-``[features]`` (``st.pp.image_features``), ``[fit]`` (``st.tl.fit``: ``model``, ``genes``, ``n_genes``,
-``layer``, ``use_rep``, ``model_params``, ``calibrate`` ...), ``[predict]`` (``interval``, ``key_added`` ...);
-flags given on the command line win.
+``outs`` folders (Visium; Visium HD when they hold ``binned_outputs/``), Xenium and CosMx output folders
+(``[read]`` gives ``he_image`` and ``alignment``), SpatialData ``.zarr`` stores, legacy Spatial
+Transcriptomics (a counts table with its spot table and H&E, a folder of them, or HER2ST's ``counts/``,
+``spots/``, ``images/``), or whole-slide images (``.svs``, ``.ndpi``, pyramidal ``.tif``, ...: virtual spots,
+for ``predict``). Glob patterns are expanded here, so they may be quoted. A configuration file (TOML, or
+YAML) holds the same keys as the Python API, one table per step: ``[read]`` (``bin_size``, ``patient``,
+``spot_diameter_um`` ...), ``[features]`` (``st.pp.image_features``), ``[fit]`` (``st.tl.fit``: ``model``,
+``genes``, ``n_genes``, ``layer``, ``use_rep``, ``model_params``, ``calibrate`` ...), ``[predict]``
+(``interval``, ``key_added`` ...); flags given on the command line win. Every key is checked before any work.
 
-Every slide is written as soon as it is done, and a slide whose output exists is skipped (``--overwrite``
-redoes it), so an interrupted run resumes where it stopped. Exit status: 0 when every slide succeeded,
-1 when some failed (the others are written; the summary table lists the errors), 2 for a usage or
-configuration error, which stops before any work.
+Every slide is written as soon as it is done, with the settings that made it (``stpredict_run.json`` in the
+output folder); a slide whose output exists with the same settings is skipped (``--overwrite`` redoes it),
+so an interrupted run resumes where it stopped, and changed settings stop the run naming the change. Exit
+status: 0 when every slide succeeded, 1 when some failed (the others are written; the summary table lists
+the errors), 2 for a usage or configuration error, which stops before any work, 130 / 143 when interrupted
+(Ctrl-C / SIGTERM; the summary lists what finished).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
+import signal
 import sys
 import time
 import tomllib
@@ -37,20 +41,30 @@ from typing import Any
 
 import pandas as pd
 
-#: configuration tables and the keys each accepts besides those of the function it feeds
+from ._cli_config import RunRecord, check_model, check_tables, file_checksum
+from ._cli_slides import Slide, UsageError, read, slide_name, slides_at
+
+#: configuration tables, one per step (and [read] for all)
 SECTIONS = ("read", "features", "fit", "predict", "evaluate")
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM, as shells report them
+
+__all__ = ["UsageError", "main", "read_slide", "slide_name"]
 
 
-class UsageError(Exception):
-    """A command line or configuration problem: reported without a traceback, exit status 2."""
+class Interrupted(BaseException):
+    """Ctrl-C or SIGTERM during a run: what finished is summarised, then the run stops."""
+
+    def __init__(self, status: int, table: pd.DataFrame | None = None) -> None:
+        super().__init__(status)
+        self.status, self.table = status, table
 
 
 # --- configuration and slides ----------------------------------------------------------------------------
 
 
 def read_config(path: str | None) -> dict[str, dict[str, Any]]:
-    """The configuration file's tables (``{}`` without a file); unknown tables are an error."""
+    """The configuration file's tables (``{}`` without a file); unknown tables and keys are an error."""
     if path is None:
         return {}
     file = Path(path)
@@ -68,11 +82,16 @@ def read_config(path: str | None) -> dict[str, dict[str, Any]]:
     unknown = sorted(set(config) - set(SECTIONS))
     if unknown:
         raise UsageError(f"{str(file)!r}: unknown table(s) {unknown}; the tables are {list(SECTIONS)}.")
-    return {name: dict(config.get(name) or {}) for name in SECTIONS}
+    tables = {name: dict(config.get(name) or {}) for name in SECTIONS}
+    check_tables(tables, repr(str(file)))
+    return tables
 
 
-def expand(patterns: Sequence[str]) -> list[Path]:
-    """Paths of the slides: each argument a path or a glob pattern; a pattern matching nothing is an error."""
+def expand(patterns: Sequence[str]) -> list[Slide]:
+    """The slides: each argument a path or a glob pattern.
+
+    A pattern matching nothing, or a path no reader fits, is an error before any work.
+    """
     paths: list[Path] = []
     for pattern in patterns:
         matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
@@ -82,49 +101,19 @@ def expand(patterns: Sequence[str]) -> list[Path]:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UsageError(f"No such slide(s): {missing[:5]}.")
-    return paths
+    slides = [slide for path in paths for slide in slides_at(path)]
+    names = pd.Series([s.name for s in slides])
+    if names.duplicated().any():
+        raise UsageError(f"Several slides would write the same output name {sorted(set(names[names.duplicated()]))}.")
+    return slides
 
 
-def slide_name(path: Path) -> str:
-    """The output name of a slide: its file name without suffix (a Space Ranger ``outs`` folder: its run)."""
-    if path.name == "outs":
-        return path.parent.name
-    return path.name.removesuffix(".zarr").split(".")[0] if path.suffix else path.name
-
-
-def read_slide(path: Path, options: dict[str, Any]) -> Any:
-    """The slide at ``path`` as AnnData, with the reader its format needs (``options``: the ``[read]`` table)."""
-    import anndata as ad
-
-    import stpredict as st
-
-    name = {"library_id": options.get("library_id", slide_name(path))}
-    if path.suffix == ".h5ad":
-        return ad.read_h5ad(path)
-    if path.suffix == ".zarr":
-        return st.io.read_spatialdata(path, **_known(st.io.read_spatialdata, options), **name)
-    if path.is_dir():
-        if (path / "transcripts.parquet").is_file():  # Xenium: [read] gives he_image and alignment
-            return st.io.read_xenium(path, **_known(st.io.read_xenium, options), **name)
-        if any(path.glob("*tx_file.csv*")):  # CosMx flat files: [read] gives he_image and alignment
-            return st.io.read_cosmx(path, **_known(st.io.read_cosmx, options), **name)
-        if (path / "binned_outputs").is_dir():
-            return st.io.read_visium_hd(path, **_known(st.io.read_visium_hd, options), **name)
-        return st.io.read_visium(path, **_known(st.io.read_visium, options), **name)
-    if st.io.is_wsi(path):
-        return st.io.read_wsi(path, **_known(st.io.read_wsi, options), **name)
-    raise UsageError(
-        f"Cannot tell how to read {str(path)!r}: pass .h5ad files, Space Ranger 'outs' folders, SpatialData .zarr "
-        "stores or whole-slide images."
-    )
-
-
-def _known(function: Callable, options: dict[str, Any]) -> dict[str, Any]:
-    """The ``[read]`` options ``function`` accepts (each reader takes its own subset)."""
-    import inspect
-
-    accepted = set(inspect.signature(function).parameters) - {"library_id"}
-    return {k: v for k, v in options.items() if k in accepted}
+def read_slide(path: str | Path, options: dict[str, Any]) -> Any:
+    """The one slide at ``path`` as AnnData, read as the command line reads it (``options``: a ``[read]`` table)."""
+    slides = slides_at(Path(path))
+    if len(slides) != 1:
+        raise UsageError(f"{str(path)!r} holds {len(slides)} slides; read them one at a time.")
+    return read(slides[0], options)
 
 
 def write_slide(adata, path: Path, fmt: str, key: str | None = None) -> None:
@@ -146,28 +135,52 @@ def write_slide(adata, path: Path, fmt: str, key: str | None = None) -> None:
 # --- steps -----------------------------------------------------------------------------------------------
 
 
-def _per_slide(paths: list[Path], out_dir: Path, suffix: str, overwrite: bool, work: Callable) -> pd.DataFrame:
-    """Run ``work(path, output)`` for every slide not done yet; one summary row per slide."""
+def _per_slide(
+    slides: list[Slide], out_dir: Path, suffix: str, overwrite: bool, settings: dict, work: Callable
+) -> pd.DataFrame:
+    """Run ``work(slide, output)`` for every slide not done yet with these ``settings``; one summary row each.
+
+    Before any work: a slide written before with other settings stops the run (exit 2) naming the change.
+    """
     from tqdm.auto import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    record = RunRecord(out_dir)
+    outputs = [out_dir / f"{slide.name}{suffix}" for slide in slides]
+    if not overwrite:
+        for output in outputs:
+            changes = record.differences(output, settings) if output.exists() else []
+            if changes:
+                raise UsageError(
+                    f"{str(output)!r} was made with other settings ({'; '.join(changes[:4])}): pass --overwrite to "
+                    "redo the slides, or write to another --out-dir."
+                )
     rows = []
-    for path in tqdm(paths, desc="slides", unit="slide", disable=len(paths) < 2):
-        output = out_dir / f"{slide_name(path)}{suffix}"
-        if output.exists() and not overwrite:
-            rows.append({"slide": str(path), "output": str(output), "status": "skipped (done before)"})
-            continue
-        started = time.perf_counter()
-        try:
-            extra = work(path, output) or {}
-            status = "done"
-        except Exception as err:  # noqa: BLE001 - one slide's failure must not stop the others
-            extra, status = {}, f"failed: {type(err).__name__}: {err}"
-            traceback.print_exc(file=sys.stderr)
-        rows.append(
-            {"slide": str(path), "output": str(output), "status": status, "seconds": time.perf_counter() - started}
-            | extra
-        )
+    try:
+        for slide, output in tqdm(list(zip(slides, outputs, strict=True)), desc="slides", unit="slide"):
+            if output.exists() and not overwrite:
+                known = record.differences(output, settings) is not None
+                status = "skipped (done before)" if known else "skipped (done before; settings not recorded)"
+                rows.append({"slide": str(slide.path), "output": str(output), "status": status})
+                continue
+            started = time.perf_counter()
+            try:
+                extra = work(slide, output) or {}
+                record.write(output, settings)
+                status = "done"
+            except Exception as err:  # noqa: BLE001 - one slide's failure must not stop the others
+                extra, status = {}, f"failed: {type(err).__name__}: {err}"
+                traceback.print_exc(file=sys.stderr)
+            rows.append(
+                {"slide": str(slide.path), "output": str(output), "status": status,
+                 "seconds": time.perf_counter() - started} | extra
+            )  # fmt: skip
+    except (KeyboardInterrupt, Interrupted) as stop:
+        done = {row["slide"] for row in rows}
+        rows += [{"slide": str(s.path), "output": str(o), "status": "not run (interrupted)"}
+                 for s, o in zip(slides, outputs, strict=True) if str(s.path) not in done]  # fmt: skip
+        status = stop.status if isinstance(stop, Interrupted) else EXIT_INTERRUPTED
+        raise Interrupted(status, pd.DataFrame(rows)) from None
     return pd.DataFrame(rows)
 
 
@@ -183,16 +196,17 @@ def features(args: argparse.Namespace, config: dict) -> pd.DataFrame:
     """``stpredict features``: each slide read, normalised when it has counts, its image features written."""
     import stpredict as st
 
-    options = {"show_progress_bar": False} | config.get("features", {})
+    options = config.get("features", {})
+    settings = {"read": config.get("read", {}), "features": options}
 
-    def work(path: Path, output: Path) -> dict:
-        adata = read_slide(path, config.get("read", {}))
+    def work(slide: Slide, output: Path) -> dict:
+        adata = read(slide, config.get("read", {}))
         _prepare_expression(adata, "log1p")
         st.pp.image_features(adata, **options)
         write_slide(adata, output, "h5ad")
         return {"spots": adata.n_obs}
 
-    return _per_slide(expand(args.slides), Path(args.out_dir), ".h5ad", args.overwrite, work)
+    return _per_slide(expand(args.slides), Path(args.out_dir), ".h5ad", args.overwrite, settings, work)
 
 
 def fit(args: argparse.Namespace, config: dict) -> pd.DataFrame:
@@ -203,10 +217,15 @@ def fit(args: argparse.Namespace, config: dict) -> pd.DataFrame:
     for flag in ("model", "calibrate"):
         if getattr(args, flag) is not None:
             options[flag] = getattr(args, flag)
+    check_model(options)
     n_genes = options.pop("n_genes", None)
-    slides = [read_slide(p, config.get("read", {})) for p in expand(args.slides)]
+    paths = expand(args.slides)
+    slides = []
+    for slide in paths:  # each slide normalised on all its genes, as `features` and the Python API do
+        adata = read(slide, config.get("read", {}))
+        _prepare_expression(adata, options.get("layer", "log1p"))
+        slides.append(adata)
     train = slides[0] if len(slides) == 1 else st.io.concat(slides)
-    _prepare_expression(train, options.get("layer", "log1p"))
     if n_genes is not None and "genes" not in options:
         st.pp.select_genes(train, n_genes=int(n_genes))
     started = time.perf_counter()
@@ -243,16 +262,18 @@ def predict(args: argparse.Namespace, config: dict) -> pd.DataFrame:
         raise UsageError(f"No model file {str(model_path)!r}; train one with `stpredict fit`.")
     predictor = st.tl.load_model(model_path)
     fmt = args.format
+    options.setdefault("show_progress_bar", True)
+    settings = {"read": config.get("read", {}), "predict": options, "model": file_checksum(model_path), "format": fmt}
 
-    def work(path: Path, output: Path) -> dict:
-        adata = read_slide(path, config.get("read", {}))
+    def work(slide: Slide, output: Path) -> dict:
+        adata = read(slide, config.get("read", {}))
         predictor.predict(adata, **options)
         write_slide(adata, output, fmt, key)
         ood = adata.uns[key].get("ood", {}).get("slides", {})
         return {"spots": adata.n_obs, "ood_score": max(ood.values()) if ood else float("nan")}
 
     suffix = ".zarr" if fmt == "zarr" else ".h5ad"
-    return _per_slide(paths, Path(args.out_dir), suffix, args.overwrite, work)
+    return _per_slide(paths, Path(args.out_dir), suffix, args.overwrite, settings, work)
 
 
 def evaluate(args: argparse.Namespace, config: dict) -> pd.DataFrame:
@@ -263,7 +284,8 @@ def evaluate(args: argparse.Namespace, config: dict) -> pd.DataFrame:
 
     options = {"layer_true": "log1p"} | config.get("evaluate", {})
     rows = []
-    for path in expand(args.slides):
+    for slide in expand(args.slides):
+        path = slide.path
         adata = ad.read_h5ad(path)
         _prepare_expression(adata, options["layer_true"])
         table = st.tl.evaluate(adata, layer_pred=args.key, inplace=False, **options)
@@ -320,23 +342,51 @@ def _version() -> str:
 STEPS = {"features": features, "fit": fit, "predict": predict, "evaluate": evaluate}
 
 
+def _stop_on_sigterm(signum, frame) -> None:  # noqa: ARG001 - signal handler signature
+    raise Interrupted(EXIT_TERMINATED)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one step; prints the summary table to stdout and returns the exit status."""
     args = parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if _main_thread() else None
     try:
         config = read_config(args.config)
         table = STEPS[args.step](args, config)
     except UsageError as err:
         print(f"stpredict {args.step}: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except (KeyboardInterrupt, Interrupted) as stop:
+        status = stop.status if isinstance(stop, Interrupted) else EXIT_INTERRUPTED
+        table = getattr(stop, "table", None)
+        cause = "SIGTERM" if status == EXIT_TERMINATED else "Ctrl-C"
+        finished = "" if table is None else f"; {int((table['status'] == 'done').sum())} slide(s) finished and written"
+        print(f"stpredict {args.step}: interrupted ({cause}){finished}. Rerun the same command to resume.",
+              file=sys.stderr)  # fmt: skip
+        if table is not None:
+            _print_table(table)
+        return status
     except (ValueError, KeyError, FileNotFoundError, TypeError) as err:  # fit/evaluate: one unit of work
         print(f"stpredict {args.step} failed: {type(err).__name__}: {err}", file=sys.stderr)
         return EXIT_SOME_FAILED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    _print_table(table)
+    failed = table["status"].astype(str).str.startswith("failed").any()
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _print_table(table: pd.DataFrame) -> None:
     pd.set_option("display.width", 160)
     pd.set_option("display.max_colwidth", 80)
     print(table.to_string(index=False))
-    failed = table["status"].astype(str).str.startswith("failed").any()
-    return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
 def run() -> None:

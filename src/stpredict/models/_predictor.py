@@ -233,8 +233,8 @@ class Predictor:
             f"Predictor({self.model_name!r}): {len(self.genes)} genes from {source}",
             f"    trained on {len(self.train_slides)} slide(s) {self.train_slides[:6]}"
             f"{' ...' if len(self.train_slides) > 6 else ''}, {self.n_train_spots} spots, target layer {self.layer!r}",
-            f"    validation: PCC {self.validation.score:.3f} on held-out {self.validation.groups}(s) "
-            f"{self.validation.held_out[:4]}{' ...' if len(self.validation.held_out) > 4 else ''}"
+            f"    validation: PCC {self.validation.score:.3f} on training {self.validation.groups}(s) "
+            f"{self.validation.held_out[:4]}{' ...' if len(self.validation.held_out) > 4 else ''} kept out of fitting"
             + (f", {self._selected_text()}" if self.validation.selected else ""),
             f"    params: {_short(self.model.params)}",
         ]

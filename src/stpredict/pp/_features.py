@@ -168,7 +168,7 @@ def compute_image_features(
     method: str = "handcrafted",
     size: float = 224,
     unit: str = "px",
-    batch_size: int = 256,
+    batch_size: int | None = None,
     library_key: str = LIBRARY_KEY,
     n_jobs: int | None = None,
     checkpoint: str | PathLike | None = None,
@@ -192,6 +192,7 @@ def compute_image_features(
     on-disk feature cache (:mod:`._feature_cache`; on a dask cluster the workers use it: give a folder they
     all see). ``segmentation``: nuclei from a segmentation the slides record (``method='nuclei'`` only).
     """
+    batch_size = default_batch_size(method, device) if batch_size is None else int(batch_size)
     if segmentation is not None:
         return _from_segmentation(adata, method, segmentation, size, unit, target_mpp, library_key, return_names,
                                   return_preprocessing)  # fmt: skip
@@ -239,6 +240,23 @@ def compute_image_features(
                 cache.store(digest, len(slide_rows), np.searchsorted(slide_rows, rows), values)
             bar.update(len(positions))
     return _returned(features, names, resolved, return_names, return_preprocessing)
+
+
+#: patches per batch of a neural encoder: on the CPU a large batch is no faster and holds far more memory
+CPU_ENCODER_BATCH, GPU_ENCODER_BATCH = 32, 256
+
+
+def default_batch_size(method: str, device: str) -> int:
+    """Patches read (and encoded) at once when ``batch_size`` is not given: by the device the encoder runs on."""
+    if method in ("handcrafted", "nuclei"):  # no network: the batch only bounds the patches held
+        return GPU_ENCODER_BATCH
+    from .._device import resolve_device
+
+    try:
+        on_cpu = resolve_device(str(device), needed=True) == "cpu"
+    except RuntimeError:  # a GPU asked for and absent: the encoder says so when it is built (cached runs need none)
+        on_cpu = True
+    return CPU_ENCODER_BATCH if on_cpu else GPU_ENCODER_BATCH
 
 
 def _feature_cache(cache_dir, options: Mapping[str, Any]):
@@ -321,7 +339,7 @@ def image_features(
     size: float = 224,
     unit: Literal["px", "um"] = "px",
     key_added: str | None = None,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     library_key: str = LIBRARY_KEY,
     n_jobs: int | None = None,
     checkpoint: str | PathLike | None = None,
@@ -363,7 +381,8 @@ def image_features(
     key_added
         ``obsm`` key; defaults to ``f'X_{method}'``.
     batch_size
-        Patches processed at once (bounds memory).
+        Patches processed at once (bounds memory). Default: 32 for a neural encoder on the CPU, 256 on a GPU
+        and for the handcrafted and nuclei features.
     {library_key}
     n_jobs
         Parallel processes for ``'nuclei'`` (``None``/1: serial, -1: all cores), as in squidpy.
