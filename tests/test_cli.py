@@ -63,6 +63,7 @@ def test_features_fit_predict_evaluate_from_the_shell(slides, capsys):
     scores = pd.read_csv(d / "scores.csv")
     truth = st.tl.evaluate(ad.read_h5ad(d / "q" / "C4.h5ad"), layer_pred="pred", inplace=False)
     assert scores["pcc_m"].iloc[0] == pytest.approx(truth["pearson"].mean())
+    assert np.isfinite(scores["pcc_h"].iloc[0])  # the genes the predictions record, chosen on training slides
     assert "pcc_m" in capsys.readouterr().out
 
 

@@ -74,3 +74,18 @@ def test_evaluate_errors():
     adata.layers["partial"] = np.where(np.arange(3) == 0, np.nan, 1.0) * np.ones((8, 3))
     with pytest.raises(ValueError, match="NaN predictions"):
         st.tl.evaluate(adata, layer_pred="partial", layer_true="truth", genes=["g1", "g2"])
+
+
+def test_predictions_carry_pcc_h_genes_chosen_on_training_slides(crop_norm):
+    train, test = crop_norm[crop_norm.obs.library_id != "C4"].copy(), crop_norm[crop_norm.obs.library_id == "C4"].copy()
+    st.pp.image_features(train, show_progress_bar=False)
+    predictor = st.tl.fit(train, genes=["ERBB2", "GNAS", "FASN", "CD24"], use_rep="X_handcrafted")
+    predictor.predict(test, key_added="pred")
+    chosen = test.uns["pred"]["highly_predictive"]
+    assert chosen == predictor.highly_predictive(50) and len(chosen) == 4
+    table = st.tl.evaluate(test, layer_pred="pred", inplace=False)
+    summary = st.tl.summarize(table, chosen)
+    assert np.isfinite(summary["pcc_h"]).all()
+    st.tl.evaluate(test, layer_pred="pred")  # without highly_predictive=: the recorded genes
+    assert test.uns["pred_eval"]["params"]["highly_predictive"] == chosen
+    assert np.isfinite(test.uns["pred_eval"]["summary"]["pcc_h"])

@@ -191,3 +191,50 @@ def test_hf_model_from_a_local_folder_uses_its_image_processor(tmp_path):
     with pytest.warns(st.StPredictWarning, match="no image processor found"):
         _, spec = load_encoder(f"hf:{tmp_path}", pretrained=True)
     assert spec.mean == (0.485, 0.456, 0.406)
+
+
+def test_encoders_read_patches_at_their_training_resolution_by_default(crop, tmp_path, monkeypatch, caplog):
+    """``target_mpp='native'``: an encoder trained on 0.5 µm/px tiles reads 224 px at 0.5 µm/px, said in the log."""
+    from stpredict.pp._encoders import ENCODERS, encoder_spec
+    from stpredict.pp._features import resolve_target_mpp
+
+    assert ENCODERS["h-optimus-0"].native_mpp == 0.5 and ENCODERS["uni"].native_mpp == 0.5
+    assert ENCODERS["resnet50"].native_mpp is None
+    assert resolve_target_mpp(crop, "handcrafted", "native", "px") is None
+    assert resolve_target_mpp(crop, "uni", None, "px") is None  # the slides' own pixels, when asked
+    torch.manual_seed(0)
+    model, _ = load_encoder("timm:resnet18", random_weights=True)
+    checkpoint = tmp_path / "resnet18.pt"
+    torch.save(model.state_dict(), checkpoint)
+    monkeypatch.setitem(ENCODERS, "tiny-native", replace(encoder_spec("timm:resnet18"), name="tiny-native",
+                                                         native_mpp=0.5, dim=512))  # fmt: skip
+    c4 = crop[crop.obs.library_id == "C4"].copy()
+    options = {"checkpoint": checkpoint, "device": "cpu", "show_progress_bar": False, "size": 64,
+               "preprocessing": {"input_size": 32, "resize": None}}  # fmt: skip
+    with caplog.at_level("INFO", logger="stpredict"):
+        st.pp.image_features(c4, method="tiny-native", key_added="X_native", **options)
+    assert "0.5 µm/px" in caplog.text
+    assert c4.uns["stpredict_features"]["X_native"]["target_mpp"] == 0.5
+    st.pp.image_features(c4, method="tiny-native", key_added="X_explicit", target_mpp=0.5, **options)
+    st.pp.image_features(c4, method="tiny-native", key_added="X_own", target_mpp=None, **options)
+    np.testing.assert_allclose(c4.obsm["X_native"], c4.obsm["X_explicit"], rtol=1e-5)
+    assert not np.allclose(c4.obsm["X_native"], c4.obsm["X_own"])  # the crop is 0.69 µm/px
+    del c4.uns["spatial"]["C4"]["scalefactors"]["microns_per_pixel"]
+    with pytest.warns(st.StPredictWarning, match="record no µm per pixel"):
+        assert resolve_target_mpp(c4, "tiny-native", "native", "px") is None
+    with pytest.raises(ValueError, match="Did you mean 'uni2-h'"):
+        encoder_spec("uni2")
+
+
+def test_a_safetensors_checkpoint_loads_as_the_state_dict_does(tmp_path):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model, _ = load_encoder("timm:resnet18", random_weights=True)
+    save_file(model.state_dict(), tmp_path / "model.safetensors")
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    a, _ = load_encoder("timm:resnet18", checkpoint=tmp_path / "model.safetensors")
+    b, _ = load_encoder("timm:resnet18", checkpoint=tmp_path / "pytorch_model.bin")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(a.eval()(x), b.eval()(x))

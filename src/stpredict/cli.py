@@ -289,11 +289,27 @@ def evaluate(args: argparse.Namespace, config: dict) -> pd.DataFrame:
         adata = ad.read_h5ad(path)
         _prepare_expression(adata, options["layer_true"])
         table = st.tl.evaluate(adata, layer_pred=args.key, inplace=False, **options)
-        rows += [{"file": str(path), **row, "status": "done"} for row in st.tl.summarize(table).to_dict("records")]
+        chosen = options.get("highly_predictive")  # else those the predictions record (training slides' choice)
+        chosen = chosen if chosen is not None else (adata.uns.get(args.key) or {}).get("highly_predictive")
+        summary = st.tl.summarize(table, None if chosen is None else list(chosen))
+        rows += [{"file": str(path), **row, "status": "done"} for row in summary.to_dict("records")]
     result = pd.DataFrame(rows)
     if args.out:
         result.to_csv(args.out, index=False)
+    _explain_scores(result)
     return result
+
+
+def _explain_scores(table: pd.DataFrame) -> None:
+    """Say why PCC(H) is missing and what a negative R² means, under the table (standard error)."""
+    if "pcc_h" in table and table["pcc_h"].isna().all():
+        print("pcc_h is NaN: the predictions record no highly predictive genes (predicted before they were "
+              "recorded); give them as [evaluate] highly_predictive = [...] (Predictor.highly_predictive()).",
+              file=sys.stderr)  # fmt: skip
+    if "r2" in table and (table["r2"] < 0).any():
+        print("r2 < 0: the predictions are farther from the measured values than each gene's own mean on that "
+              "slide is (often a shift of level between slides); pcc_m, a correlation, is blind to such shifts.",
+              file=sys.stderr)  # fmt: skip
 
 
 # --- entry point -----------------------------------------------------------------------------------------

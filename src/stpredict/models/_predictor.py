@@ -78,6 +78,10 @@ def _versions() -> dict[str, str]:
     return found
 
 
+#: genes in PCC(H) when predictions record them (the 50 best on the training slides' validation)
+HIGHLY_PREDICTIVE_N = 50
+
+
 class Predictor:
     """A model fitted by :func:`stpredict.tl.fit`: apply it to new slides, save it, inspect it.
 
@@ -586,6 +590,8 @@ class Predictor:
             "params": self.model.params,
             "train_slides": self.train_slides,
             "validation": self.validation.to_dict(),
+            # PCC(H)'s genes, chosen on the training slides' validation: st.tl.evaluate reads them from here
+            "highly_predictive": self.highly_predictive(HIGHLY_PREDICTIVE_N),
             "device": self.device,
             "random_state": self.random_state,
             "time_fit_s": self.timings.get("fit_s"),

@@ -57,6 +57,8 @@ class EncoderSpec:
     gated: bool = False
     package: str | None = None  # what to install for this library, when it is not a dependency
     hf_config: dict[str, Any] = field(default_factory=dict)  # transformers config (model_type + shape) of the card
+    # µm per pixel of the tiles the encoder was trained on (its card / paper); None: not one resolution, or unknown
+    native_mpp: float | None = None
 
     def preprocessing(self) -> dict[str, Any]:
         """What the recipe records and checks: a model trained on one encoder's features refuses another's."""
@@ -87,6 +89,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         "uni", "vit_large_patch16_224", 1024, "hf-hub:MahmoodLab/uni",
         timm_kwargs={"init_values": 1e-5, "dynamic_img_size": True},
         licence="CC-BY-NC-ND-4.0", page=_HF + "MahmoodLab/UNI", gated=True,
+        native_mpp=0.5,
     ),
     # UNI2-h: ViT-H/14 with 8 registers and SwiGLU
     "uni2-h": _timm(
@@ -97,6 +100,7 @@ ENCODERS: dict[str, EncoderSpec] = {
             "dynamic_img_size": True, **_SWIGLU,
         },
         licence="CC-BY-NC-ND-4.0", page=_HF + "MahmoodLab/UNI2-h", gated=True,
+        native_mpp=0.5,
     ),
     # Virchow (Vorontsov et al. 2024): ViT-H/14; the card's embedding is CLS + mean of the patch tokens
     "virchow": _timm(
@@ -105,6 +109,7 @@ ENCODERS: dict[str, EncoderSpec] = {
                      "dynamic_img_size": True, **_SWIGLU},
         pooling="cls+mean", interpolation="bicubic",
         licence="Apache-2.0", page=_HF + "paige-ai/Virchow", gated=True,
+        native_mpp=0.5,
     ),
     "virchow2": _timm(
         "virchow2", "vit_huge_patch14_224", 2560, "hf-hub:paige-ai/Virchow2",
@@ -119,12 +124,14 @@ ENCODERS: dict[str, EncoderSpec] = {
         timm_kwargs={"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False},
         mean=HOPTIMUS_MEAN, std=HOPTIMUS_STD, interpolation="bicubic",
         licence="Apache-2.0", page=_HF + "bioptimus/H-optimus-0", gated=False,
+        native_mpp=0.5,
     ),
     "h-optimus-1": _timm(
         "h-optimus-1", "vit_giant_patch14_reg4_dinov2", 1536, "hf-hub:bioptimus/H-optimus-1",
         timm_kwargs={"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False},
         mean=HOPTIMUS_MEAN, std=HOPTIMUS_STD, interpolation="bicubic",
         licence="CC-BY-NC-ND-4.0", page=_HF + "bioptimus/H-optimus-1", gated=True,
+        native_mpp=0.5,
     ),
     # H0-mini: ViT-B/14 distilled from H-optimus-1
     "h0-mini": _timm(
@@ -132,6 +139,7 @@ ENCODERS: dict[str, EncoderSpec] = {
         timm_kwargs={"img_size": 224, "init_values": 1e-5, "dynamic_img_size": False, **_SWIGLU},
         mean=HOPTIMUS_MEAN, std=HOPTIMUS_STD, interpolation="bicubic", pooling="cls",
         licence="CC-BY-NC-ND-4.0", page=_HF + "bioptimus/H0-mini", gated=True,
+        native_mpp=0.5,
     ),
     # Prov-GigaPath tile encoder (Xu et al. 2024): ViT-g/16; resize 256 (bicubic), centre crop 224
     "prov-gigapath": _timm(
@@ -140,6 +148,7 @@ ENCODERS: dict[str, EncoderSpec] = {
                      "init_values": 1e-5, "mlp_ratio": 5.33334},
         resize=256, interpolation="bicubic",
         licence="Apache-2.0", page=_HF + "prov-gigapath/prov-gigapath", gated=True,
+        native_mpp=0.5,
     ),
     # Phikon / Phikon-v2 (Owkin): Hugging Face transformers ViTs; the CLS token of the last layer
     "phikon": EncoderSpec(
@@ -147,12 +156,14 @@ ENCODERS: dict[str, EncoderSpec] = {
         page=_HF + "owkin/phikon", package="transformers",
         hf_config={"model_type": "vit", "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
                    "intermediate_size": 3072, "image_size": 224, "patch_size": 16, "layer_norm_eps": 1e-6},
+        native_mpp=0.5,
     ),
     "phikon-v2": EncoderSpec(
         "phikon-v2", "hf", "owkin/phikon-v2", 1024, pooling="cls", licence="Owkin non-commercial",
         page=_HF + "owkin/phikon-v2", package="transformers",
         hf_config={"model_type": "dinov2", "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
                    "mlp_ratio": 4, "image_size": 224, "patch_size": 16, "layer_norm_eps": 1e-6},
+        native_mpp=0.5,
     ),
     # CONCH (Lu et al. 2024): the CoCa image tower at 448 px, OpenAI CLIP normalisation, through the CONCH package
     "conch": EncoderSpec(
@@ -178,7 +189,12 @@ def encoder_spec(name: str) -> EncoderSpec:
         return EncoderSpec(name, "timm", arch, dim=-1, hub_id=hub)
     if name.startswith("hf:"):
         return EncoderSpec(name, "hf", name.removeprefix("hf:"), dim=-1, pooling="cls", package="transformers")
-    msg = f"Unknown encoder {name!r}; choose from {sorted(ENCODERS)}, 'timm:<model name>' or 'hf:<model id>'."
+    import difflib
+
+    extended = [known for known in sorted(ENCODERS) if known.startswith(name)]  # 'uni2' -> 'uni2-h', not 'uni'
+    close = extended or difflib.get_close_matches(name, sorted(ENCODERS), n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    msg = f"Unknown encoder {name!r}.{hint} Choose from {sorted(ENCODERS)}, 'timm:<model name>' or 'hf:<model id>'."
     raise ValueError(msg)
 
 
@@ -412,7 +428,12 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict]:
         msg = f"Checkpoint {str(path)!r} does not exist."
         raise FileNotFoundError(msg)
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":  # the hub's other weight format (model.safetensors)
+            from safetensors.torch import load_file
+
+            payload = load_file(str(path), device="cpu")
+        else:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         msg = f"Could not read checkpoint {str(path)!r} as a torch state dict ({err})."
         raise ValueError(msg) from err

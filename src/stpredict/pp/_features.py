@@ -18,9 +18,9 @@ from .._constants import LIBRARY_KEY, representation_key
 from .._device import resolve_device
 from .._distributed import map_slides, resolve_client, rows_in_order, slide_parts
 from .._docs import doc_params
-from .._logging import logger
+from .._logging import logger, warn
 from .._recipe import FeatureRecipe
-from .._validate import check_adata
+from .._validate import check_adata, library_ids
 from ._encoders import ENCODERS, embed_patches, encoder_spec, load_encoder
 from ._loader import patch_batches
 from ._nuclei import nuclei_feature_names, nuclei_features
@@ -242,6 +242,26 @@ def compute_image_features(
     return _returned(features, names, resolved, return_names, return_preprocessing)
 
 
+def resolve_target_mpp(adata: AnnData, method: str, target_mpp, unit: str, library_key: str = LIBRARY_KEY):
+    """``'native'`` -> the encoder's training resolution (or ``None``: the slides' own pixels)."""
+    if target_mpp != "native":
+        return target_mpp
+    native = ENCODERS[method].native_mpp if method in ENCODERS else None
+    if native is None:
+        return None
+    unknown = [lib for lib in library_ids(adata, library_key) if slide_mpp(adata, lib) is None]
+    if unknown:
+        warn(
+            f"{method} was trained on {native:g} µm/px tiles, but slides {unknown[:3]} record no µm per pixel: "
+            "patches are read at the slides' own pixels. Set their scalefactors['microns_per_pixel'], or pass "
+            "target_mpp=None to silence this."
+        )
+        return None
+    logger.info("image_features: %s reads patches at its training resolution, %g µm/px (target_mpp='native')",
+                method, native)  # fmt: skip
+    return float(native)
+
+
 #: patches per batch of a neural encoder: on the CPU a large batch is no faster and holds far more memory
 CPU_ENCODER_BATCH, GPU_ENCODER_BATCH = 32, 256
 
@@ -345,7 +365,7 @@ def image_features(
     checkpoint: str | PathLike | None = None,
     pretrained: bool = False,
     device: str = "auto",
-    target_mpp: float | None = None,
+    target_mpp: float | Literal["native"] | None = "native",
     stain_reference: Mapping[str, Any] | None = None,
     client: Any = None,
     preprocessing: Mapping[str, Any] | None = None,
@@ -393,7 +413,11 @@ def image_features(
     target_mpp
         Resample every slide's patches to this many microns per pixel first (resolution harmonisation:
         slides scanned at 0.25 and 0.5 µm/px then give the same features for the same tissue). Patches cover
-        ``size`` px at ``target_mpp`` (or ``size`` µm). Default: each slide's own pixels.
+        ``size`` px at ``target_mpp`` (or ``size`` µm). ``'native'`` (default): the resolution the encoder was
+        trained at when its card gives one (0.5 µm/px for UNI, Virchow, H-optimus, Prov-GigaPath, Phikon:
+        ``size=224`` px then covers 112 µm, as in training; said in the log), else each slide's own pixels
+        (the handcrafted and nuclei features, ImageNet networks, ``timm:``/``hf:`` models). ``None``: each
+        slide's own pixels always.
     stain_reference
         Macenko stain normalisation: each slide's patches are re-rendered with this reference stain (from
         :func:`stpredict.pp.stain_reference` on the training slides) before features are computed.
@@ -439,6 +463,7 @@ def image_features(
     check_adata(adata)
     key_added = key_added or representation_key(method)
     started = time.perf_counter()
+    target_mpp = resolve_target_mpp(adata, method, target_mpp, unit, library_key)
     features, names, resolved = compute_image_features(
         adata,
         method=method,

@@ -125,7 +125,9 @@ def evaluate(
     genes
         Genes to score; default: every gene with predictions.
     highly_predictive
-        Genes for PCC(H).
+        Genes for PCC(H). Default: the genes the predictions record in ``uns[layer_pred]['highly_predictive']``
+        (every ``Predictor.predict`` records the 50 best on its training slides' validation), else PCC(H) is
+        NaN.
     mask_layer
         Boolean layer of entries to ignore (e.g. ``f'{key}_imputed'`` written by
         ``st.pp.smooth(method='adaptive_median')``): every metric then reads the originally non-zero
@@ -154,6 +156,11 @@ def evaluate(
     1.0
     """
     check_adata(adata)
+    if highly_predictive is None:
+        highly_predictive = (adata.uns.get(layer_pred) or {}).get("highly_predictive")
+        if highly_predictive is not None:
+            logger.info("evaluate: PCC(H) over the %d genes uns[%r] records (chosen on training slides)",
+                        len(highly_predictive), layer_pred)  # fmt: skip
     pred, genes = get_predictions(adata, layer_pred, as_gene_list(genes))
     if not genes:
         msg = f"{layer_pred!r} holds no prediction (all NaN)."
