@@ -47,7 +47,7 @@ def test_errors_name_the_fix(predicted):
 
 def test_heatmaps_share_order_and_colour_scale(predicted):
     st.tl.gene_correlation(predicted, layer_true="log1p", layer_pred="noise")
-    axes = st.pl.gene_correlation(predicted)
+    axes = st.pl.gene_correlation(predicted, show=False)
     assert [ax.get_title() for ax in axes] == ["measured", "predicted"]
     labels = [[t.get_text() for t in ax.get_xticklabels()] for ax in axes]
     assert labels[0] == labels[1] and sorted(labels[0]) == sorted(GENES)

@@ -61,7 +61,7 @@ def test_model_comparison_draws_each_models_genes(crop_norm):
         tables[model] = st.tl.evaluate(test, layer_true="log1p", layer_pred=model)
     ax = st.pl.model_comparison(tables, show=False)
     assert [t.get_text() for t in ax.get_xticklabels()] == ["ridge", "ridge_spatial"]
-    assert f"ridge {tables['ridge']['pearson'].median():.3f}" in ax.get_title()
+    assert f"ridge {tables['ridge']['pearson'].mean():.3f}" in ax.get_title()  # PCC(M): the mean over genes
     with pytest.raises(ValueError, match="kind must be"):
         st.pl.model_comparison(tables, kind="bar", show=False)
 
@@ -97,4 +97,5 @@ def test_prediction_plot_draws_the_layer_with_true_spot_sizes(crop_norm):
     x0, x1 = ax.get_xlim()
     points_per_pixel = ax.get_window_extent().width * 72 / fig.dpi / abs(x1 - x0)
     np.testing.assert_allclose(np.sqrt(ax.collections[0].get_sizes()), diameter * points_per_pixel, rtol=1e-6)
-    assert "own colour scale" in fig._suptitle.get_text()
+    assert "one colour scale per gene" in fig._suptitle.get_text()
+    assert fig.axes[-1].get_ylabel() == "measured and predicted log1p"  # what the colours show, not the key

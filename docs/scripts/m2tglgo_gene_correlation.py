@@ -48,7 +48,7 @@ def main() -> None:
         )
         scores[model] = test.uns[f"corr_{model}"]["score"]
     print("structure score (Pearson of off-diagonal correlations):", {k: round(v, 3) for k, v in scores.items()})
-    axes = st.pl.gene_correlation(test, key="corr_m2tglgo")
+    axes = st.pl.gene_correlation(test, key="corr_m2tglgo", show=False)
     axes[0].figure.suptitle(
         f"HER2ST {args.test}, 50 most variable training genes: measured vs M2TGLGO "
         f"(structure score {scores['m2tglgo']:.3f}; ridge {scores['ridge']:.3f})"

@@ -10,7 +10,7 @@ import numpy as np
 from anndata import AnnData
 
 from ..tl._gene_correlation import correlation_block
-from ._spatial import _save
+from ._spatial import _finish
 
 
 def clustered_order(corr: np.ndarray) -> np.ndarray:
@@ -33,14 +33,17 @@ def gene_correlation(
     genes: Sequence[str] | None = None,
     cmap: str = "RdBu_r",
     show_labels: bool | None = None,
-    axes: Sequence[plt.Axes] | None = None,
+    ax: Sequence[plt.Axes] | None = None,
+    show: bool | None = None,
     save: str | PathLike | None = None,
-) -> np.ndarray:
+    axes: Sequence[plt.Axes] | None = None,
+) -> np.ndarray | None:
     """Heatmaps of the measured and the predicted gene-gene correlations, in one gene order and colour scale.
 
     Genes are ordered by a hierarchical clustering of the **measured** correlations, so blocks of
     co-expressed genes line up; both panels share the colour scale -1..1. The title gives the structure
-    score of :func:`stpredict.tl.gene_correlation`.
+    score of :func:`stpredict.tl.gene_correlation`: the Pearson correlation between the off-diagonal entries
+    of the two matrices (1: the predictions keep which genes go together).
 
     Parameters
     ----------
@@ -54,14 +57,15 @@ def gene_correlation(
         Diverging colour map.
     show_labels
         Gene names on the axes (default: when at most 60 genes).
-    axes
-        Two Axes to draw on (default: a new figure).
-    save
-        File to write the figure to.
+    ax
+        Two Axes to draw on (default: a new figure). ``axes=`` is accepted as a synonym.
+    show, save
+        As in scanpy and the other plots here: write the figure to ``save``; show it unless ``save`` is given
+        (``show=False`` returns the Axes).
 
     Returns
     -------
-    The two Axes (measured, predicted).
+    The two Axes (measured, predicted), when ``show=False``.
 
     Examples
     --------
@@ -72,7 +76,7 @@ def gene_correlation(
     >>> test = adata[adata.obs.library_id == "C4"].copy()
     >>> predictor.predict(test, key_added="pred")
     >>> st.tl.gene_correlation(test, layer_true="log1p", layer_pred="pred")
-    >>> axes = st.pl.gene_correlation(test)
+    >>> axes = st.pl.gene_correlation(test, show=False)
     >>> [ax.get_title() for ax in axes]
     ['measured', 'predicted']
     """
@@ -90,6 +94,7 @@ def gene_correlation(
     order = clustered_order(measured)
     labels = np.asarray(genes)[order]
     show_labels = len(genes) <= 60 if show_labels is None else show_labels
+    axes = ax if ax is not None else axes
     if axes is None:
         size = min(4 + 0.12 * len(genes), 9)
         fig, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size), constrained_layout=True)
@@ -103,6 +108,9 @@ def gene_correlation(
     fig = axes[0].figure
     fig.colorbar(image, ax=list(axes), shrink=0.7, label="Pearson r")
     where = f" — slide {record['library_id']}" if record.get("library_id") else ""
-    fig.suptitle(f"gene-gene correlation of {len(genes)} genes{where}: structure score {record['score']:.3f}")
-    _save(fig, save)
-    return axes
+    fig.suptitle(
+        f"gene-gene correlation of {len(genes)} genes{where}\nstructure score {record['score']:.3f} "
+        "(Pearson between the measured and predicted correlations)",
+        fontsize=10,
+    )
+    return _finish(axes[0], show, save, result=axes)

@@ -127,7 +127,7 @@ def prediction(
     library_id: str | None = None,
     show_image: bool = True,
     cmap: str = "viridis",
-    shared_scale: bool = False,
+    shared_scale: bool = True,
     spot_size: float | None = None,
     uncertainty: bool = False,
     ax=None,
@@ -137,9 +137,10 @@ def prediction(
     """Measured and predicted expression side by side on one slide, with the per-gene Pearson.
 
     Each gene gets a row; columns are the measurement (if ``layer_true`` is given) and the prediction,
-    drawn over the slide's ``hires`` image. Regression to the mean makes predictions span a narrower range
-    than measurements, so by default each panel has its own colour scale (Pearson ignores scale anyway);
-    ``shared_scale=True`` compares magnitudes instead.
+    drawn over the slide's ``hires`` image, on one colour scale per gene (so colours mean the same value in
+    both). Regression to the mean makes predictions span a narrower range than measurements: with
+    ``shared_scale=False`` each panel gets its own scale, which shows the predicted pattern in full (Pearson
+    ignores scale anyway).
 
     Parameters
     ----------
@@ -158,7 +159,7 @@ def prediction(
     cmap
         Colour map.
     shared_scale
-        One colour scale per gene for both panels instead of one per panel.
+        One colour scale per gene for both panels (default), or one per panel.
     spot_size
         Marker size in points² (default: from the spot diameter).
     uncertainty
@@ -181,8 +182,8 @@ def prediction(
     >>> st.pp.normalize(adata)
     >>> adata.layers["pred"] = adata.layers["log1p"] + 0.1
     >>> fig = st.pl.prediction(adata, ["ERBB2"], layer_pred="pred", library_id="C3", show=False)
-    >>> len(fig.axes)  # measured, predicted and their colour bars
-    4
+    >>> len(fig.axes)  # measured, predicted and their shared colour bar
+    3
     """
     check_adata(adata)
     genes = as_gene_list(genes)
@@ -197,6 +198,7 @@ def prediction(
     true = get_matrix(adata[mask], layer_true, columns=columns) if layer_true is not None else None
     width = _interval_width(adata, layer_pred, genes)[mask] if uncertainty else None
 
+    scale_name = _scale_name(adata, layer_pred, layer_true)
     panels = (2 if true is not None else 1) + (width is not None)
     own_figure = ax is None
     fig, axes = _panel_axes(ax, len(genes), panels)  # genes x panels
@@ -233,21 +235,28 @@ def prediction(
             view.frame(ax)
             if is_width or not shared_scale:
                 colourbar = fig.colorbar(points, ax=ax, shrink=0.8)
-                label = "upper - lower" if is_width else layer_true if (true is not None and col == 0) else layer_pred
+                kind = "measured" if (true is not None and col == 0) else "predicted"
+                label = f"interval width ({scale_name})" if is_width else f"{kind} {scale_name}"
                 colourbar.set_label(label, fontsize=8)
         if shared_scale:
+            both = "measured and predicted" if true is not None else "predicted"
             fig.colorbar(
                 expression_points,
                 ax=axes[row, :n_expression].tolist(),
                 shrink=0.8,
-                label=f"{layer_true} / {layer_pred}",
-            )
+            ).set_label(f"{both} {scale_name}", fontsize=8)
     scales = "one colour scale per gene" if shared_scale or true is None else "each panel its own colour scale"
     if own_figure:
         fig.suptitle(f"slide {library_id} ({scales})", fontsize=10)
     for panel in axes.ravel():
         view.fit_spots(panel)
     return _finish(axes[0, 0], show, save, result=fig)
+
+
+def _scale_name(adata: AnnData, layer_pred: str, layer_true: str | None) -> str:
+    """What the colours show: the target layer the predictions were trained on (e.g. ``log1p``)."""
+    recorded = (adata.uns.get(layer_pred) or {}).get("layer") if isinstance(adata.uns.get(layer_pred), dict) else None
+    return str(recorded or layer_true or "expression")
 
 
 def _interval_width(adata: AnnData, key: str, genes: list[str]) -> np.ndarray:
@@ -414,8 +423,11 @@ def model_comparison(
         _, ax = plt.subplots(figsize=(1.6 + 1.1 * len(order), 3.6))
     draw = sns.boxplot if kind == "box" else sns.violinplot
     draw(long, x="model", y=metric, order=order, ax=ax, color="0.85")
-    medians = long.groupby("model", sort=False)[metric].median()
-    ax.set_title("median: " + ", ".join(f"{m} {v:.3f}" for m, v in medians.items()), fontsize=9)
+    means = long.groupby("model", sort=False)[metric].mean()  # the mean over genes: PCC(M) for the Pearson
+    draw_means = ax.scatter(range(len(order)), means.reindex(order).to_numpy(), marker="D", color="tab:red", s=18,
+                            zorder=3, label="mean over genes")  # fmt: skip
+    ax.legend(handles=[draw_means], fontsize=7, frameon=False, loc="best")
+    ax.set_title("mean over genes: " + ", ".join(f"{m} {v:.3f}" for m, v in means.items()), fontsize=9)
     ax.set_ylabel(f"per-gene {METRIC_NAMES.get(metric, metric)}")
     ax.set_xlabel("")
     ax.axhline(0, color="black", linewidth=0.6)

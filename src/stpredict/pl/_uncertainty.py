@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._constants import derived_key
-from .._validate import check_adata
+from .._validate import check_adata, spot_libraries
 from ._spatial import _finish
 
 
@@ -51,14 +51,14 @@ def calibration_curve(
         _, ax = plt.subplots(figsize=(4.2, 3.8))
     ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=0.8, label="calibrated")
     by = ["model", "method"] if "model" in table else ["method"]
-    for name, rows in table.groupby(by, sort=False):
+    for k, (name, rows) in enumerate(table.groupby(by, sort=False)):
         rows = rows.sort_values("nominal")
         label = " / ".join(map(str, name if isinstance(name, tuple) else (name,)))
         line = ax.plot(rows["nominal"], rows["coverage"], marker="o", label=label)[0]
-        for _, row in rows.iterrows():
+        for _, row in rows.iterrows():  # each line's labels in their own row below its points: no overlap
             ax.annotate(
                 f"{row['width']:.2f}", (row["nominal"], row["coverage"]), fontsize=6, color=line.get_color(),
-                xytext=(3, -8), textcoords="offset points",
+                xytext=(4, -9 - 8 * k), textcoords="offset points",
             )  # fmt: skip
     low = float(min(table["nominal"].min(), table["coverage"].min())) - 0.05
     ax.set_xlim(max(low, 0), 1.0)
@@ -80,7 +80,11 @@ def ood(
     show: bool | None = None,
     save: str | PathLike | None = None,
 ):
-    """Out-of-distribution score of every slide (median over its spots), against the warning threshold 1.
+    """Out-of-distribution score of every slide: its spots' spread and median, against the warning threshold 1.
+
+    A spot's score is its distance to the training images in the model's representation, in units of the
+    distance that 95 % of a held-out training slide's spots stay within: above 1, a slide's spots are further
+    from the training data than that, and its predictions deserve less trust.
 
     Parameters
     ----------
@@ -112,14 +116,19 @@ def ood(
         raise KeyError(msg)
     per_slide = pd.Series(adata.uns[key]["ood"]["slides"], dtype=float)
     if ax is None:
-        _, ax = plt.subplots(figsize=(max(3.2, 1.4 + 0.5 * len(per_slide)), 3.4))
+        _, ax = plt.subplots(figsize=(max(3.6, 1.6 + 0.6 * len(per_slide)), 3.6))
+    slides = spot_libraries(adata)
+    spread = [adata.obs[column].to_numpy()[slides == s] for s in per_slide.index.astype(str)]
+    positions = np.arange(len(per_slide))
+    ax.boxplot(spread, positions=positions, widths=0.6, showfliers=False, medianprops={"color": "none"})
     colours = np.where(per_slide.to_numpy() > 1, "tab:red", "tab:blue")
-    ax.bar(per_slide.index.astype(str), per_slide.to_numpy(), color=colours)
+    ax.scatter(positions, per_slide.to_numpy(), color=colours, marker="D", s=24, zorder=3, label="median")
+    ax.set_xticks(positions, per_slide.index.astype(str))
     ax.axhline(1.0, color="black", linestyle="--", linewidth=0.8)
     ax.text(ax.get_xlim()[1], 1.0, " warning", va="center", fontsize=7)
-    ax.set_ylabel("OOD score (median over spots)")
+    ax.set_ylabel("distance to the training images\n(1 = 95 % of held-out training spots)", fontsize=8)
     ax.set_xlabel("slide")
-    ax.set_title(f"unlike the training slides above 1 ({key})", fontsize=9)
+    ax.set_title(f"out-of-distribution score ({key})\nboxes: its spots' spread; diamonds: the slide's median", fontsize=8)
     if len(per_slide) > 8:
         ax.tick_params(axis="x", labelrotation=90)
     ax.figure.tight_layout()
