@@ -9,6 +9,8 @@ ARRAY_ROW = "array_row"
 ARRAY_COL = "array_col"
 COUNTS_LAYER = "counts"
 SOURCE_IMAGE_KEY = "source_image_path"  # uns['spatial'][lib]['metadata'][...] as scanpy's read_visium
+#: where readers record segmentations (``{name: {'path': ...}}``) in a slide's ``uns['spatial'][id]['metadata']``
+SEGMENTATION_KEY = "nuclei_segmentation"
 MICRONS_PER_PIXEL = "microns_per_pixel"  # uns['spatial'][lib]['scalefactors'][...]
 GRID_KEY = "grid"  # uns['spatial'][lib]['metadata'][...]: 'square' (legacy ST) or 'hex' (Visium)
 # uns['spatial'][lib]['metadata'][...]: 'circle' (spots; the default when absent) or 'square' (Visium HD bins),

@@ -8,7 +8,7 @@ import torch
 
 import stpredict as st
 from stpredict.models.merge import PAPER_PARAMS, MergeGAT
-from stpredict.models.merge._graph import EDGE_TYPES
+from stpredict.pp._hierarchical import EDGE_TYPES
 
 GENES = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19", "ACTB"]
 SMALL = {"hidden": [16, 16], "heads": 2, "input_dim": 16}

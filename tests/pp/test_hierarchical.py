@@ -7,7 +7,7 @@ import pytest
 import scipy.sparse as sp
 
 import stpredict as st
-from stpredict.models.merge._graph import EDGE_TYPES, hierarchical_edges
+from stpredict.pp._hierarchical import EDGE_TYPES, hierarchical_edges
 
 
 def _edges(adata, kind, key="merge"):

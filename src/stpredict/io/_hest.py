@@ -16,12 +16,12 @@ from .._constants import (
     ARRAY_ROW,
     GRID_KEY,
     MICRONS_PER_PIXEL,
+    SEGMENTATION_KEY,
     SOURCE_IMAGE_KEY,
     SPATIAL_KEY,
 )
 from .._files import read_h5ad
 from .._logging import logger
-from ..pp._nuclei_shapes import SEGMENTATION_KEY
 from ._image import HIRES_MAX_SIDE, require_spots_inside
 from ._slide import make_genes_unique, mark_slide
 from ._stored_patches import STORED_PATCHES_KEY, patch_file_record

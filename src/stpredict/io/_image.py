@@ -179,7 +179,7 @@ def load_slide_image(adata: AnnData, library_id: str) -> tuple[np.ndarray, float
     meta = (slide or {}).get("metadata", {})
     store, element = meta.get(SPATIALDATA_STORE_KEY), meta.get(SPATIALDATA_IMAGE_KEY)
     if path is None and store and element and Path(store).exists():
-        from ._spatialdata import read_spatialdata_image  # needs spatialdata: imported only for such slides
+        from ._spatialdata_image import read_spatialdata_image  # needs spatialdata: imported only for such slides
 
         return read_spatialdata_image(store, element), 1.0
     if slide is None:

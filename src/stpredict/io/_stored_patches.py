@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from ._resize import resize_patches
+
 #: where a reader records a slide's stored patches (in ``uns['spatial'][library_id]['metadata']``)
 STORED_PATCHES_KEY = "stored_patches"
 #: a request may ask for a pixel size this much finer than the stored one and still be served (rounding)
@@ -69,8 +71,6 @@ class StoredPatches:
 
     def read(self, barcodes: np.ndarray, physical_um: float, out_side: int) -> np.ndarray:
         """The spots' patches covering ``physical_um`` around the centre, at ``out_side`` px (uint8, RGB)."""
-        from ..pp._patches import resize_patches
-
         rows = np.array([self.rows[str(b)] for b in barcodes], dtype=np.int64)
         unique, inverse = np.unique(rows, return_inverse=True)  # h5py reads increasing indices only
         patches = np.asarray(self.handle["img"][unique])[inverse][..., :3]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,7 @@ from anndata import AnnData
 from .._constants import ARRAY_COL, ARRAY_ROW, LIBRARY_KEY, PATIENT_KEY, SPATIAL_KEY
 from .._recipe import FEATURES_KEY, FeatureRecipe, stored_key
 from .._validate import require_grid, require_spatial, spot_libraries
+from ..pp._graph import build_graph
 
 
 @dataclass(frozen=True)
@@ -169,51 +170,6 @@ def expression_free_copy(adata: AnnData) -> AnnData:
     return AnnData(obs=obs, obsm=obsm, uns=uns)
 
 
-#: the spot graph of a model that offers the choice: its paper's nearest centres, or the array's neighbours
-SpotGraph = Literal["knn", "grid"]
-
-
-def check_spot_graph(spot_graph: str) -> None:
-    """Raise a clear error unless ``spot_graph`` is one of :data:`SpotGraph`'s choices."""
-    if spot_graph not in get_args(SpotGraph):
-        msg = f"spot_graph must be 'knn' (nearest spot centres) or 'grid' (array neighbours), got {spot_graph!r}."
-        raise ValueError(msg)
-
-
-def spot_graph_spec(spot_graph: SpotGraph, n_neighbours: int) -> dict[str, Any]:
-    """The spot graph a graph model reads: ``'knn'`` (its paper's, ``n_neighbours`` nearest spots) or ``'grid'``.
-
-    ``'grid'`` joins each spot to its array neighbours (6 on Visium's hex grid, 8 on legacy ST's square
-    grid), the graph ``ridge_spatial`` reads; it needs ``array_row``/``array_col``.
-
-    Examples
-    --------
-    >>> spot_graph_spec("knn", 6), spot_graph_spec("grid", 6)
-    ({'kind': 'knn', 'n_neighs': 6}, {'kind': 'grid'})
-    """
-    check_spot_graph(spot_graph)
-    if spot_graph == "grid":
-        return {"kind": "grid"}
-    return {"kind": "knn", "n_neighs": int(n_neighbours)}
-
-
-#: builders of graph kinds other than st.pp.spatial_graph's, ``{kind: builder(spots, features, **spec)}``;
-#: the module that owns a kind registers it (``st.pp.hierarchical_graph``: ``'hierarchical'``)
-GRAPH_BUILDERS: dict[str, Any] = {}
-
-
-def _build_graph(spots: AnnData, features: np.ndarray, spec: Mapping[str, Any]):
-    """A graph for these spots (``SpatialGraph``, or a registered kind's); every graph offers ``connectivities``."""
-    spec = dict(spec)
-    builder = GRAPH_BUILDERS.get(spec.get("kind"))
-    if builder is not None:
-        spec.pop("kind")
-        return builder(spots, features, **spec)
-    from ..pp._graph import SpatialGraph, compute_spatial_graph
-
-    return SpatialGraph(*compute_spatial_graph(spots, **spec))
-
-
 def build_inputs(
     adata: AnnData,
     features: np.ndarray,
@@ -240,7 +196,7 @@ def build_inputs(
         )
         require_grid(spots, needed_by)  # raises the explanatory error
     rows, cols = require_grid(spots) if has_grid else (None, None)
-    built = {name: _build_graph(spots, features, spec) for name, spec in graphs.items()}
+    built = {name: build_graph(spots, features, spec) for name, spec in graphs.items()}
     inputs = ModelInputs(
         features=np.ascontiguousarray(features, dtype=np.float32),
         spatial=require_spatial(spots),

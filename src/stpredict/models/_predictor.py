@@ -20,6 +20,7 @@ from anndata import AnnData
 
 from .._constants import derived_key, prediction_key
 from .._files import atomic_path
+from .._leakage import fingerprint_copies
 from .._logging import logger, warn
 from .._predictions import write_predictions
 from .._recipe import FeatureRecipe, jsonable
@@ -539,8 +540,6 @@ class Predictor:
 
     def _training_copies(self, adata: AnnData) -> dict[str, str]:
         """Slides of ``adata`` that are training slides under another name (see ``train_fingerprints``)."""
-        from ..tl._leakage import fingerprint_copies  # tl imports models: import when used
-
         if not self.train_fingerprints or "spatial" not in adata.obsm:
             return {}
         return fingerprint_copies(adata, self.train_fingerprints)

@@ -21,8 +21,9 @@ from sklearn.preprocessing import StandardScaler
 
 from .._logging import logger
 from .._metrics import per_slide_pearson
+from ..pp._graph import check_spot_graph, spot_graph_spec
 from ._base import Model, Validation
-from ._inputs import ModelInputs, check_spot_graph, spot_graph_spec
+from ._inputs import ModelInputs
 from ._validation import scoring_units, validation_groups
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))

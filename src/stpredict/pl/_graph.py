@@ -78,7 +78,7 @@ def hierarchical_graph(
     >>> ax.get_title()
     'C3: 3 feature clusters, 6 centroids'
     """
-    from ..models.merge._graph import EDGE_TYPES
+    from ..pp._hierarchical import EDGE_TYPES
 
     check_adata(adata)
     type_key = f"{key}_edge_type"

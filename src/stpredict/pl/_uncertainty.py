@@ -128,7 +128,9 @@ def ood(
     ax.text(ax.get_xlim()[1], 1.0, " warning", va="center", fontsize=7)
     ax.set_ylabel("distance to the training images\n(1 = 95 % of held-out training spots)", fontsize=8)
     ax.set_xlabel("slide")
-    ax.set_title(f"out-of-distribution score ({key})\nboxes: its spots' spread; diamonds: the slide's median", fontsize=8)
+    ax.set_title(
+        f"out-of-distribution score ({key})\nboxes: its spots' spread; diamonds: the slide's median", fontsize=8
+    )
     if len(per_slide) > 8:
         ax.tick_params(axis="x", labelrotation=90)
     ax.figure.tight_layout()

@@ -1,10 +1,10 @@
 """Preprocessing: targets (normalisation, gene selection, smoothing) and image features (``st.pp``)."""
 
-from ..models.merge._graph import hierarchical_graph  # MERGE's graph, public here as a preprocessing step
 from ._encoders import ENCODERS, load_encoder
 from ._features import handcrafted_feature_names, handcrafted_features, image_features
 from ._genes import select_genes
 from ._graph import spatial_graph
+from ._hierarchical import hierarchical_graph  # MERGE's graph, a preprocessing step
 from ._normalize import gene_lengths, normalize
 from ._nuclei import nuclei_feature_names, nuclei_features, segment_nuclei
 from ._patches import extract_patches

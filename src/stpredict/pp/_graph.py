@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -227,3 +228,46 @@ def write_graph(
         adata.obsp[dist_key] = sp.csr_matrix(distances)
         entry["distances_key"] = dist_key
     adata.uns[f"{key_added}_neighbors"] = entry
+
+
+#: the spot graph of a model that offers the choice: its paper's nearest centres, or the array's neighbours
+SpotGraph = Literal["knn", "grid"]
+
+
+def check_spot_graph(spot_graph: str) -> None:
+    """Raise a clear error unless ``spot_graph`` is one of :data:`SpotGraph`'s choices."""
+    if spot_graph not in get_args(SpotGraph):
+        msg = f"spot_graph must be 'knn' (nearest spot centres) or 'grid' (array neighbours), got {spot_graph!r}."
+        raise ValueError(msg)
+
+
+def spot_graph_spec(spot_graph: SpotGraph, n_neighbours: int) -> dict[str, Any]:
+    """The spot graph a graph model reads: ``'knn'`` (its paper's, ``n_neighbours`` nearest spots) or ``'grid'``.
+
+    ``'grid'`` joins each spot to its array neighbours (6 on Visium's hex grid, 8 on legacy ST's square
+    grid), the graph ``ridge_spatial`` reads; it needs ``array_row``/``array_col``.
+
+    Examples
+    --------
+    >>> spot_graph_spec("knn", 6), spot_graph_spec("grid", 6)
+    ({'kind': 'knn', 'n_neighs': 6}, {'kind': 'grid'})
+    """
+    check_spot_graph(spot_graph)
+    if spot_graph == "grid":
+        return {"kind": "grid"}
+    return {"kind": "knn", "n_neighs": int(n_neighbours)}
+
+
+#: builders of graph kinds other than st.pp.spatial_graph's, ``{kind: builder(spots, features, **spec)}``;
+#: the module that owns a kind registers it (``pp._hierarchical``: ``'hierarchical'``)
+GRAPH_BUILDERS: dict[str, Any] = {}
+
+
+def build_graph(spots: AnnData, features: np.ndarray, spec: Mapping[str, Any]):
+    """A graph for these spots (``SpatialGraph``, or a registered kind's); every graph offers ``connectivities``."""
+    spec = dict(spec)
+    builder = GRAPH_BUILDERS.get(spec.get("kind"))
+    if builder is not None:
+        spec.pop("kind")
+        return builder(spots, features, **spec)
+    return SpatialGraph(*compute_spatial_graph(spots, **spec))

@@ -20,12 +20,10 @@ from anndata import AnnData
 from scipy.spatial import cKDTree
 from skimage.draw import polygon as draw_polygon
 
+from .._constants import SEGMENTATION_KEY
 from .._validate import library_ids, require_spatial, spatial_entry, spot_libraries
 from ._nuclei import MORPHOLOGY, TOPOLOGY, _morphology_table, _topology
 from ._patches import patch_geometry, slide_mpp
-
-#: where readers record segmentations (``{name: {'path': ...}}``) in a slide's ``uns['spatial'][id]['metadata']``
-SEGMENTATION_KEY = "nuclei_segmentation"
 
 
 def read_nuclei_shapes(path: str | PathLike) -> list[np.ndarray]:

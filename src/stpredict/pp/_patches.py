@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 from anndata import AnnData
-from PIL import Image
 
 from .._constants import LIBRARY_KEY, MICRONS_PER_PIXEL
 from .._docs import doc_params
 from .._logging import logger, warn
 from .._validate import library_ids, require_spatial, spatial_entry, spot_libraries
 from ..io._image import open_slide_image
+from ..io._resize import resize_patches
 
 BACKGROUND = 255  # outside the scan is empty glass: pad with white
 MIN_PATCH_PX = 8  # texture and nuclei features need a few pixels around the centre
@@ -141,14 +141,6 @@ def cut_patches(image, centres: np.ndarray, side: int, out_side: int | None = No
         if x_lo < x_hi and y_lo < y_hi:
             out[i, y_lo - y0 : y_hi - y0, x_lo - x0 : x_hi - x0] = image[y_lo:y_hi, x_lo:x_hi]
     return out if out_side == side else resize_patches(out, out_side)
-
-
-def resize_patches(patches: np.ndarray, side: int) -> np.ndarray:
-    """Patches resampled to ``side`` px (area averaging when shrinking, bilinear when enlarging)."""
-    if patches.shape[1] == side:
-        return patches
-    method = Image.Resampling.BOX if side < patches.shape[1] else Image.Resampling.BILINEAR
-    return np.stack([np.asarray(Image.fromarray(p).resize((side, side), method)) for p in patches])
 
 
 def slide_mpp(adata: AnnData, library_id: str) -> float | None:

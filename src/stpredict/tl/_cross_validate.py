@@ -14,6 +14,7 @@ from anndata import AnnData
 from tqdm.auto import tqdm
 
 from .._constants import COUNTS_LAYER
+from .._leakage import check_folds_no_leakage
 from .._logging import logger
 from .._predictions import write_predictions
 from .._validate import as_gene_list, check_adata, library_ids, spot_libraries
@@ -23,7 +24,6 @@ from ..pp._genes import select_genes
 from ..pp._normalize import layer_scale
 from ._evaluate import evaluate, summarize
 from ._fit import default_recipe, fit
-from ._leakage import check_folds_no_leakage
 from ._splits import Fold, make_splits
 
 

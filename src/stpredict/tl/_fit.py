@@ -13,6 +13,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._device import resolve_device
+from .._leakage import slide_fingerprints
 from .._logging import logger
 from .._recipe import FeatureRecipe, jsonable
 from .._validate import as_gene_list, check_adata, check_genes_present, get_matrix, get_rep, library_ids
@@ -25,7 +26,6 @@ from ..models._predictor import representation_recipe
 from ..models._validation import validation_groups
 from ..pp._genes import default_genes
 from ..pp._normalize import layer_scale
-from ._leakage import slide_fingerprints
 
 
 def default_recipe(method: str) -> dict[str, Any]:

@@ -8,9 +8,9 @@ from typing import Any
 
 from anndata import AnnData
 
+from .._leakage import check_no_leakage
 from .._validate import check_adata, library_ids
 from ._fit import fit
-from ._leakage import check_no_leakage
 
 
 def fit_predict(

@@ -311,7 +311,17 @@ def _cells(model, adata, image, geometry: _Geometry, columns, region, show_progr
     model_rows = (g.rows[0] * g.factor, g.rows[1] * g.factor)
     model_cols = (g.cols[0] * g.factor, g.cols[1] * g.factor)
     values, centroids, outlines, areas = predict_cells(
-        model, image, g.grid, model.dense, model_rows, model_cols, columns, mpp, box, show_progress_bar
+        model,
+        image,
+        g.grid,
+        model.dense,
+        model_rows,
+        model_cols,
+        columns,
+        mpp,
+        box,
+        show_progress_bar,
+        tile=TILE_BINS,
     )
     centres = centroids / g.scale
 

@@ -15,15 +15,14 @@ from ..pp._cells import OUTLINE_POINTS, iter_tile_cells
 from ..pp._dense import iter_tiles
 
 
-def predict_cells(model, image, grid, dense, rows, cols, columns, mpp, region, show_progress_bar):
+def predict_cells(model, image, grid, dense, rows, cols, columns, mpp, region, show_progress_bar, *, tile: int):
     """Every cell of the bins ``rows`` x ``cols`` (model bins) inside ``region`` (image px, or ``None``).
 
-    Returns ``(linear values, centroids, outlines, areas)`` in the pixels of the image read.
+    Reads tiles of ``tile`` x ``tile`` bins. Returns ``(linear values, centroids, outlines, areas)`` in the
+    pixels of the image read.
     """
-    from ._super_resolve import TILE_BINS
-
-    n_tiles = len(list(iter_tiles(rows, cols, TILE_BINS)))
-    tiles = iter_tile_cells(image, grid, dense, rows, cols, mpp, tile=TILE_BINS)
+    n_tiles = len(list(iter_tiles(rows, cols, tile)))
+    tiles = iter_tile_cells(image, grid, dense, rows, cols, mpp, tile=tile)
     parts = []
     for found in tqdm(tiles, total=n_tiles, desc="cells", unit="tile", disable=not show_progress_bar):
         part = (model.cells_linear(found)[:, columns], found.centroids, found.outlines, found.area_px)

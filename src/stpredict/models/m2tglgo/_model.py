@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from ..._logging import warn
+from ...pp._graph import SpotGraph, spot_graph_spec
 from .._data import Key, slide_items
-from .._inputs import ModelInputs, SpotGraph, spot_graph_spec
+from .._inputs import ModelInputs
 from .._neural import NeuralModel, Split
 from .._params import Params
 from .._train import TrainSettings

@@ -1,7 +1,7 @@
 """MERGE (Ganguly et al., CVPR 2025): ``st.tl.fit(adata, model='merge')``.
 
-The model and its network load on first use: ``st.pp.hierarchical_graph`` (``_graph.py``) imports this package
-when stpredict is imported, and must not bring torch's model code with it.
+Its hierarchical spot graph is a preprocessing step, ``st.pp.hierarchical_graph`` (``stpredict/pp/_hierarchical.py``);
+the model and its network load on first use, so importing stpredict does not bring torch's model code.
 """
 
 from .._lazy import lazy_getattr

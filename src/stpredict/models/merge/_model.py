@@ -10,12 +10,13 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ...pp._graph import SpotGraph
+from ...pp._hierarchical import CLUSTERINGS, Centroid, hierarchical_edges
 from .._data import Key, covers_whole_slides, slide_items
-from .._inputs import ModelInputs, SpotGraph
+from .._inputs import ModelInputs
 from .._neural import NeuralModel
 from .._params import Params
 from .._train import TrainSettings
-from ._graph import CLUSTERINGS, Centroid, hierarchical_edges
 from ._module import MergeGAT
 
 

@@ -11,8 +11,9 @@ import pandas as pd
 import torch
 from sklearn.cluster import KMeans
 
+from ...pp._graph import SpotGraph, spot_graph_spec
 from .._data import Items, with_targets
-from .._inputs import ModelInputs, SpotGraph, spot_graph_spec
+from .._inputs import ModelInputs
 from .._neural import NeuralModel, Split
 from .._params import Params
 from .._train import TrainSettings

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._constants import SOURCE_IMAGE_KEY
-from .._validate import require_spatial, slide_masks, spatial_entry, spot_libraries
+from ._constants import SOURCE_IMAGE_KEY
+from ._validate import require_spatial, slide_masks, spatial_entry, spot_libraries
 
 #: share of a test slide's spots at a training slide's coordinates (same image) that counts as the same slide
 SAME_SPOTS_SHARE = 0.5

@@ -25,11 +25,11 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ..._constants import LIBRARY_KEY
-from ..._docs import doc_params
-from ..._logging import logger
-from ..._validate import check_adata, get_rep, require_spatial, spot_libraries
-from .._inputs import SpotGraph, check_spot_graph
+from .._constants import LIBRARY_KEY
+from .._docs import doc_params
+from .._logging import logger
+from .._validate import check_adata, get_rep, require_spatial, spot_libraries
+from ._graph import GRAPH_BUILDERS, SpotGraph, check_spot_graph
 
 Centroid = Literal["feature", "spatial", "random"]
 CLUSTERINGS = ("spatial", "feature")
@@ -72,7 +72,7 @@ class HierarchicalGraph:
 
     def write(self, adata: AnnData, key_added: str, coords: np.ndarray | None = None) -> None:
         """``obsp[f'{key}_connectivities']``/``_distances``/``_edge_type``, ``obs`` clusters and centroids, ``uns[key]``."""
-        from ...pp._graph import _edge_distances, write_graph
+        from ._graph import _edge_distances, write_graph
 
         distances = None if coords is None else _edge_distances(self.connectivities, coords).astype(np.float32)
         write_graph(adata, self.connectivities, distances, {"kind": "hierarchical", **self.params}, key_added)
@@ -268,7 +268,7 @@ def compute_hierarchical_graph(
     """
     check_spot_graph(spot_graph)
     if spot_graph == "grid":
-        from ...pp._graph import compute_spatial_graph
+        from ._graph import compute_spatial_graph
 
         params["spatial_edges"] = compute_spatial_graph(adata, kind="grid", library_key=library_key)[0]
     graph = hierarchical_edges(features, require_spatial(adata), spot_libraries(adata, library_key), **params)
@@ -398,8 +398,6 @@ def hierarchical_graph(
 
 def _register_graph_kind() -> None:
     """Models ask for this graph with ``{'kind': 'hierarchical', ...}`` (e.g. MERGE's ``graph_specs``)."""
-    from .._inputs import GRAPH_BUILDERS
-
     GRAPH_BUILDERS["hierarchical"] = compute_hierarchical_graph
 
 
