@@ -132,7 +132,7 @@ def planted_sub_spot(adata, gene: str = "ERBB2"):
 
 
 #: spot2cell's small settings shared by its tests
-SPOT2CELL_SMALL = {"max_epochs": 20, "width": 32, "n_ensemble": 2, "context_um": [32]}
+SPOT2CELL_SMALL = {"max_epochs": 10, "width": 32, "n_ensemble": 2, "context_um": [32]}
 
 
 def planted_cell_values(log_area_um2):
