@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from anndata import AnnData
+from bench_superres import gene_pcc, nearest_spot  # the same scores as the bins' benchmark (run from benchmarks/)
 from scipy.ndimage import gaussian_filter
 
 import stpredict as st
@@ -77,14 +78,13 @@ def smooth_field(points_um: np.ndarray, seed: int, step_um: float = 20.0, extent
     return noise[cells[:, 0], cells[:, 1]]
 
 
-def slide_cells(adata: AnnData, library_id: str, where: np.ndarray):
-    """``(features, centroids)`` per spot of the slide (nuclei with their centroid in its disc; full-res px)."""
+def slide_cells(adata: AnnData, library_id: str, where: np.ndarray) -> list[np.ndarray]:
+    """The features of the nuclei of each spot ``where`` of the slide (those with their centroid in its disc)."""
     image, _ = load_slide_image(adata, library_id)
     grid = BinGrid.for_image(slide_bin_side(adata, library_id, SPEC.dense.bin_um), image.shape[1], image.shape[0])
     radius = spot_radius(adata, library_id)
     centres = adata.obsm["spatial"][where]
-    per_spot = cells_in_discs(image, grid, SPEC, centres, radius)
-    return per_spot, image, grid
+    return cells_in_discs(image, grid, SPEC, centres, radius)
 
 
 def synthesise(adata: AnnData, truth: Truth, seed: int) -> AnnData:
@@ -94,7 +94,7 @@ def synthesise(adata: AnnData, truth: Truth, seed: int) -> AnnData:
     for library_id in adata.obs["library_id"].unique():
         where = np.flatnonzero(adata.obs["library_id"] == library_id)
         mpp = adata.uns["spatial"][library_id]["scalefactors"]["microns_per_pixel"]
-        per_spot, _, _ = slide_cells(adata, library_id, where)
+        per_spot = slide_cells(adata, library_id, where)
         sizes = [len(p) for p in per_spot]
         features = np.concatenate(per_spot)
         # a nucleus' position: its spot's centre is enough for a field 300 µm wide
@@ -131,19 +131,6 @@ def held_out_truth(test: AnnData, library_id: str, truth: Truth):
     return centroids, np.log1p(1e4 * rates / rates.sum(axis=1, keepdims=True))
 
 
-def gene_pcc(truth: np.ndarray, pred: np.ndarray) -> float:
-    t, p = truth - truth.mean(axis=0), pred - pred.mean(axis=0)
-    r = (t * p).sum(axis=0) / np.sqrt((t**2).sum(axis=0) * (p**2).sum(axis=0) + 1e-12)
-    return float(np.nanmean(r))
-
-
-def nearest(points: np.ndarray, spots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from scipy.spatial import cKDTree
-
-    distance, index = cKDTree(spots).query(points)
-    return index, distance
-
-
 def run(args) -> pd.DataFrame:
     adata = st.datasets.her2st(args.train + [args.test], path=args.shared / "her2st")
     truth = Truth(args.seed)
@@ -166,7 +153,7 @@ def run(args) -> pd.DataFrame:
 
     def score_cells(name, predictor, started):
         cells = st.tl.super_resolve(predictor, test, cells=True, region=region)
-        index, distance = nearest(cells.obsm["spatial"], centroids)
+        index, distance = nearest_spot(cells.obsm["spatial"], centroids, with_distance=True)
         same = distance < 0.5  # the same segmentation: the same nuclei
         record(name, "cell", gene_pcc(true_cells[index[same]], cells.X[same]), time.perf_counter() - started,
                int(same.sum()))  # fmt: skip
@@ -194,7 +181,7 @@ def run(args) -> pd.DataFrame:
         spot_pred = predictor.predict(test, copy=True, key_added="p").obsm["p"].to_numpy()
         record(name, "spot", gene_pcc(measured, spot_pred), fit_s, test.n_obs)
         score_cells(name, predictor, time.perf_counter())
-    near, _ = nearest(centroids, test.obsm["spatial"])
+    near = nearest_spot(centroids, test.obsm["spatial"])
     record("oracle", "cell", gene_pcc(true_cells, measured[near]), 0.0, len(centroids))
     record("ridge_nearest", "cell", gene_pcc(true_cells, ridge_spots[near]), 0.0, len(centroids))
     return pd.DataFrame(rows)

@@ -113,10 +113,12 @@ def gene_pcc(truth: np.ndarray, pred: np.ndarray) -> float:
     return float(np.nanmean(r))
 
 
-def nearest_spot(points: np.ndarray, spots: np.ndarray) -> np.ndarray:
+def nearest_spot(points: np.ndarray, spots: np.ndarray, *, with_distance: bool = False):
+    """The index of each point's nearest spot (and the distance, ``with_distance``)."""
     from scipy.spatial import cKDTree
 
-    return cKDTree(spots).query(points)[1]
+    distance, index = cKDTree(spots).query(points)
+    return (index, distance) if with_distance else index
 
 
 def run(args) -> pd.DataFrame:

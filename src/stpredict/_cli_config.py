@@ -9,15 +9,15 @@ are unchanged and stops, naming the difference, when they are not.
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import inspect
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ._cli_slides import UsageError, read_keys
+from ._validate import did_you_mean
 
 RUN_RECORD = "stpredict_run.json"
 
@@ -52,11 +52,6 @@ def table_keys() -> dict[str, tuple[set[str] | None, str]]:
     }
 
 
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
-    return f" Did you mean {close[0]!r}?" if close else ""
-
-
 def check_tables(config: dict[str, dict[str, Any]], source: str) -> None:
     """Refuse an unknown key in any table, naming the table, the function and the accepted keys."""
     for table, (accepted, receiver) in table_keys().items():
@@ -65,7 +60,7 @@ def check_tables(config: dict[str, dict[str, Any]], source: str) -> None:
         for key in config.get(table, {}):
             if key not in accepted:
                 raise UsageError(
-                    f"{source}: [{table}] has no key {key!r}.{did_you_mean(key, accepted)} The keys of [{table}] are "
+                    f"{source}: [{table}] has no key {key!r}.{did_you_mean(key, sorted(accepted))} The keys of [{table}] are "
                     f"those of {receiver}: {sorted(accepted)}."
                 )
 
@@ -78,7 +73,7 @@ def check_model(options: dict[str, Any]) -> None:
     name = options.get("model", "ridge")
     models = st.tl.available_models()
     if name not in models:
-        raise UsageError(f"Unknown model {name!r}.{did_you_mean(str(name), models)} Models: {models}.")
+        raise UsageError(f"Unknown model {name!r}.{did_you_mean(name, models)} Models: {models}.")
     params = options.get("model_params") or {}
     try:
         get_model(name).check_params(params)

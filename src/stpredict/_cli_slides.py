@@ -171,17 +171,18 @@ def read(slide: Slide, options: dict[str, Any]):
     if slide.reader == "st":
         counts, spots, image = slide.files
         return st.io.read_st(counts, spots, image, **_known(st.io.read_st, options), **name)
-    reader = READERS[slide.reader]()
+    reader = getattr(st.io, READERS[slide.reader])
     return reader(slide.path, **_known(reader, options), **name)
 
 
-READERS: dict[str, Callable[[], Callable]] = {
-    "visium": lambda: __import__("stpredict").io.read_visium,
-    "visium_hd": lambda: __import__("stpredict").io.read_visium_hd,
-    "xenium": lambda: __import__("stpredict").io.read_xenium,
-    "cosmx": lambda: __import__("stpredict").io.read_cosmx,
-    "spatialdata": lambda: __import__("stpredict").io.read_spatialdata,
-    "wsi": lambda: __import__("stpredict").io.read_wsi,
+#: the ``st.io`` reader of each format read from a path (legacy ST is read from its three files)
+READERS = {
+    "visium": "read_visium",
+    "visium_hd": "read_visium_hd",
+    "xenium": "read_xenium",
+    "cosmx": "read_cosmx",
+    "spatialdata": "read_spatialdata",
+    "wsi": "read_wsi",
 }
 
 
@@ -191,7 +192,7 @@ def read_keys() -> set[str]:
 
     import stpredict as st
 
-    readers = [factory() for factory in READERS.values()] + [st.io.read_st]
+    readers = [getattr(st.io, name) for name in READERS.values()] + [st.io.read_st]
     keys = {"patient", "library_id"}
     for reader in readers:
         parameters = list(inspect.signature(reader).parameters.values())

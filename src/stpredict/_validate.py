@@ -201,13 +201,22 @@ def spatial_entry(adata: AnnData, library_id: str) -> dict | None:
     return None
 
 
-def check_choice(value: object, choices: Sequence[str], name: str) -> str:
-    """Refuse a value outside ``choices``, naming the parameter, the bad value and the closest choice."""
+def did_you_mean(value: object, choices: Sequence[str], *, extensions_first: bool = False) -> str:
+    """``" Did you mean 'x'?"`` for the closest of ``choices`` (``""`` when none is close).
+
+    ``extensions_first``: a choice that extends ``value`` wins (``'uni2'`` -> ``'uni2-h'``, not ``'uni'``).
+    """
     import difflib
 
+    extended = [c for c in choices if c.startswith(str(value))] if extensions_first else []
+    close = extended or difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def check_choice(value: object, choices: Sequence[str], name: str) -> str:
+    """Refuse a value outside ``choices``, naming the parameter, the bad value and the closest choice."""
     if isinstance(value, str) and value in choices:
         return value
-    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(value, choices)
     msg = f"Unknown {name} {value!r}; choose one of {', '.join(map(repr, choices))}.{hint}"
     raise ValueError(msg)

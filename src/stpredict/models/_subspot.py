@@ -46,6 +46,18 @@ class SubSpotModel:
         """Linear values of a tile's nuclei (:class:`~stpredict.pp._cells.TileCells`): their bins' area-weighted mean."""
         return cells.bin_mean(self.bin_linear(cells.bin_features))
 
+    def _linear_in_batches(self, per_item, features: np.ndarray, batch_size: int) -> np.ndarray:
+        """``per_item(net, x)`` (a batch of item features -> linear expression) over ``features``, in batches."""
+        import torch
+
+        net = self.net_.to(self.device).eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(features), batch_size):
+                x = torch.as_tensor(features[start : start + batch_size], dtype=torch.float32, device=self.device)
+                out.append(per_item(net, x).float().cpu().numpy())
+        return np.concatenate(out) if out else np.empty((0, self.n_genes_), np.float32)
+
     # --- training spots as bags of sub-spot items (bins or cells) ----------------------------------------------
 
     def _bags(self, inputs, spots: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -65,6 +77,16 @@ class SubSpotModel:
             return items
         bags, mask = self._fit_read
         return spot_items({Key.X: bags, BAG_MASK: mask}, spots, z, unit)
+
+
+def pad_bags(members: list[np.ndarray], n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per spot its items' features ``(k_i, n_features)`` -> padded bags ``(spots, max k, n_features)`` and mask."""
+    width = max((len(m) for m in members), default=1)
+    bags = np.zeros((len(members), width, n_features), np.float32)
+    mask = np.zeros((len(members), width), bool)
+    for i, part in enumerate(members):
+        bags[i, : len(part)], mask[i, : len(part)] = part, True
+    return bags, mask
 
 
 def super_resolving_models() -> list[str]:

@@ -84,9 +84,6 @@ class TileCells:
     area_px: np.ndarray  # (cells,)
     outlines: np.ndarray | None  # (cells, OUTLINE_POINTS, 2) x, y
 
-    def __len__(self) -> int:
-        return self.counts.shape[0]
-
     def bin_mean(self, per_bin: np.ndarray) -> np.ndarray:
         """The area-weighted mean over each nucleus of a per-bin quantity ``(tile bins, k)``."""
         return np.asarray(self.counts @ per_bin) / self.area_px[:, None]

@@ -189,11 +189,9 @@ def encoder_spec(name: str) -> EncoderSpec:
         return EncoderSpec(name, "timm", arch, dim=-1, hub_id=hub)
     if name.startswith("hf:"):
         return EncoderSpec(name, "hf", name.removeprefix("hf:"), dim=-1, pooling="cls", package="transformers")
-    import difflib
+    from .._validate import did_you_mean
 
-    extended = [known for known in sorted(ENCODERS) if known.startswith(name)]  # 'uni2' -> 'uni2-h', not 'uni'
-    close = extended or difflib.get_close_matches(name, sorted(ENCODERS), n=1, cutoff=0.6)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(name, sorted(ENCODERS), extensions_first=True)  # 'uni2' -> 'uni2-h', not 'uni'
     msg = f"Unknown encoder {name!r}.{hint} Choose from {sorted(ENCODERS)}, 'timm:<model name>' or 'hf:<model id>'."
     raise ValueError(msg)
 

@@ -21,7 +21,7 @@ from ...pp._dense import BinGrid, DenseFeatures, features_at, slide_bin_side
 from .._inputs import ModelInputs
 from .._neural import NeuralModel, Split
 from .._params import Params
-from .._subspot import SubSpotModel, spot_radius
+from .._subspot import SubSpotModel, pad_bags, spot_radius
 from .._train import TrainSettings
 from ._module import IstarNet
 
@@ -183,13 +183,7 @@ class IstarModel(SubSpotModel, NeuralModel):
 
     def bin_linear(self, features: np.ndarray, batch_size: int = 8192) -> np.ndarray:
         """``(n_bins, features)`` -> ``(n_bins, genes)`` spot-equivalent linear expression (ensemble median)."""
-        net = self.net_.to(self.device).eval()
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(features), batch_size):
-                x = torch.as_tensor(features[start : start + batch_size], dtype=torch.float32, device=self.device)
-                out.append(net.bin_linear(x).float().cpu().numpy())
-        return np.concatenate(out) if out else np.empty((0, self.n_genes_), np.float32)
+        return self._linear_in_batches(lambda net, x: net.bin_linear(x), features, batch_size)
 
 
 def spot_bags(inputs: ModelInputs, dense: DenseFeatures, spots: np.ndarray | None = None):
@@ -223,9 +217,4 @@ def spot_bags(inputs: ModelInputs, dense: DenseFeatures, spots: np.ndarray | Non
                 image.close()
         for i, part in zip(where, np.split(features, np.cumsum(sizes)[:-1]), strict=True):
             members[i] = part
-    width = max((len(m) for m in members), default=1)
-    bags = np.zeros((len(spots), width, dense.n_features), np.float32)
-    mask = np.zeros((len(spots), width), bool)
-    for i, part in enumerate(members):
-        bags[i, : len(part)], mask[i, : len(part)] = part, True
-    return bags, mask
+    return pad_bags(members, dense.n_features)

@@ -26,7 +26,7 @@ from ...pp._dense import BinGrid, DenseFeatures, features_at, slide_bin_side
 from .._inputs import ModelInputs
 from .._neural import NeuralModel, Split
 from .._params import Params
-from .._subspot import SubSpotModel, spot_radius
+from .._subspot import SubSpotModel, pad_bags, spot_radius
 from .._train import TrainSettings
 from ._module import Spot2CellNet
 
@@ -138,13 +138,7 @@ class Spot2CellModel(SubSpotModel, NeuralModel):
 
     def cell_linear(self, features: np.ndarray, batch_size: int = 8192) -> np.ndarray:
         """``(n_cells, features)`` -> ``(n_cells, genes)`` linear expression of single cells."""
-        net = self.net_.to(self.device).eval()
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(features), batch_size):
-                x = torch.as_tensor(features[start : start + batch_size], dtype=torch.float32, device=self.device)
-                out.append(net.to_linear(net.cell_target(x)).float().cpu().numpy())
-        return np.concatenate(out) if out else np.empty((0, self.n_genes_), np.float32)
+        return self._linear_in_batches(lambda net, x: net.to_linear(net.cell_target(x)), features, batch_size)
 
     def cells_linear(self, cells) -> np.ndarray:
         return self.cell_linear(cells.features())
@@ -186,9 +180,4 @@ def spot_cell_bags(inputs: ModelInputs, cells: CellFeatures, spots: np.ndarray |
         finally:
             if not isinstance(image, np.ndarray):
                 image.close()
-    width = max((len(m) for m in members), default=1)
-    bags = np.zeros((len(spots), width, cells.n_features), np.float32)
-    mask = np.zeros((len(spots), width), bool)
-    for i, part in enumerate(members):
-        bags[i, : len(part)], mask[i, : len(part)] = part, True
-    return bags, mask
+    return pad_bags(members, cells.n_features)
