@@ -737,7 +737,7 @@ def test_repeated_gene_names_predict_and_say_what_to_do_where_ambiguous(crop):
     erbb2 = names.index("ERBB2")
     names[0] = "ERBB2"  # Space Ranger output before var_names_make_unique
     test.var_names = names
-    predictor.predict(test)  # prediction reads no expression: works
+    predictor.predict(test, full_layer=True)  # prediction reads no expression: works
     layer = test.layers["pred_ridge"]
     np.testing.assert_array_equal(layer[:, 0], layer[:, erbb2])
     np.testing.assert_array_equal(layer[:, 0], test.obsm["pred_ridge"]["ERBB2"].to_numpy())

@@ -40,10 +40,7 @@ def test_outputs_and_recorded_parameters(crop_norm):
     st.tl.fit_predict(train, test, genes=genes, key_added="p")
     frame = test.obsm["p"]
     assert frame.columns.tolist() == genes and (frame.index == test.obs_names).all()
-    layer = test.layers["p"]
-    idx = test.var_names.get_indexer(genes)
-    np.testing.assert_allclose(layer[:, idx], frame.to_numpy())
-    assert np.isnan(np.delete(layer, idx, axis=1)).all()
+    assert "p" not in test.layers  # 4 of 13279 genes: no layer almost all NaN (full_layer=True writes it)
     info = test.uns["p"]
     assert info["train_slides"] == ["C2", "C3"] and info["genes"] == genes and info["model"] == "ridge"
     assert info["validation"]["groups"] == "slide"
@@ -163,7 +160,7 @@ def test_cross_validate_is_honest_and_records_everything(crop_norm):
         genes = per_gene[per_gene["fold"] == fold.name]["gene"].unique().tolist()
         train = crop_norm[crop_norm.obs["library_id"].isin(fold.train)].copy()
         assert genes == st.pp.select_genes(train, n_genes=50, copy=True).uns["selected"]["genes"]
-    assert np.isfinite(crop_norm.layers["cv_ridge"]).any(axis=1).all()
+    assert np.isfinite(crop_norm.obsm["cv_ridge"].to_numpy()).any(axis=1).all()
 
 
 def test_ridge_validation_scores_each_slide_not_pooled_patients():
@@ -185,37 +182,50 @@ def test_ridge_validation_scores_each_slide_not_pooled_patients():
     assert abs(model.validation_.gene_pearson[0]) < 0.3
 
 
-def test_predictions_never_need_a_spots_by_all_genes_layer(crop_norm, monkeypatch):
+def test_predictions_never_need_a_spots_by_all_genes_layer(crop_norm, monkeypatch, caplog):
     import scanpy as sc
 
     from stpredict import _predictions
 
     train, test = crop_norm[crop_norm.obs["library_id"] != "C4"].copy(), crop_norm[crop_norm.obs["library_id"] == "C4"]
     genes = ["ERBB2", "GNAS", "FASN"]
+    predictor = st.tl.fit(train, genes=genes)
     small = test.copy()
-    st.tl.fit_predict(train, small, genes=genes)  # a small slide: the scanpy layer too, equal to obsm
+    predictor.predict(small, full_layer=True)  # asked for: the scanpy layer, equal to obsm, NaN elsewhere
     np.testing.assert_array_equal(small.layers["pred_ridge"][:, small.var_names.get_indexer(genes)],
                                   small.obsm["pred_ridge"].to_numpy())  # fmt: skip
     assert np.isnan(np.delete(small.layers["pred_ridge"], small.var_names.get_indexer(genes), axis=1)).all()
+    # by default no layer that would be almost all NaN (3 of 13279 genes predicted), and the log says why
+    mostly_empty = test.copy()
+    with caplog.at_level("INFO", logger="stpredict"):
+        predictor.predict(mostly_empty)
+    assert "pred_ridge" not in mostly_empty.layers
+    assert "3 of 13279 genes predicted: it would be 100.0 % NaN" in caplog.text
+    # a slide holding just the predicted genes: the layer is full, so written
+    panel = test[:, genes].copy()
+    predictor.predict(panel)
+    np.testing.assert_array_equal(panel.layers["pred_ridge"], panel.obsm["pred_ridge"].to_numpy())
 
-    monkeypatch.setattr(_predictions, "FULL_LAYER_AUTO_MAX_BYTES", 1000)  # as if the slide were Visium HD
-    large = test.copy()
-    with pytest.warns(st.StPredictWarning, match=r"layer aligned with all 13279 genes would take .*prediction_adata"):
-        st.tl.fit_predict(train, large, genes=genes)
+    monkeypatch.setattr(_predictions, "FULL_LAYER_AUTO_MAX_BYTES", 100)  # as if the slide were Visium HD
+    large = test[:, genes].copy()
+    with pytest.warns(st.StPredictWarning, match=r"layer aligned with all 3 genes would take .*prediction_adata"):
+        predictor.predict(large)
     assert "pred_ridge" not in large.layers and large.obsm["pred_ridge"].dtypes.eq(np.float32).all()
     # every analysis reads the obsm predictions: same scores as from the layer
     from_obsm = st.tl.evaluate(large, layer_pred="pred_ridge", inplace=False)
+    del small.obsm["pred_ridge"]  # now read from the layer
     from_layer = st.tl.evaluate(small, layer_pred="pred_ridge", inplace=False)
-    np.testing.assert_allclose(from_obsm["pearson"], from_layer["pearson"], rtol=1e-6)
+    pearson = [table.set_index("gene").loc[genes, "pearson"] for table in (from_obsm, from_layer)]
+    np.testing.assert_allclose(*pearson, rtol=1e-6)
     # scanpy plots an AnnData of the predicted genes, sharing spots, positions and images
     view = st.tl.prediction_adata(large, "pred_ridge")
     assert view.var_names.tolist() == genes and view.obsm["spatial"] is large.obsm["spatial"]
     sc.pl.spatial(view, color="ERBB2", library_id="C4", show=False)
     explicit = test.copy()
-    st.tl.fit_predict(train, explicit, genes=genes, full_layer=True)
+    st.tl.fit_predict(train, explicit, genes=genes, full_layer=True)  # passed on by fit_predict
     assert "pred_ridge" in explicit.layers
-    none = test.copy()
-    st.tl.fit_predict(train, none, genes=genes, full_layer=False)
+    none = test[:, genes].copy()
+    predictor.predict(none, full_layer=False)
     assert "pred_ridge" not in none.layers
 
 

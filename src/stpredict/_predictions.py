@@ -1,10 +1,11 @@
 """Predictions in AnnData: written once per spot and predicted gene, read back by every analysis.
 
-Every prediction writes ``obsm[key]``, a DataFrame of spots x predicted genes (float32). The full-width
-``layers[key]`` (aligned with ``var_names``, NaN for genes not predicted), which scanpy's plotting reads, is
-written too when it is small; it grows with spots x *all* genes (600,000 Visium HD bins x 18,000 genes: 43 GB
-for 250 predicted genes), so above :data:`FULL_LAYER_AUTO_MAX_BYTES` it is left out with a warning, and
-:func:`prediction_adata` gives scanpy an AnnData of the predicted genes instead.
+Every prediction writes ``obsm[key]``, a DataFrame of spots x predicted genes (float32), which every
+analysis reads. The full-width ``layers[key]`` (aligned with ``var_names``), which scanpy's plotting reads,
+is written by default only when it holds no empty column — every gene of ``adata`` was predicted — and is
+small: predicting 50 genes of a 15,000-gene section would otherwise write a layer 99.7 % NaN (11 MB per
+HER2ST section, 43 GB for 250 genes of a 600,000-bin Visium HD slide). :func:`prediction_adata` gives
+scanpy an AnnData of the predicted genes at any size; ``full_layer=True`` writes the layer anyway.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ._logging import warn
+from ._logging import logger, warn
 from ._validate import check_adata, check_genes_present, get_matrix
 
 #: largest full-width prediction layer written by default (n_spots x n_genes x 4 bytes)
@@ -26,8 +27,9 @@ FULL_LAYER_AUTO_MAX_BYTES = 1 << 30
 def write_predictions(adata: AnnData, key: str, frame: pd.DataFrame, full_layer: bool | None = None) -> None:
     """Store ``frame`` (spots x predicted genes) in ``obsm[key]`` and, by ``full_layer``, in ``layers[key]``.
 
-    ``full_layer=None`` writes the layer when it takes at most :data:`FULL_LAYER_AUTO_MAX_BYTES`; ``True``
-    always (when ``adata`` has genes); ``False`` never.
+    ``full_layer=None`` writes the layer when every gene of ``adata`` was predicted (no column all NaN) and
+    it takes at most :data:`FULL_LAYER_AUTO_MAX_BYTES`; ``True`` always (when ``adata`` has genes), with NaN
+    for genes not predicted; ``False`` never.
     """
     frame = frame.astype(np.float32, copy=False)
     adata.obsm[key] = frame
@@ -35,20 +37,36 @@ def write_predictions(adata: AnnData, key: str, frame: pd.DataFrame, full_layer:
         del adata.layers[key]  # a stale layer from an earlier run must not disagree with obsm
     if adata.n_vars == 0 or full_layer is False:
         return
+    # for every var column, its predicted gene (frame columns are unique; var_names need not be: a gene
+    # named twice, as in Space Ranger output before var_names_make_unique, gets its prediction in both)
+    source = frame.columns.get_indexer(adata.var_names)
+    if full_layer is None and not _layer_wanted(adata, key, frame, source):
+        return
+    values = np.full(adata.shape, np.nan, dtype=np.float32)
+    values[:, source >= 0] = frame.to_numpy(dtype=np.float32)[:, source[source >= 0]]
+    adata.layers[key] = values
+
+
+def _layer_wanted(adata: AnnData, key: str, frame: pd.DataFrame, source: np.ndarray) -> bool:
+    """Whether the default writes ``layers[key]``: every gene predicted, and small enough (else say why not)."""
+    n_predicted = int((source >= 0).sum())
+    if n_predicted < adata.n_vars:
+        logger.info(
+            f"Predictions {key!r} are in adata.obsm[{key!r}] ({frame.shape[1]} genes); adata.layers[{key!r}] was "
+            f"not written ({n_predicted} of {adata.n_vars} genes predicted: it would be "
+            f"{100 * (1 - n_predicted / adata.n_vars):.1f} % NaN). For scanpy plots use "
+            f"st.tl.prediction_adata(adata, {key!r}), or pass full_layer=True."
+        )
+        return False
     size = adata.n_obs * adata.n_vars * 4
-    if full_layer is None and size > FULL_LAYER_AUTO_MAX_BYTES:
+    if size > FULL_LAYER_AUTO_MAX_BYTES:
         warn(
             f"Predictions {key!r} are in adata.obsm[{key!r}] ({frame.shape[1]} genes); the layer aligned with all "
             f"{adata.n_vars} genes would take {size / 2**30:.1f} GiB and was not written. For scanpy plots use "
             f"st.tl.prediction_adata(adata, {key!r}), or pass full_layer=True."
         )
-        return
-    values = np.full(adata.shape, np.nan, dtype=np.float32)
-    # for every var column, its predicted gene (frame columns are unique; var_names need not be: a gene
-    # named twice, as in Space Ranger output before var_names_make_unique, gets its prediction in both)
-    source = frame.columns.get_indexer(adata.var_names)
-    values[:, source >= 0] = frame.to_numpy(dtype=np.float32)[:, source[source >= 0]]
-    adata.layers[key] = values
+        return False
+    return True
 
 
 def get_predictions(adata: AnnData, key: str, genes: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:

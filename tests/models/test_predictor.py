@@ -92,7 +92,7 @@ def test_representation_width_and_recipe_are_checked(fitted):
 
 def test_predict_writes_outputs_and_warns_on_training_slides(fitted):
     predictor, train, test = fitted
-    out = st.tl.predict(predictor, test, key_added="p", copy=True)
+    out = st.tl.predict(predictor, test, key_added="p", copy=True, full_layer=True)
     assert "p" not in test.obsm and "p" not in test.layers
     idx = out.var_names.get_indexer(GENES)
     np.testing.assert_allclose(out.layers["p"][:, idx], out.obsm["p"].to_numpy())

@@ -401,10 +401,11 @@ class Predictor:
             Resample patches of slides scanned at another resolution than the training slides to the
             training resolution (``False``: refuse such slides). See :meth:`target_resolution`.
         full_layer
-            Also write ``layers[key_added]`` aligned with all of ``adata``'s genes: ``None`` (default) when it
-            takes at most 1 GiB (n_spots x n_genes x 4 bytes), ``True`` always, ``False`` never. Predictions
-            are always in ``obsm[key_added]``; :func:`~stpredict.tl.prediction_adata` makes an AnnData of them
-            for scanpy at any size.
+            Also write ``layers[key_added]`` aligned with all of ``adata``'s genes: ``None`` (default) when
+            every gene of ``adata`` was predicted (no all-NaN column) and it takes at most 1 GiB (n_spots x
+            n_genes x 4 bytes), ``True`` always (NaN for genes not predicted), ``False`` never. Predictions
+            are always in ``obsm[key_added]``, which every analysis reads;
+            :func:`~stpredict.tl.prediction_adata` makes an AnnData of them for scanpy at any size.
         show_progress_bar
             Progress bar while computing a missing representation.
         copy
@@ -423,8 +424,8 @@ class Predictor:
         ``None`` or the modified copy, with
 
         - ``obsm[key_added]``: DataFrame spots x predicted genes (also for image-only slides);
-        - ``layers[key_added]``: predictions aligned with ``var_names``, NaN for genes not predicted (when
-          ``adata`` has genes, see ``full_layer``);
+        - ``layers[key_added]``: predictions aligned with ``var_names`` (when every gene of ``adata`` was
+          predicted, or with ``full_layer=True``);
         - ``obsp[f'{key_added}_{graph}_connectivities']``: spatial graphs the model used, if any;
         - ``obsm[f'{key_added}_{suffix}']``: what the model adds beside its predictions, if anything (SpaHGC:
           ``_references``, the training spots each spot retrieved);

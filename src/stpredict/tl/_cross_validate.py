@@ -127,8 +127,8 @@ def cross_validate(
         Skip the check that no test slide is a training slide under another name (same image and spot
         coordinates; see :func:`fit_predict`).
     full_layer
-        Also write the predictions as a layer aligned with all genes (default: when it takes at most 1 GiB;
-        see :meth:`~stpredict.models.Predictor.predict`). They are always in ``obsm[key_added]``.
+        Also write the predictions as a layer aligned with all genes (default: when every gene was predicted
+        and the layer takes at most 1 GiB; see :meth:`~stpredict.models.Predictor.predict`). They are always in ``obsm[key_added]``.
     show_progress_bar
         Show a progress bar over folds.
 

@@ -266,9 +266,8 @@ def predict(
 ) -> AnnData | None:
     """Apply a fitted model to new slides (same as ``predictor.predict(adata, ...)``).
 
-    Writes ``obsm[key_added]`` (spots x genes), ``layers[key_added]`` (when ``adata`` has genes and
-    ``full_layer`` allows) and
-    ``uns[key_added]``; see :meth:`stpredict.models.Predictor.predict`. Slides scanned at another resolution
+    Writes ``obsm[key_added]`` (spots x genes), ``layers[key_added]`` (when every gene of ``adata`` was
+    predicted, or with ``full_layer=True``) and ``uns[key_added]``; see :meth:`stpredict.models.Predictor.predict`. Slides scanned at another resolution
     than the training slides are resampled to it (``harmonise=False``: refused). With ``interval`` (a model
     fitted with ``calibrate=True``), also the bounds ``obsm[f'{key_added}_lower']`` and ``_upper``.
 

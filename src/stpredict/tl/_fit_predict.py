@@ -69,7 +69,8 @@ def fit_predict(
         Skip the spot-name and same-image checks (not the slide-name check), for users who know their test
         spots differ from the training spots despite sharing names or images.
     full_layer
-        Whether to also write the layer aligned with all genes (default: when it takes at most 1 GiB); see
+        Whether to also write the layer aligned with all genes (default: when every gene of ``adata_test``
+        was predicted and the layer takes at most 1 GiB); see
         :meth:`~stpredict.models.Predictor.predict`.
     copy
         Return a modified copy of ``adata_test`` instead of writing into it.
@@ -82,8 +83,8 @@ def fit_predict(
     ``None`` or the modified copy of ``adata_test``, which receives
 
     - ``obsm[key_added]``: DataFrame spots x predicted genes (always, also for image-only slides);
-    - ``layers[key_added]``: predictions aligned with ``var_names``, NaN for genes not predicted (when
-      ``adata_test`` has genes, see ``full_layer``);
+    - ``layers[key_added]``: predictions aligned with ``var_names`` (when every gene of ``adata_test`` was
+      predicted, or with ``full_layer=True``);
     - ``uns[key_added]``: model, genes, parameters, training slides, validation details, device, timings.
 
     Examples
