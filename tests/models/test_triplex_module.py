@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from stpredict.models.triplex._module import APEG, Attention, RelativePositionBias, fusion_loss
+from stpredict.models.triplex._params import TriplexParams
 
 
 def test_relative_position_bias_table_and_shared_offsets():
@@ -83,7 +84,7 @@ def test_triplex_net_shapes_and_a_training_step():
     from stpredict.models.triplex._module import TriplexNet
 
     torch.manual_seed(0)
-    net = TriplexNet(6, 4, 3, dim=16, heads=2, depth_target=1, depth_neighbour=1, depth_global=2)
+    net = TriplexNet(6, 4, 3, TriplexParams(dim=16, heads=2, depth_global=2, freeze_target_cnn=False))
     n_slide, b = 12, 4
     cells = torch.stack(torch.meshgrid(torch.arange(3), torch.arange(4), indexing="ij"), -1).reshape(-1, 2)
     batch = {
@@ -108,7 +109,7 @@ def test_triplex_net_shapes_and_a_training_step():
         optimiser.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
-    frozen = TriplexNet(6, 4, 3, dim=16, heads=2, freeze_target_cnn=True)
+    frozen = TriplexNet(6, 4, 3, TriplexParams(dim=16, heads=2, freeze_target_cnn=True))
     assert not any(p.requires_grad for p in frozen.encoders["target"].cnn.parameters())
 
 
@@ -159,7 +160,12 @@ def test_ablations_build_only_their_views_and_train(views, fusion):
     from stpredict.models.triplex._module import TriplexNet
 
     torch.manual_seed(0)
-    net = TriplexNet(6, 4, 3, dim=16, heads=2, views=views, fusion=fusion, position_encoding="none")
+    net = TriplexNet(
+        6,
+        4,
+        3,
+        TriplexParams(dim=16, heads=2, views=views, fusion=fusion, position_encoding="none", freeze_target_cnn=False),
+    )
     assert set(net.encoders) == set(views)
     batch = {k: v for k, v in _toy_batch().items() if k != "patches" or "target" in views}
     out = net(batch)
@@ -176,14 +182,13 @@ def test_ablations_build_only_their_views_and_train(views, fusion):
 
 
 def test_bad_ablation_names_are_refused():
-    from stpredict.models.triplex._module import TriplexNet
 
     with pytest.raises(ValueError, match="views must be a non-empty subset"):
-        TriplexNet(6, 4, 3, dim=16, heads=2, views=("target", "local"))
+        TriplexParams(views=("target", "local"))
     with pytest.raises(ValueError, match="fusion must be one of"):
-        TriplexNet(6, 4, 3, dim=16, heads=2, fusion="gate")
+        TriplexParams(fusion="gate")
     with pytest.raises(ValueError, match="position_encoding must be one of"):
-        TriplexNet(6, 4, 3, dim=16, heads=2, position_encoding="sincos")
+        TriplexParams(position_encoding="sincos")
 
 
 def test_a_frozen_target_trunk_gives_the_same_tokens_from_precomputed_maps():

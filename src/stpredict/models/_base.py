@@ -139,6 +139,10 @@ class Model(ABC):
         self.params = self.check_params(params)
         # typed views of the parameters: a wrong choice fails here, not in the middle of fitting
         self.net_params = None if self.Net is None else self.Net.from_params(self.params)
+        if self.net_params is not None:  # what is recorded (uns, saved models) is the checked value, e.g. in order
+            self.params.update(
+                {k: list(v) if isinstance(v, tuple) else v for k, v in self.net_params.as_dict().items()}
+            )
         training = type(self).training_defaults
         self.train_settings = None if training is None else type(training).from_params(self.params)
         self.random_state = random_state

@@ -59,6 +59,7 @@ class NeuralModel(Model):
     """A :class:`Model` around a ``torch`` network trained on z-scored genes (MSE then weighs genes equally)."""
 
     uses_device = True
+    training_defaults = TrainSettings()  # each model states its own
 
     def _net(self) -> nn.Module:
         """A fresh network for ``n_features_`` inputs and ``n_genes_`` outputs."""
@@ -113,9 +114,12 @@ class NeuralModel(Model):
         """The network's z-scored output for ``items``, in the order of ``spots``."""
         if len(spots) == 0:
             return np.empty((0, self.n_genes_), dtype=np.float32)
-        precision = self.params.get("precision", "auto")
         rows = predict_network(
-            self.net_, items.batches, device=self.device, precision=precision, collate_fn=items.collate_fn
+            self.net_,
+            items.batches,
+            device=self.device,
+            precision=self.train_settings.precision,
+            collate_fn=items.collate_fn,
         )
         return items.scatter(rows, spots)
 
@@ -128,7 +132,7 @@ class NeuralModel(Model):
         self.net_ = self._net()
         if hasattr(self.net_, "scale_in") and inputs.features.shape[1]:
             self.net_.scale_in.set(inputs.features)
-        return self.train_settings or TrainSettings.from_params(self.params)
+        return self.train_settings
 
     def _split(self, inputs: ModelInputs) -> Split:
         """Validation spots of held-out training groups, with every spot's scoring unit."""

@@ -65,7 +65,9 @@ class Params:
     @classmethod
     def defaults(cls) -> dict[str, Any]:
         """Every field with its default (fields without one are not parameters a user may leave out)."""
-        return {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+        values = {f.name: f.default for f in fields(cls) if f.default is not MISSING}
+        values.update({f.name: f.default_factory() for f in fields(cls) if f.default_factory is not MISSING})
+        return {name: values[name] for name in cls.names() if name in values}  # in declaration order
 
     @classmethod
     def from_params(cls, params: typing.Mapping[str, Any]):

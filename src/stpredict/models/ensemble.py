@@ -10,9 +10,8 @@ is refitted on all training slides and the prediction is the weighted mean of th
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
-from types import MappingProxyType
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 import numpy as np
 from scipy.optimize import nnls
@@ -22,6 +21,7 @@ from .._metrics import per_slide_pearson
 from ._base import Model, Validation, get_model
 from ._crossfit import group_folds, out_of_fold
 from ._inputs import ModelInputs
+from ._params import Params
 from ._validation import held_out_mask, scoring_units, validation_groups
 
 #: members that read only the ``obsm`` representation (no pixels): fast on a CPU and on any slide
@@ -29,7 +29,39 @@ DEFAULT_MEMBERS = ("ridge", "ridge_spatial", "mlp", "merge", "spahgc")
 #: named member lists: ``'fast'`` (the default) and ``'best'``, which adds the two pixel-reading seed models
 #: that beat ridge on HER2ST (M2TGLGO, TRIPLEX; docs/benchmarks.md): 3-7 x the CPU time of ``'fast'``
 MEMBER_PRESETS = {"fast": DEFAULT_MEMBERS, "best": (*DEFAULT_MEMBERS, "m2tglgo", "triplex")}
-WEIGHTINGS = ("stacking", "equal")
+
+
+@dataclass(frozen=True)
+class EnsembleParams(Params):
+    """The members (names or a preset), their own ``model_params``, and how their weights are chosen."""
+
+    models: tuple[str, ...] = DEFAULT_MEMBERS  # or a name of MEMBER_PRESETS, resolved on construction
+    member_params: dict[str, Any] = field(default_factory=dict)
+    weights: Literal["stacking", "equal"] = "stacking"
+    stacking_folds: int = 3
+
+    def __post_init__(self) -> None:
+        if isinstance(self.models, str):
+            if self.models not in MEMBER_PRESETS:
+                msg = f"ensemble: models={self.models!r}; name members or a preset of {sorted(MEMBER_PRESETS)}."
+                raise ValueError(msg)
+            object.__setattr__(self, "models", MEMBER_PRESETS[self.models])
+        super().__post_init__()
+        members = list(self.models)
+        if not members or len(set(members)) != len(members):
+            msg = f"ensemble: `models` must name distinct registered models, got {members!r}."
+            raise ValueError(msg)
+        if "ensemble" in members:
+            msg = "ensemble: an ensemble cannot contain itself; list other models in `models`."
+            raise ValueError(msg)
+        unknown = sorted(set(self.member_params) - set(members))
+        if unknown:
+            msg = f"ensemble: member_params for {unknown}, which are not in models={members!r}."
+            raise ValueError(msg)
+        folds = self.stacking_folds
+        if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 1:
+            msg = f"ensemble: stacking_folds must be a positive integer, got {folds!r}."
+            raise ValueError(msg)
 
 
 def unit_standardised(values: np.ndarray, unit: np.ndarray) -> np.ndarray:
@@ -96,38 +128,12 @@ class EnsembleModel(Model):
     (['ridge', 'ridge_spatial'], 1.0)
     """
 
-    defaults = MappingProxyType(
-        {"models": DEFAULT_MEMBERS, "member_params": {}, "weights": "stacking", "stacking_folds": 3}
-    )
+    Net = EnsembleParams
     uses_device = True
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if isinstance(self.params["models"], str):
-            if self.params["models"] not in MEMBER_PRESETS:
-                msg = (
-                    f"ensemble: models={self.params['models']!r}; name members or a preset of {sorted(MEMBER_PRESETS)}."
-                )
-                raise ValueError(msg)
-            self.params["models"] = MEMBER_PRESETS[self.params["models"]]
-        members = list(self.params["models"])
-        if not members or len(set(members)) != len(members):
-            msg = f"ensemble: `models` must name distinct registered models, got {members!r}."
-            raise ValueError(msg)
-        if "ensemble" in members:
-            msg = "ensemble: an ensemble cannot contain itself; list other models in `models`."
-            raise ValueError(msg)
-        unknown = sorted(set(self.params["member_params"]) - set(members))
-        if unknown:
-            msg = f"ensemble: member_params for {unknown}, which are not in models={members!r}."
-            raise ValueError(msg)
-        if self.params["weights"] not in WEIGHTINGS:
-            msg = f"ensemble: weights must be one of {WEIGHTINGS}, got {self.params['weights']!r}."
-            raise ValueError(msg)
-        folds = self.params["stacking_folds"]
-        if isinstance(folds, bool) or not isinstance(folds, int | np.integer) or folds < 1:
-            msg = f"ensemble: stacking_folds must be a positive integer, got {folds!r}."
-            raise ValueError(msg)
+        members = self.net_params.models
         self.members_ = [self._new_member(name) for name in members]  # checks every member's parameters now
         self.weights_ = np.full(len(members), 1 / len(members))
         self._graph_names = self._plan_graphs()
@@ -140,7 +146,7 @@ class EnsembleModel(Model):
             device=self.device,
             trainer_params=self.trainer_params,
             show_progress_bar=self.show_progress_bar,
-            **dict(self.params["member_params"].get(name, {})),
+            **dict(self.net_params.member_params.get(name, {})),
         )
         for attribute in ("n_features_", "n_genes_", "genes_", "target_scale_"):
             setattr(member, attribute, getattr(self, attribute, None))
@@ -178,18 +184,18 @@ class EnsembleModel(Model):
 
     def _fit_members(self, inputs: ModelInputs, targets: np.ndarray) -> list[Model]:
         fitted = []
-        for index, name in enumerate(self.params["models"]):
+        for index, name in enumerate(self.net_params.models):
             member = self._new_member(name)
             fitted.append(member.fit(self._member_inputs(inputs, index), targets))
         return fitted
 
     def _held_out_folds(self, inputs: ModelInputs) -> tuple[list[np.ndarray], np.ndarray, str]:
         """The folds whose out-of-fold predictions choose the weights, every spot's group, the group kind."""
-        if self.params["stacking_folds"] == 1:
+        if self.net_params.stacking_folds == 1:
             held, _, groups, kind = held_out_mask(inputs, random_state=self.random_state)
             return [held], groups, kind
         groups, kind = validation_groups(inputs, random_state=self.random_state)
-        return group_folds(groups, self.params["stacking_folds"], self.random_state), groups, kind
+        return group_folds(groups, self.net_params.stacking_folds, self.random_state), groups, kind
 
     def _fit_predict(self, train: ModelInputs, targets: np.ndarray, held: ModelInputs) -> list[np.ndarray]:
         fitted = self._fit_members(train, targets)
@@ -200,9 +206,9 @@ class EnsembleModel(Model):
         folds, groups, kind = self._held_out_folds(inputs)
         held = np.logical_or.reduce(folds)
         unit = scoring_units(inputs, groups, kind)[held]
-        names = list(self.params["models"])
+        names = list(self.net_params.models)
         predictions = [p[held] for p in out_of_fold(self._fit_predict, inputs, targets, folds, "ensemble")]
-        if self.params["weights"] == "stacking":
+        if self.net_params.weights == "stacking":
             self.weights_ = stacking_weights(predictions, targets[held], unit)
         blended = sum(w * p for w, p in zip(self.weights_, predictions, strict=True))
         member_scores = {
@@ -241,7 +247,7 @@ class EnsembleModel(Model):
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
         self.weights_ = np.asarray(state["weights"], dtype=np.float64)
-        self.members_ = [self._new_member(name) for name in self.params["models"]]
+        self.members_ = [self._new_member(name) for name in self.net_params.models]
         for index, member in enumerate(self.members_):
             prefix = f"member{index}."
             member.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})

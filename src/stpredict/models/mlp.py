@@ -27,10 +27,10 @@ class MLPParams(Params):
 class MLPNet(nn.Module):
     """Standardised features -> MLP -> standardised genes (``net(batch)`` reads ``batch[Key.X]``)."""
 
-    def __init__(self, n_features: int, n_genes: int, hidden, dropout: float) -> None:
+    def __init__(self, n_features: int, n_genes: int, params: MLPParams) -> None:
         super().__init__()
         self.scale_in = Standardize(n_features)
-        self.body = mlp(n_features, n_genes, hidden, dropout)
+        self.body = mlp(n_features, n_genes, params.hidden, params.dropout)
 
     def forward(self, batch) -> torch.Tensor:
         return self.body(self.scale_in(batch[Key.X]))
@@ -49,7 +49,7 @@ class MLPModel(NeuralModel):
     training_defaults = TrainSettings(weight_decay=1e-4, max_epochs=100, patience=10)
 
     def _net(self) -> MLPNet:
-        return MLPNet(self.n_features_, self.n_genes_, self.net_params.hidden, self.net_params.dropout)
+        return MLPNet(self.n_features_, self.n_genes_, self.net_params)
 
     def _items(self, inputs: ModelInputs, spots: np.ndarray, z=None, unit=None, *, stage="predict"):
         return spot_items({Key.X: inputs.features}, spots, z, unit)

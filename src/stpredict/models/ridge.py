@@ -9,8 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from types import MappingProxyType
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,9 +20,10 @@ from sklearn.preprocessing import StandardScaler
 
 from .._logging import logger
 from .._metrics import per_slide_pearson
-from ..pp._graph import check_spot_graph, spot_graph_spec
+from ..pp._graph import SpotGraph, spot_graph_spec
 from ._base import Model, Validation
 from ._inputs import ModelInputs
+from ._params import Params
 from ._validation import scoring_units, validation_groups
 
 DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
@@ -31,6 +31,22 @@ DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-1, 5, 13))
 
 #: spots per block when predicting (bounds the float64 temporaries)
 PREDICT_ROWS = 32768
+
+
+@dataclass(frozen=True)
+class RidgeParams(Params):
+    """The penalty grid and the optional PCA; the penalty is chosen on held-out training groups."""
+
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    n_pcs: int | None = None  # PCA components before the ridge (None: no PCA)
+
+
+@dataclass(frozen=True)
+class SpatialRidgeParams(RidgeParams):
+    """Ridge's, and the graph whose neighbours' mean features are appended."""
+
+    spot_graph: SpotGraph = "grid"
+    n_neighbours: int = 6  # for spot_graph='knn'
 
 
 class RidgeModel(Model):
@@ -43,7 +59,7 @@ class RidgeModel(Model):
     Parameters (``model_params``): ``alphas`` (penalty grid), ``n_pcs`` (PCA components, ``None``: no PCA).
     """
 
-    defaults = MappingProxyType({"alphas": DEFAULT_ALPHAS, "n_pcs": None})
+    Net = RidgeParams
 
     def design(self, inputs: ModelInputs) -> np.ndarray:
         """The regression inputs of every spot."""
@@ -51,7 +67,7 @@ class RidgeModel(Model):
 
     def _pipeline(self, alpha: float, n_features: int):
         steps = [StandardScaler()]
-        n_pcs = self.params["n_pcs"]
+        n_pcs = self.net_params.n_pcs
         if n_pcs is not None and n_pcs < n_features:
             steps.append(PCA(n_components=n_pcs, random_state=self.random_state))
         steps.append(Ridge(alpha=alpha))
@@ -61,7 +77,7 @@ class RidgeModel(Model):
         self._record_shapes(inputs, targets)
         x, y = self.design(inputs), np.asarray(targets, dtype=np.float64)
         groups, kind = validation_groups(inputs, random_state=self.random_state)
-        alphas = [float(a) for a in self.params["alphas"]]
+        alphas = [float(a) for a in self.net_params.alphas]
         oof = {a: np.empty_like(y) for a in alphas}
         for group in np.unique(groups):
             held = groups == group
@@ -149,15 +165,11 @@ class SpatialRidgeModel(RidgeModel):
     {'grid': {'kind': 'knn', 'n_neighs': 5}}
     """
 
-    defaults = MappingProxyType({**RidgeModel.defaults, "spot_graph": "grid", "n_neighbours": 6})
+    Net = SpatialRidgeParams
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        check_spot_graph(self.params["spot_graph"])
-
-    def graph_specs(self) -> Mapping[str, Mapping[str, Any]]:
+    def graph_specs(self) -> Mapping[str, Mapping]:
         # the graph keeps the name 'grid' whatever its kind, so that models saved before this option still load
-        return {"grid": spot_graph_spec(self.params["spot_graph"], self.params["n_neighbours"])}
+        return {"grid": spot_graph_spec(self.net_params.spot_graph, self.net_params.n_neighbours)}
 
     def design(self, inputs: ModelInputs) -> np.ndarray:
         x = inputs.features.astype(np.float64)

@@ -171,30 +171,30 @@ class M2tglgoModel(NeuralModel):
     )
 
     def graph_specs(self):
-        return {"spatial": spot_graph_spec(self.params["spot_graph"], self.params["n_neighbours"])}
+        return {"spatial": spot_graph_spec(self.net_params.spot_graph, self.net_params.n_neighbours)}
 
     def reads_pixels(self) -> bool:
-        return any(m in NUCLEI_COLUMNS for m in self.params["modalities"])
+        return any(m in NUCLEI_COLUMNS for m in self.net_params.modalities)
 
     def reads_representation(self) -> bool:
-        return "deep" in self.params["modalities"]
+        return "deep" in self.net_params.modalities
 
     def _net(self) -> M2TGLGORegressor:
-        p = self.params
+        p = self.net_params
         prior = {}
-        if p["go_prior"]:
+        if p.go_prior:
             prior = {
                 "gene_features": torch.from_numpy(self.gene_features_),
                 "gene_edges": torch.from_numpy(self.gene_edges_),
-                "learn_gene_features": p["gene_features"] == "learned",
+                "learn_gene_features": p.gene_features == "learned",
             }
         return M2TGLGORegressor(
             max(self.n_features_, 1),
             self.n_genes_,
-            modalities=tuple(p["modalities"]),
-            hidden=tuple(int(h) for h in p["hidden"]),
-            **{k: p[k] for k in NET_PARAMS},
-            **{k: p[k] for k in LOSS_PARAMS},
+            modalities=tuple(p.modalities),
+            hidden=tuple(int(h) for h in p.hidden),
+            **{k: getattr(p, k) for k in NET_PARAMS},
+            **{k: getattr(p, k) for k in LOSS_PARAMS},
             **prior,
         )
 
@@ -205,8 +205,8 @@ class M2tglgoModel(NeuralModel):
             msg = "M2TGLGO's nuclei modalities need the slide images (uns['spatial']) of every spot."
             raise ValueError(msg)
         values = inputs.images.features(
-            "nuclei", size=self.params["patch_size"], unit=self.params["patch_unit"],
-            segmentation=self.params["nuclei_segmentation"],
+            "nuclei", size=self.net_params.patch_size, unit=self.net_params.patch_unit,
+            segmentation=self.net_params.nuclei_segmentation,
         )  # fmt: skip
         return np.nan_to_num(np.asarray(values, dtype=np.float32))
 
@@ -234,18 +234,18 @@ class M2tglgoModel(NeuralModel):
         return slide_items(inputs, spots, slide, z, unit)
 
     def fit(self, inputs: ModelInputs, targets: np.ndarray) -> M2tglgoModel:
-        p = self.params
-        if p["go_prior"]:  # the network is built around the gene graph: before the template's fit
+        p = self.net_params
+        if p.go_prior:  # the network is built around the gene graph: before the template's fit
             if self.genes_ is None or len(self.genes_) != targets.shape[1]:
                 msg = "M2TGLGO's GO prior needs the names of the predicted genes (fit through st.tl.fit)."
                 raise ValueError(msg)
             self.gene_edges_, self.gene_features_, self.unannotated_genes_ = gene_prior(
                 list(self.genes_),
-                go_path=p["go_path"],
-                namespaces=list(p["go_namespaces"]),
-                n_top=int(p["go_n_top"]),
-                dim=int(p["gene_dim"]),
-                min_coverage=float(p["min_go_coverage"]),
+                go_path=p.go_path,
+                namespaces=list(p.go_namespaces),
+                n_top=int(p.go_n_top),
+                dim=int(p.gene_dim),
+                min_coverage=float(p.min_go_coverage),
                 random_state=self.random_state,
             )
         return super().fit(inputs, targets)
@@ -259,13 +259,13 @@ class M2tglgoModel(NeuralModel):
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = super().state_dict()
-        if self.params["go_prior"]:
+        if self.net_params.go_prior:
             state["gene.features"] = self.gene_features_
             state["gene.edges"] = self.gene_edges_
         return state
 
     def load_state_dict(self, state) -> None:
-        if self.params["go_prior"]:
+        if self.net_params.go_prior:
             self.gene_features_ = np.asarray(state["gene.features"], dtype=np.float32)
             self.gene_edges_ = np.asarray(state["gene.edges"], dtype=np.int64)
         super().load_state_dict({k: v for k, v in state.items() if not k.startswith("gene.")})

@@ -111,7 +111,7 @@ class MergeModel(NeuralModel):
 
     def graph_specs(self) -> Mapping[str, Mapping[str, Any]]:
         specs = {"hierarchical": {"kind": "hierarchical", **self._graph_params()}}
-        if self.params["spot_graph"] == "grid":  # the array's ring, for graphs of spots that cut a slide
+        if self.net_params.spot_graph == "grid":  # the array's ring, for graphs of spots that cut a slide
             specs["grid"] = {"kind": "grid"}
         return specs
 

@@ -117,7 +117,7 @@ class SepalModel(NeuralModel):
 
     @property
     def _cnn(self) -> bool:
-        return self.params["stage1"] == "cnn"
+        return self.net_params.stage1 == "cnn"
 
     def reads_representation(self) -> bool:
         return not self._cnn
@@ -126,24 +126,24 @@ class SepalModel(NeuralModel):
         return self._cnn
 
     def _net(self) -> SepalNet:
-        encoder = PatchEncoder(self.params["encoder_arch"], self.params["encoder_input_size"]) if self._cnn else None
+        encoder = PatchEncoder(self.net_params.encoder_arch, self.net_params.encoder_input_size) if self._cnn else None
         return SepalNet(
             self.n_features_,
             self.n_genes_,
-            hidden=self.params["hidden"],
-            conv=self.params["conv"],
-            positions=self.params["positions"],
-            stage2=self.params["stage2"],
+            hidden=self.net_params.hidden,
+            conv=self.net_params.conv,
+            positions=self.net_params.positions,
+            stage2=self.net_params.stage2,
             encoder=encoder,
-            zero_correction=self.params["zero_correction"],
-            readout=self.params["readout"],
-            aggregation=self.params["aggregation"],
+            zero_correction=self.net_params.zero_correction,
+            readout=self.net_params.readout,
+            aggregation=self.net_params.aggregation,
         )
 
     # --- stage 1 -------------------------------------------------------------------------------------------
 
     def _patches(self, inputs: ModelInputs, batch_size: int = 256):
-        options = {"size": self.params["patch_size"], "unit": self.params["patch_unit"], "batch_size": batch_size}
+        options = {"size": self.net_params.patch_size, "unit": self.net_params.patch_unit, "batch_size": batch_size}
         return inputs.images.iter_patches(**options)
 
     def _fit_encoder(self, inputs: ModelInputs, z: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, list[float]]:
@@ -151,7 +151,7 @@ class SepalModel(NeuralModel):
         encoder = self.net_.encoder
         images = resized_patches(self._patches(inputs), inputs.n_spots, encoder.input_size)
         mean, std = channel_stats(images[torch.from_numpy(train)])
-        if self.params["encoder_checkpoint"] is not None or self.params["encoder_pretrained"]:
+        if self.net_params.encoder_checkpoint is not None or self.net_params.encoder_pretrained:
             mean, std = self._load_initial_weights(encoder)  # fine-tune with the weights' own input scaling
         encoder.pixel_mean.copy_(torch.tensor(mean))
         encoder.pixel_std.copy_(torch.tensor(std))
@@ -160,16 +160,16 @@ class SepalModel(NeuralModel):
             nn.Sequential(encoder, self.net_.head),
             images[torch.from_numpy(train)],
             torch.from_numpy(z[train].astype(np.float32)),
-            epochs=self.params["encoder_epochs"],
-            batch_size=self.params["encoder_batch_size"],
-            lr=self.params["stage1_lr"],
-            weight_decay=self.params["encoder_weight_decay"],
+            epochs=self.net_params.encoder_epochs,
+            batch_size=self.net_params.encoder_batch_size,
+            lr=self.net_params.stage1_lr,
+            weight_decay=self.net_params.encoder_weight_decay,
             device=self.device,
             random_state=0 if self.random_state is None else self.random_state,
             show_progress_bar=self.show_progress_bar,
             desc="SEPAL stage 1 (CNN)",
             trainer_params=self.trainer_params,
-            precision=self.params.get("precision", "auto"),
+            precision=self.train_settings.precision,
         )
         embeddings = self._run_encoder(images)
         # the head was trained on raw embeddings; stage 2 reads standardised ones
@@ -182,9 +182,9 @@ class SepalModel(NeuralModel):
         from ...pp._encoders import load_encoder
 
         loaded, spec = load_encoder(
-            self.params["encoder_arch"],
-            checkpoint=self.params["encoder_checkpoint"],
-            pretrained=self.params["encoder_pretrained"],
+            self.net_params.encoder_arch,
+            checkpoint=self.net_params.encoder_checkpoint,
+            pretrained=self.net_params.encoder_pretrained,
         )
         encoder.backbone.load_state_dict(loaded.state_dict())
         return spec.mean, spec.std
@@ -213,14 +213,14 @@ class SepalModel(NeuralModel):
     # --- stage 2 -------------------------------------------------------------------------------------------
 
     def _position_codes(self, offsets: np.ndarray) -> np.ndarray:
-        if self.params["positions"] == "concat":
+        if self.net_params.positions == "concat":
             return sinusoidal_2d(offsets, CONCAT_DIM)
         width = self.net_.scale_in.mean.numel()
         return sinusoidal_2d(offsets, -(-width // 4) * 4)[:, :width]  # the encoding needs a multiple of 4
 
     def _graphs(self, inputs: ModelInputs) -> LocalGraphs:
         grid = np.column_stack([inputs.array_row, inputs.array_col])
-        return local_graphs(inputs.graphs["grid"], grid, n_hops=self.params["n_hops"])
+        return local_graphs(inputs.graphs["grid"], grid, n_hops=self.net_params.n_hops)
 
     def _stage2_items(self, features, graphs: LocalGraphs, base: np.ndarray, spots, z=None, unit=None) -> Items:
         """Centre spots as items; the collate function assembles their local graphs."""
@@ -256,7 +256,7 @@ class SepalModel(NeuralModel):
         # Delta targets: the training mean is subtracted (and added back at prediction); genes are scaled
         self.scale_out_ = Standardize(self.n_genes_)
         self.scale_out_.set(targets)
-        if not self.params["deltas"]:
+        if not self.net_params.deltas:
             self.scale_out_.mean.zero_()
         z = (targets - self.scale_out_.mean.numpy()) / self.scale_out_.std.numpy()
         split = self._split(inputs)
@@ -264,7 +264,7 @@ class SepalModel(NeuralModel):
         features = selected.pop("features")
         base = self._local_z(features)
         predicted = base[split.held]
-        if self.params["stage2"]:
+        if self.net_params.stage2:
             for parameter in self.net_.parameters():
                 parameter.requires_grad_(False)  # stage 1 is frozen in stage 2
             for parameter in self.net_.gnn.parameters():
@@ -288,11 +288,11 @@ class SepalModel(NeuralModel):
             rows = pd.DataFrame({"epoch": np.arange(len(history)), "train_loss": history})
             result = TrainResult(rows, len(history) - 1, float("nan"), False, time.perf_counter() - started)
             return result, {"features": features, "encoder_loss": history[-1] if history else float("nan")}
-        if self.params["stage1"] == "ridge":
+        if self.net_params.stage1 == "ridge":
             return self._fit_ridge_head(inputs.subset(~held), z[~held]), {"features": inputs.features}
         self.net_.scale_in.set(inputs.features)
         fields = {Key.X: inputs.features}
-        stage1 = replace(settings, lr=self.params["stage1_lr"])
+        stage1 = replace(settings, lr=self.net_params.stage1_lr)
         train, val = (spot_items(fields, spots, z, split.unit) for spots in (split.train, split.val))
         return self._train_net(train, val, stage1), {"features": inputs.features}
 
@@ -313,7 +313,7 @@ class SepalModel(NeuralModel):
     def _predict_z(self, inputs: ModelInputs) -> np.ndarray:
         features = self._embeddings(inputs)
         base = self._local_z(features)
-        if not self.params["stage2"]:
+        if not self.net_params.stage2:
             return base
         spots = np.arange(inputs.n_spots)
         return self._run(self._stage2_items(features, self._graphs(inputs), base, spots), spots)

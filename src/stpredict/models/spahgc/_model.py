@@ -130,15 +130,15 @@ class SpahgcModel(NeuralModel):
     )
 
     def graph_specs(self):
-        return {"spatial": spot_graph_spec(self.params["spot_graph"], self.params["n_neighbours"])}
+        return {"spatial": spot_graph_spec(self.net_params.spot_graph, self.net_params.n_neighbours)}
 
     def _net(self) -> SpaHGCRegressor:
-        p = self.params
+        p = self.net_params
         return SpaHGCRegressor(
             self.n_features_,
             self.n_genes_,
-            **{k: p[k] for k in LOSS_PARAMS},
-            **{k: p[k] for k in NET_PARAMS},
+            **{k: getattr(p, k) for k in LOSS_PARAMS},
+            **{k: getattr(p, k) for k in NET_PARAMS},
         )
 
     def _standardised(self, features: np.ndarray) -> np.ndarray:
@@ -151,8 +151,8 @@ class SpahgcModel(NeuralModel):
             embeddings[spots],
             spatial,
             bank,
-            k=int(self.params["k"]),
-            n_reference_neighbours=int(self.params["n_reference_neighbours"]),
+            k=int(self.net_params.k),
+            n_reference_neighbours=int(self.net_params.n_reference_neighbours),
             allowed=allowed,
         )
 

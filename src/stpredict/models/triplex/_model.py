@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal
 
 import numpy as np
 import torch
@@ -15,9 +13,9 @@ from .._data import Items, Key, with_targets
 from .._image_training import channel_stats, resized_patches, run_in_batches, train_image_network
 from .._inputs import ModelInputs, SlideImages
 from .._neural import NeuralModel, Split
-from .._params import Params
 from .._train import TrainSettings
-from ._module import VIEWS, TriplexRegressor, check_views
+from ._module import TriplexRegressor
+from ._params import TriplexParams
 
 #: The paper's HER2ST configuration (Chung et al. 2024, Sec. 4.1; public code ``config/ST/andersson``):
 #: 224 px patches through the fine-tuned ResNet18 (7 x 7 tokens, linear projection, no target blocks),
@@ -49,46 +47,6 @@ PAPER_PARAMS = MappingProxyType(
 
 
 VIEW_KEYS = ("patches", "target_maps", "tiles", "tile_mask")  # per-spot inputs, sliced into every batch
-
-
-@dataclass(frozen=True)
-class TriplexParams(Params):
-    """The three views (their inputs and encoders), the fusion and its loss."""
-
-    dim: int = 128
-    heads: int = 4
-    depth_target: int = 1
-    depth_neighbour: int = 1
-    depth_global: int = 2
-    depth_fusion: int = 1
-    mlp_ratio: float = 2.0
-    dropout: float = 0.1
-    alpha: float = 0.3
-    target_input_size: int = 64
-    freeze_target_cnn: bool = True
-    target_checkpoint: str | None = None
-    target_pretrain_epochs: int = 15
-    target_pretrain_lr: float = 1e-3
-    patch_size: float = 224
-    patch_unit: Literal["px", "um"] = "px"
-    tile_method: str = "handcrafted"
-    tile_size: float = 224
-    tile_unit: Literal["px", "um"] = "px"
-    grid: int = 5
-    views: tuple[str, ...] = VIEWS
-    position_encoding: Literal["apeg", "peg", "none"] = "apeg"
-    fusion: Literal["cross_attention", "sum", "concat"] = "cross_attention"
-    fusion_loss: bool = True
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        object.__setattr__(self, "views", check_views(self.views))  # in TRIPLEX's order
-        if self.target_checkpoint is not None and "target" not in self.views:
-            msg = "target_checkpoint= initialises the target view, which views= leaves out; add 'target' to views."
-            raise ValueError(msg)
-
-    NETWORK = ("dim", "heads", "depth_target", "depth_neighbour", "depth_global", "depth_fusion", "mlp_ratio",
-               "dropout", "grid", "views", "position_encoding", "fusion", "freeze_target_cnn")  # fmt: skip
 
 
 def neighbour_views(
@@ -175,33 +133,25 @@ class TriplexModel(NeuralModel):
     needs_grid = True
     needs_images = True
 
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.params["views"] = list(self.net_params.views)
-
     def reads_representation(self) -> bool:
-        return "global" in self.params["views"]
+        return "global" in self.net_params.views
 
     def reads_pixels(self) -> bool:
-        return bool({"target", "neighbour"} & set(self.params["views"]))
+        return bool({"target", "neighbour"} & set(self.net_params.views))
 
     def _net(self) -> TriplexRegressor:
-        n = self.net_params
-        return TriplexRegressor(
-            self.n_features_, self.n_tile_features_, self.n_genes_, alpha=n.alpha, fusion_loss=n.fusion_loss,
-            **{k: getattr(n, k) for k in n.NETWORK},
-        )  # fmt: skip
+        return TriplexRegressor(self.n_features_, self.n_tile_features_, self.n_genes_, self.net_params)
 
     def _views(self, inputs: ModelInputs) -> dict[str, np.ndarray | torch.Tensor]:
         """What the chosen views read of every spot: resized patch, neighbour tiles and mask, grid cell."""
-        p = self.params
+        p = self.net_params
         views = {"cells": grid_cells(inputs)}
-        if "target" in p["views"]:
-            batches = inputs.images.iter_patches(size=p["patch_size"], unit=p["patch_unit"])
-            views["patches"] = resized_patches(batches, inputs.n_spots, p["target_input_size"])
-        if "neighbour" in p["views"]:
+        if "target" in p.views:
+            batches = inputs.images.iter_patches(size=p.patch_size, unit=p.patch_unit)
+            views["patches"] = resized_patches(batches, inputs.n_spots, p.target_input_size)
+        if "neighbour" in p.views:
             tiles, inside = neighbour_views(
-                inputs.images, p["tile_method"], tile_size=p["tile_size"], unit=p["tile_unit"], grid=p["grid"]
+                inputs.images, p.tile_method, tile_size=p.tile_size, unit=p.tile_unit, grid=p.grid
             )
             views["tiles"] = torch.from_numpy(np.asarray(tiles, dtype=np.float32))
             views["tile_mask"] = torch.from_numpy(np.asarray(inside, dtype=bool))
@@ -243,8 +193,8 @@ class TriplexModel(NeuralModel):
     def _prepare(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
         views = self._fit_read
         self._fit_input_scaling(views, torch.from_numpy(~split.held))
-        p = self.params
-        if "patches" in views and p["target_pretrain_epochs"] and p["target_checkpoint"] is None:
+        p = self.net_params
+        if "patches" in views and p.target_pretrain_epochs and p.target_checkpoint is None:
             self._pretrain_target_cnn(views["patches"], z, ~split.held)
         self._freeze_target_maps(views)
 
@@ -257,7 +207,7 @@ class TriplexModel(NeuralModel):
             mean, std = channel_stats(views["patches"][train])
             net.pixel_mean.copy_(torch.tensor(mean))
             net.pixel_std.copy_(torch.tensor(std))
-        if self.params["target_checkpoint"] is not None:
+        if self.net_params.target_checkpoint is not None:
             self._load_target_cnn()
 
     def _pretrain_target_cnn(self, patches: torch.Tensor, z: np.ndarray, train: np.ndarray) -> None:
@@ -275,16 +225,16 @@ class TriplexModel(NeuralModel):
             network,
             self.net_.scale_pixels(patches[torch.from_numpy(train)]),
             torch.from_numpy(z[train].astype(np.float32)),
-            epochs=self.params["target_pretrain_epochs"],
+            epochs=self.net_params.target_pretrain_epochs,
             batch_size=32,
-            lr=self.params["target_pretrain_lr"],
-            weight_decay=self.params["weight_decay"],
+            lr=self.net_params.target_pretrain_lr,
+            weight_decay=self.train_settings.weight_decay,
             device=self.device,
             random_state=0 if self.random_state is None else self.random_state,
             show_progress_bar=self.show_progress_bar,
             desc="TRIPLEX target CNN",
             trainer_params=self.trainer_params,
-            precision=self.params.get("precision", "auto"),
+            precision=self.train_settings.precision,
         )
         encoder.cnn.requires_grad_(not encoder.freeze_cnn)
         encoder.cnn.cpu()
@@ -308,7 +258,7 @@ class TriplexModel(NeuralModel):
     def _load_target_cnn(self) -> None:
         from ...pp._encoders import load_encoder
 
-        loaded, spec = load_encoder("resnet18", checkpoint=self.params["target_checkpoint"])
+        loaded, spec = load_encoder("resnet18", checkpoint=self.net_params.target_checkpoint)
         trunk = nn.Sequential(*list(loaded.children())[:-2])
         self.net_.net.encoders["target"].cnn.load_state_dict(trunk.state_dict())
         self.net_.pixel_mean.copy_(torch.tensor(spec.mean))

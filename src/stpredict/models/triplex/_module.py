@@ -21,6 +21,7 @@ from torch import nn
 
 from .._data import Key
 from .._nn import Standardize
+from ._params import TriplexParams
 
 
 class RelativePositionBias(nn.Module):
@@ -295,10 +296,6 @@ def _masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (tokens * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
-VIEWS = ("target", "neighbour", "global")
-FUSIONS = ("cross_attention", "sum", "concat")
-
-
 class TriplexNet(nn.Module):
     """Target, neighbour and global encoders, the fusion layer and one gene head per view and for the fusion.
 
@@ -311,56 +308,39 @@ class TriplexNet(nn.Module):
     residual and feed-forward) query the global token against the target tokens and, with the same blocks,
     against the neighbour tokens; the two results are summed, normalised and read by a linear layer.
 
+    ``params`` (:class:`TriplexParams`, checked when made) sizes every part; its defaults are the CPU model's.
+
     Ablations (TRIPLEX's Tables 3-5): ``views`` a subset of the three (without the global view the
     cross-attention query is a learned token; with the global view alone it is the fused token);
     ``fusion='sum'`` (pooled view tokens added) or ``'concat'`` (concatenated, then a linear layer) instead
     of cross-attention; ``position_encoding`` of the global view.
     """
 
-    def __init__(
-        self,
-        n_tile_features: int,
-        n_spot_features: int,
-        n_genes: int,
-        *,
-        dim: int = 512,
-        heads: int = 8,
-        depth_target: int = 2,
-        depth_neighbour: int = 2,
-        depth_global: int = 2,
-        depth_fusion: int = 1,
-        mlp_ratio: float = 2.0,
-        dropout: float = 0.1,
-        grid: int = 5,
-        freeze_target_cnn: bool = False,
-        views: tuple[str, ...] = VIEWS,
-        fusion: str = "cross_attention",
-        position_encoding: str = "apeg",
-    ) -> None:
+    def __init__(self, n_tile_features: int, n_spot_features: int, n_genes: int, params: TriplexParams) -> None:
         super().__init__()
-        self.views = check_views(views)
-        if fusion not in FUSIONS:
-            msg = f"fusion must be one of {list(FUSIONS)}, got {fusion!r}."
-            raise ValueError(msg)
-        self.fusion = fusion
-        common = {"dim": dim, "heads": heads, "mlp_ratio": mlp_ratio, "dropout": dropout}
+        p = params
+        self.views, self.fusion = p.views, p.fusion
+        dim = p.dim
+        common = {"dim": dim, "heads": p.heads, "mlp_ratio": p.mlp_ratio, "dropout": p.dropout}
         self.encoders = nn.ModuleDict()
         if "target" in self.views:
-            self.encoders["target"] = TargetEncoder(depth=depth_target, freeze_cnn=freeze_target_cnn, **common)
+            self.encoders["target"] = TargetEncoder(depth=p.depth_target, freeze_cnn=p.freeze_target_cnn, **common)
         if "neighbour" in self.views:
-            self.encoders["neighbour"] = NeighbourEncoder(n_tile_features, depth=depth_neighbour, grid=grid, **common)
+            self.encoders["neighbour"] = NeighbourEncoder(
+                n_tile_features, depth=p.depth_neighbour, grid=p.grid, **common
+            )
         if "global" in self.views:
             self.encoders["global"] = GlobalEncoder(
-                n_spot_features, depth=depth_global, position_encoding=position_encoding, **common
+                n_spot_features, depth=p.depth_global, position_encoding=p.position_encoding, **common
             )
-        if fusion == "cross_attention":
+        if self.fusion == "cross_attention":
             # one stack of blocks queried against the target and then the neighbour tokens (the public code's
             # FusionEncoder shares its CrossEncoder between the two views)
-            self.cross = nn.ModuleList(CrossBlock(dim, heads, mlp_ratio, dropout) for _ in range(int(depth_fusion)))
+            self.cross = nn.ModuleList(CrossBlock(**common) for _ in range(int(p.depth_fusion)))
             if "global" not in self.views:
                 self.query = nn.Parameter(torch.zeros(1, 1, dim))
                 nn.init.trunc_normal_(self.query, std=0.02)
-        elif fusion == "concat":
+        elif self.fusion == "concat":
             self.concat = nn.Linear(len(self.views) * dim, dim)
         self.fusion_norm = nn.LayerNorm(dim)
         self.heads = nn.ModuleDict({name: nn.Linear(dim, n_genes) for name in ("fusion", *self.views)})
@@ -412,29 +392,17 @@ def _pool(view: str, tokens: torch.Tensor, mask: torch.Tensor | None) -> torch.T
     return tokens
 
 
-def check_views(views) -> tuple[str, ...]:
-    """``views`` as a tuple in TRIPLEX's order; an error names the accepted ones."""
-    chosen = tuple(v for v in VIEWS if v in set(views))
-    unknown = sorted(set(views) - set(VIEWS))
-    if unknown or not chosen:
-        msg = f"views must be a non-empty subset of {list(VIEWS)}, got {list(views)}."
-        raise ValueError(msg)
-    return chosen
-
-
 class TriplexRegressor(nn.Module):
     """:class:`TriplexNet` with its input scalings; ``forward`` gives the fusion prediction, ``training_loss`` the fusion loss."""
 
-    def __init__(
-        self, n_features: int, n_tile_features: int, n_genes: int, *, alpha: float, fusion_loss: bool, **net_params
-    ) -> None:
+    def __init__(self, n_features: int, n_tile_features: int, n_genes: int, params: TriplexParams) -> None:
         super().__init__()
         self.scale_in = Standardize(n_features)  # the global view's spot embeddings
         self.scale_tiles = Standardize(n_tile_features)
         self.register_buffer("pixel_mean", torch.zeros(3))
         self.register_buffer("pixel_std", torch.ones(3))
-        self.net = TriplexNet(n_tile_features, n_features, n_genes, **net_params)
-        self.alpha, self.fusion_loss = alpha, fusion_loss
+        self.net = TriplexNet(n_tile_features, n_features, n_genes, params)
+        self.alpha, self.fusion_loss = params.alpha, params.fusion_loss
 
     def scale_pixels(self, patches: torch.Tensor) -> torch.Tensor:
         return (patches - self.pixel_mean.view(1, 3, 1, 1)) / self.pixel_std.view(1, 3, 1, 1)
