@@ -177,7 +177,8 @@ def _without_linear_part(features: np.ndarray, signal: np.ndarray) -> np.ndarray
 def probe_signals(adata: AnnData, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """One noise-free draw of every family (each of variance 1)."""
     features = np.asarray(adata.obsm["X_handcrafted"], dtype=np.float64)
-    f = (features - features.mean(0)) / features.std(0)
+    scale = features.std(0)
+    f = (features - features.mean(0)) / np.where(scale > 0, scale, 1.0)  # a constant feature stays 0, not NaN
     d = f.shape[1]
     library = adata.obs["library_id"].to_numpy()
 

@@ -16,7 +16,14 @@ import torchvision.transforms.v2.functional as TF
 
 import stpredict as st
 from stpredict.pp import _encoders
-from stpredict.pp._encoders import HOPTIMUS_MEAN, HOPTIMUS_STD, IMAGENET_MEAN, load_encoder, to_model_input
+from stpredict.pp._encoders import load_encoder, to_model_input
+
+# normalisation constants as the model cards write them (typed here, not imported: a wrong constant in the
+# package must fail these tests)
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+HOPTIMUS_MEAN, HOPTIMUS_STD = (0.707223, 0.578729, 0.703617), (0.211883, 0.230117, 0.177517)  # H-optimus-0 card
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's, which CONCH's card prescribes
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 CARD = {  # name: (embedding size, mean, pooling) from each model card
     "uni": (1024, IMAGENET_MEAN, "model"),
@@ -45,8 +52,13 @@ def test_every_named_encoder_is_listed_with_its_card():
         assert spec.licence, name
         if spec.library != "torchvision":
             assert spec.page and spec.page.startswith("https://huggingface.co/"), name
-    assert st.pp.ENCODERS["h-optimus-0"].std == HOPTIMUS_STD
-    assert st.pp.ENCODERS["conch"].input_size == 448
+    for name, (_, mean, _) in CARD.items():
+        std = HOPTIMUS_STD if mean == HOPTIMUS_MEAN else IMAGENET_STD
+        assert st.pp.ENCODERS[name].std == std, name
+    conch = st.pp.ENCODERS["conch"]
+    assert (conch.input_size, conch.mean, conch.std, conch.interpolation) == (448, CLIP_MEAN, CLIP_STD, "bicubic")
+    for name in ("phikon", "phikon-v2", "resnet18", "resnet50", "densenet121", "vit_b_16"):
+        assert (st.pp.ENCODERS[name].mean, st.pp.ENCODERS[name].std) == (IMAGENET_MEAN, IMAGENET_STD), name
 
 
 @pytest.mark.parametrize("name", list(CARD))
