@@ -41,6 +41,7 @@ from anndata import AnnData
 
 import stpredict as st
 from stpredict.models import get_model
+from stpredict.models.ensemble import MEMBER_PRESETS
 from stpredict.models.m2tglgo import PAPER_PARAMS as M2TGLGO_PAPER_PARAMS
 from stpredict.models.merge import PAPER_PARAMS
 from stpredict.models.spahgc import PAPER_PARAMS as SPAHGC_PAPER_PARAMS
@@ -127,15 +128,9 @@ VARIANTS.update(
             "ensemble",
             {"models": ["ridge", "ridge_spatial", "mlp", "merge", "sepal", "triplex", "spahgc", "m2tglgo"]},
         ),
-        # the default members plus the two pixel-reading seed models that beat ridge on HER2ST (SEPAL, which
-        # does not, left out); 2 stacking folds instead of 3 to keep TRIPLEX's CPU cost at 3 fits per fold
-        "ensemble_best": (
-            "ensemble",
-            {
-                "models": ["ridge", "ridge_spatial", "mlp", "merge", "spahgc", "m2tglgo", "triplex"],
-                "stacking_folds": 2,
-            },
-        ),
+        # the 'best' preset (every seed method and baseline as candidates; which are used is chosen by each
+        # fit's inner cross-validation); 2 stacking folds instead of 3 to keep the pixel models' CPU cost down
+        "ensemble_best": ("ensemble", {"models": list(MEMBER_PRESETS["best"]), "stacking_folds": 2}),
     }
 )
 # data sets whose genes the bundled (human) Gene Ontology does not annotate: M2TGLGO runs without its GO prior

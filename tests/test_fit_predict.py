@@ -3,6 +3,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import stpredict as st
@@ -240,3 +241,36 @@ def test_cross_validate_keeps_predictions_per_predicted_gene(crop_norm):
     assert predictions.shape[0] == crop_norm.n_obs and 20 <= predictions.shape[1] <= 60  # genes chosen per fold
     assert predictions.notna().any(axis=1).all()  # every spot is predicted in its fold
     assert "cv_ridge" not in crop_norm.layers
+
+
+@pytest.mark.parametrize(
+    ("model", "params"),
+    [
+        ("ridge", {}),
+        ("ensemble", {"models": ["ridge", "ridge_spatial", "mlp"], "member_params": {"mlp": {"max_epochs": 3}}}),
+    ],
+)
+def test_a_held_out_slides_expression_cannot_change_its_cross_validated_predictions(crop_norm, model, params):
+    """Permuting the held-out section's expression among its spots changes nothing of its predictions.
+
+    What cross-validation does before a model sees data (gene selection, targets, the ensemble's inner
+    cross-validation and member choice) is the same for every model; that no model reads a test slide's
+    expression when predicting is the contract's test (tests/models/test_contract.py), for every model.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", st.StPredictWarning)
+        folds = st.tl.make_splits(crop_norm, method="leave_one_slide_out", allow_shared_patients=True)
+    fold = [f for f in folds if f.test == ["C4"]]
+    options = {"model": model, "model_params": params, "splits": fold, "gene_selection": {"n_genes": 30},
+               "show_progress_bar": False, "key_added": "cv", "full_layer": False}  # fmt: skip
+    permuted = crop_norm.copy()
+    held = np.flatnonzero((permuted.obs["library_id"] == "C4").to_numpy())
+    order = np.random.default_rng(0).permutation(held)
+    permuted.X[held] = crop_norm.X[order]
+    for name in permuted.layers:
+        permuted.layers[name][held] = crop_norm.layers[name][order]
+    st.tl.cross_validate(crop_norm, **options)
+    st.tl.cross_validate(permuted, **options)
+    c4 = crop_norm.obs_names[held]
+    pd.testing.assert_frame_equal(permuted.obsm["cv"].loc[c4], crop_norm.obsm["cv"].loc[c4])
+    assert permuted.uns["cv"]["per_gene"]["pearson"].ne(crop_norm.uns["cv"]["per_gene"]["pearson"]).any()

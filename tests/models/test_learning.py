@@ -139,6 +139,27 @@ def test_ensemble_weights_the_member_that_fits_the_held_out_slide(planted):
     assert predictor.validation.selected["stacking_folds"] == 3
 
 
+def test_ensemble_uses_a_member_alone_when_the_blend_does_not_beat_it_in_cross_validation(planted, tmp_path):
+    """The member list is a candidate list: the training slides' inner cross-validation decides what is used."""
+    train, test = planted
+    barely_trained = {"max_epochs": 1, "hidden": [2], "lr": 1e-5}  # predicts next to nothing
+    predictor = st.tl.fit(
+        train, model="ensemble", genes=["own", "ring"], layer=None, use_rep="X_rep", device="cpu",
+        model_params={"models": ["ridge_spatial", "mlp"], "member_params": {"mlp": barely_trained}},
+    )  # fmt: skip
+    selected = predictor.validation.selected
+    assert selected["choice"] == "ridge_spatial" and selected["weights"] == {"ridge_spatial": 1.0, "mlp": 0.0}
+    assert predictor.validation.score == selected["member_scores"]["ridge_spatial"]
+    assert "choice=ridge_spatial, stacking_folds=3, weights={'ridge_spatial': 1.0}" in repr(predictor)
+    assert not hasattr(predictor.model.members_[1], "net_")  # a member without a weight is not refitted
+    alone = st.tl.fit(train, model="ridge_spatial", genes=["own", "ring"], layer=None, use_rep="X_rep")
+    expected = alone.predict(test, copy=True).obsm["pred_ridge_spatial"].to_numpy()
+    np.testing.assert_allclose(predictor.predict(test, copy=True).obsm["pred_ensemble"].to_numpy(), expected, rtol=1e-5)
+    predictor.save(tmp_path / "e.stpredict")  # the unfitted member is neither saved nor loaded
+    loaded = st.tl.load_model(tmp_path / "e.stpredict").predict(test, copy=True).obsm["pred_ensemble"].to_numpy()
+    np.testing.assert_allclose(loaded, expected, rtol=1e-5)
+
+
 @pytest.mark.parametrize("folds", [0, 1.5, True])
 def test_ensemble_rejects_bad_stacking_folds(folds):
     with pytest.raises(ValueError, match="stacking_folds must be a positive integer"):
@@ -180,8 +201,8 @@ def test_ensemble_presets_name_their_members():
 
     ensemble = st.models.get_model("ensemble")
     assert tuple(ensemble().params["models"]) == DEFAULT_MEMBERS == tuple(ensemble(models="fast").params["models"])
-    best = ensemble(models="best")
-    assert list(best.params["models"]) == [*DEFAULT_MEMBERS, "m2tglgo", "triplex"]
+    best = ensemble(models="best")  # every seed method and baseline: chosen by what they are, not by test scores
+    assert list(best.params["models"]) == [*DEFAULT_MEMBERS, "m2tglgo", "triplex", "sepal"]
     assert best.reads_pixels() and not ensemble().reads_pixels()
     with pytest.raises(ValueError, match="preset of \\['best', 'fast'\\]"):
         ensemble(models="everything")

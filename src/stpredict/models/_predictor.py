@@ -246,8 +246,13 @@ class Predictor:
         return "\n".join(lines)
 
     def _selected_text(self) -> str:
-        shown = {k: v for k, v in self.validation.selected.items() if not isinstance(v, Mapping)}
-        return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items())
+        selected = self.validation.selected
+        shown = {k: v for k, v in selected.items() if not isinstance(v, Mapping)}
+        text = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in shown.items()]
+        if isinstance(selected.get("weights"), Mapping):  # an ensemble: the members it uses
+            used = {name: round(float(w), 2) for name, w in selected["weights"].items() if w > 0}
+            text.append(f"weights={used}")
+        return ", ".join(text)
 
     # --- applying ---------------------------------------------------------------------------------------------
 

@@ -3,8 +3,11 @@
 ``st.tl.fit(adata, model='ensemble')`` is the "give me the best you have" model. The training groups
 (patients, else slides, else spatial blocks) are split into folds; every member is fitted without each fold
 and predicts it, so every training spot gets an out-of-fold prediction from every member, and the members'
-non-negative weights are chosen on all of them (cross-fitted stacking, the "super learner"); then every member
-is refitted on all training slides and the prediction is the weighted mean of theirs. Test slides play no part.
+non-negative weights are chosen on all of them (cross-fitted stacking, the "super learner"). Whether the
+blend beats its best single member is itself checked by cross-validation over the same folds (weights chosen
+without each fold, scored on it); if it does not, that member alone is used. The members with a weight are
+refitted on all training slides and the prediction is the weighted mean of theirs. Test slides play no part:
+which members are used is decided inside the training slides of every fit, never by a hand-written list.
 """
 
 from __future__ import annotations
@@ -24,11 +27,12 @@ from ._inputs import ModelInputs
 from ._params import Params
 from ._validation import held_out_mask, scoring_units, validation_groups
 
-#: members that read only the ``obsm`` representation (no pixels): fast on a CPU and on any slide
+#: the baselines and seed methods that read only the ``obsm`` representation (no pixels): fast on any slide
 DEFAULT_MEMBERS = ("ridge", "ridge_spatial", "mlp", "merge", "spahgc")
-#: named member lists: ``'fast'`` (the default) and ``'best'``, which adds the two pixel-reading seed models
-#: that beat ridge on HER2ST (M2TGLGO, TRIPLEX; docs/benchmarks.md): 3-7 x the CPU time of ``'fast'``
-MEMBER_PRESETS = {"fast": DEFAULT_MEMBERS, "best": (*DEFAULT_MEMBERS, "m2tglgo", "triplex")}
+#: named candidate lists, defined by what the models read (not by any test score): ``'fast'`` (the default) and
+#: ``'best'``, every seed method and baseline, the pixel-reading seed methods (M2TGLGO, TRIPLEX, SEPAL) included;
+#: each fit keeps the candidates its inner cross-validation gives a weight
+MEMBER_PRESETS = {"fast": DEFAULT_MEMBERS, "best": (*DEFAULT_MEMBERS, "m2tglgo", "triplex", "sepal")}
 
 
 @dataclass(frozen=True)
@@ -98,22 +102,72 @@ def stacking_weights(predictions: Sequence[np.ndarray], targets: np.ndarray, uni
     return weights / weights.sum()
 
 
+def mean_pearson(targets: np.ndarray, predicted: np.ndarray, unit: np.ndarray) -> float:
+    """PCC(M) of ``predicted``: per-gene Pearson within each unit (slide), averaged (a constant gene counts 0)."""
+    return float(np.nan_to_num(per_slide_pearson(targets, predicted, unit), nan=0.0).mean())
+
+
+def cross_validated_blend(
+    predictions: Sequence[np.ndarray], targets: np.ndarray, unit: np.ndarray, fold: np.ndarray
+) -> np.ndarray:
+    """The stacked blend of every spot with weights chosen on the other folds (``fold`` numbers the spots)."""
+    blended = np.empty_like(targets, dtype=np.float64)
+    for name in np.unique(fold):
+        rows = fold == name
+        inner = stacking_weights([p[~rows] for p in predictions], targets[~rows], unit[~rows])
+        blended[rows] = sum(w * p[rows] for w, p in zip(inner, predictions, strict=True))
+    return blended
+
+
+def choose_blend(
+    predictions: Sequence[np.ndarray], targets: np.ndarray, unit: np.ndarray, fold: np.ndarray
+) -> tuple[np.ndarray, int | None]:
+    """Stacking weights, or one member alone when the blend does not beat it in cross-validation.
+
+    ``fold`` numbers the held-out spots' folds. The blend's score is cross-validated
+    (:func:`cross_validated_blend`); each member's own out-of-fold score needs no fitting. The higher wins, a
+    tie going to the single member (simpler). Returns the weights and the index of the member used alone
+    (``None``: the blend). With one fold the blend cannot be checked and is used.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> a, b = rng.normal(size=(2, 300, 4))
+    >>> y = a + b                              # each member sees half of the signal: the blend wins
+    >>> halves = [a + 0.3 * rng.normal(size=a.shape), b + 0.3 * rng.normal(size=b.shape)]
+    >>> folds, unit = np.arange(300) % 3, np.zeros(300)
+    >>> choose_blend(halves, y, unit, folds)[1] is None
+    True
+    >>> choose_blend([y + 0.3 * rng.normal(size=y.shape), np.zeros_like(y)], y, unit, folds)
+    (array([1., 0.]), 0)
+    """
+    weights = stacking_weights(predictions, targets, unit)
+    if len(np.unique(fold)) < 2:
+        return weights, None
+    singles = [mean_pearson(targets, p, unit) for p in predictions]
+    best = int(np.argmax(singles))
+    if singles[best] >= mean_pearson(targets, cross_validated_blend(predictions, targets, unit, fold), unit):
+        return np.eye(len(predictions))[best], best
+    return weights, None
+
+
 class EnsembleModel(Model):
     """A weighted mean of registered models' predictions, weights chosen on held-out training groups.
 
-    Parameters (``model_params``): ``models``, the member model names, or a preset: ``'fast'`` (default:
+    Parameters (``model_params``): ``models``, the candidate members, or a preset: ``'fast'`` (default:
     ridge, ridge_spatial, mlp, merge and spahgc, which read only the representation) or ``'best'`` (those and
-    M2TGLGO and TRIPLEX, which read pixels too: the best on HER2ST and MOB, at 3-7 times the CPU time of
-    ``'fast'``); ``member_params``, ``{member: model_params}``; ``weights``: ``'stacking'`` (non-negative
-    least squares on the held-out group's per-slide standardised values, see :func:`stacking_weights`) or
-    ``'equal'``; ``stacking_folds`` (default 3), how many folds of whole training groups give the out-of-fold
-    predictions the weights are chosen on (``1``: a single held-out group of about a fifth of the groups, the
-    cheapest and noisiest choice).
+    the seed methods that read pixels, M2TGLGO, TRIPLEX and SEPAL: several times the CPU time of ``'fast'``);
+    ``member_params``, ``{member: model_params}``; ``weights``: ``'stacking'`` (non-negative least squares on
+    the held-out groups' per-slide standardised values, see :func:`stacking_weights`, then the blend checked
+    against each member alone by cross-validation, :func:`choose_blend`) or ``'equal'``; ``stacking_folds``
+    (default 3), how many folds of whole training groups give the out-of-fold predictions the weights are
+    chosen on (``1``: a single held-out group of about a fifth of the groups, the cheapest and noisiest choice).
 
-    Every member is fitted ``stacking_folds + 1`` times (once without each fold, and once on all training
-    spots), so the ensemble costs about that many times the sum of its members. Its ``validation`` is the
-    weighted members' Pearson on the out-of-fold predictions; the weights were chosen on them too, so the score
-    is slightly optimistic (a handful of weights against all training values).
+    Every candidate is fitted ``stacking_folds`` times without a fold, and the members given a weight once more
+    on all training spots. Its ``validation`` is the chosen answer's out-of-fold Pearson: the blend's with
+    cross-validated weights, or the chosen member's own. ``validation.selected`` records the weights, the
+    choice (``'stacking'`` or the member used alone) and every candidate's out-of-fold score.
 
     Examples
     --------
@@ -182,11 +236,14 @@ class EnsembleModel(Model):
 
     # --- fit / predict ----------------------------------------------------------------------------------
 
-    def _fit_members(self, inputs: ModelInputs, targets: np.ndarray) -> list[Model]:
+    def _fit_members(self, inputs: ModelInputs, targets: np.ndarray, used: Sequence[bool] | None = None) -> list[Model]:
+        """Every member (or those ``used``) fitted on ``inputs``; the others stay unfitted (weight 0, never run)."""
         fitted = []
         for index, name in enumerate(self.net_params.models):
             member = self._new_member(name)
-            fitted.append(member.fit(self._member_inputs(inputs, index), targets))
+            if used is None or used[index]:
+                member.fit(self._member_inputs(inputs, index), targets)
+            fitted.append(member)
         return fitted
 
     def _held_out_folds(self, inputs: ModelInputs) -> tuple[list[np.ndarray], np.ndarray, str]:
@@ -206,30 +263,47 @@ class EnsembleModel(Model):
         folds, groups, kind = self._held_out_folds(inputs)
         held = np.logical_or.reduce(folds)
         unit = scoring_units(inputs, groups, kind)[held]
+        # the inner folds that check the blend: the stacking folds, or the held-out group's slides when one
+        fold = np.argmax(folds, axis=0)[held] if len(folds) > 1 else unit
         names = list(self.net_params.models)
         predictions = [p[held] for p in out_of_fold(self._fit_predict, inputs, targets, folds, "ensemble")]
+        choice, alone = "equal", None
         if self.net_params.weights == "stacking":
-            self.weights_ = stacking_weights(predictions, targets[held], unit)
-        blended = sum(w * p for w, p in zip(self.weights_, predictions, strict=True))
-        member_scores = {
-            name: float(np.nan_to_num(per_slide_pearson(targets[held], p, unit), nan=0.0).mean())
-            for name, p in zip(names, predictions, strict=True)
-        }
-        gene_pearson = per_slide_pearson(targets[held], blended, unit)
+            self.weights_, alone = choose_blend(predictions, targets[held], unit, fold)
+            choice = "stacking" if alone is None else names[alone]
+        chosen = self._out_of_fold_answer(predictions, targets[held], unit, fold, alone)
+        gene_pearson = per_slide_pearson(targets[held], chosen, unit)
         self.validation_ = Validation(
             groups=kind,
             held_out=sorted(np.unique(groups[held]).tolist()),
             score=float(np.nan_to_num(gene_pearson, nan=0.0).mean()),
             gene_pearson=gene_pearson,
             selected={
+                "choice": choice,
                 "weights": dict(zip(names, map(float, self.weights_), strict=True)),
-                "member_scores": member_scores,
+                "member_scores": {
+                    n: mean_pearson(targets[held], p, unit) for n, p in zip(names, predictions, strict=True)
+                },
                 "stacking_folds": len(folds),
             },
         )
-        logger.info("ensemble: weights %s; refitting the members on all training spots", self.validation_.selected)
-        self.members_ = self._fit_members(inputs, targets)
+        logger.info(
+            "ensemble: %s; refitting the members with a weight on all training spots", self.validation_.selected
+        )
+        self.members_ = self._fit_members(inputs, targets, used=self.weights_ > 0)
         return self
+
+    def _out_of_fold_answer(self, predictions, targets, unit, fold, alone: int | None) -> np.ndarray:
+        """What the validation scores: the member used alone, or the cross-validated blend.
+
+        The blend's weights are chosen without each inner fold (not on the very values they are scored on);
+        fixed weights (``'equal'``) are used as they are.
+        """
+        if alone is not None:
+            return predictions[alone]
+        if self.net_params.weights == "stacking" and len(np.unique(fold)) > 1:
+            return cross_validated_blend(predictions, targets, unit, fold)
+        return sum(w * p for w, p in zip(self.weights_, predictions, strict=True))
 
     def predict(self, inputs: ModelInputs) -> np.ndarray:
         out = np.zeros((inputs.n_spots, self.n_genes_), dtype=np.float64)
@@ -242,7 +316,8 @@ class EnsembleModel(Model):
     def state_dict(self) -> dict[str, np.ndarray]:
         state = {"weights": np.asarray(self.weights_, dtype=np.float64)}
         for index, member in enumerate(self.members_):
-            state.update({f"member{index}.{k}": v for k, v in member.state_dict().items()})
+            if self.weights_[index] > 0:
+                state.update({f"member{index}.{k}": v for k, v in member.state_dict().items()})
         return state
 
     def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
@@ -250,4 +325,5 @@ class EnsembleModel(Model):
         self.members_ = [self._new_member(name) for name in self.net_params.models]
         for index, member in enumerate(self.members_):
             prefix = f"member{index}."
-            member.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
+            if self.weights_[index] > 0:  # members without a weight were never fitted
+                member.load_state_dict({k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)})
