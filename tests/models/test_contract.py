@@ -32,19 +32,15 @@ SMALL["ensemble"] = {"models": ["ridge_spatial", "merge"], "member_params": {"me
 GENES = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19"]
 
 
-def _split(adata, test="C4"):
-    is_test = adata.obs["library_id"] == test
-    return adata[~is_test].copy(), adata[is_test].copy()
-
-
 def _fit(train, model, **kwargs):
     params = SMALL.get(model) or declared(model, "CONTRACT_PARAMS", {})  # a new model's own test file says
     return st.tl.fit(train, model=model, genes=GENES, device="cpu", model_params=params, **kwargs)
 
 
 @pytest.fixture(scope="module")
-def split(_crop_norm_session):
-    return _split(_crop_norm_session)
+def split(split_views):
+    """The crop's sections C2, C3 / C4, with TRIPLEX's neighbour view stored (computed once, see conftest)."""
+    return split_views
 
 
 @pytest.mark.parametrize("model", st.tl.available_models())

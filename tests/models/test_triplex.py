@@ -30,8 +30,8 @@ def test_grid_cells_start_at_zero_and_halve_visium_columns():
     np.testing.assert_array_equal(grid_cells(inputs), [[0, 0], [0, 1], [1, 0], [1, 1], [0, 0], [0, 1]])
 
 
-def test_batches_come_from_one_slide_with_its_whole_global_view(crop_norm):
-    inputs, _ = build_inputs(crop_norm, crop_norm.obsm["X_handcrafted"], needs_grid=True, needs_images=True)
+def test_batches_come_from_one_slide_with_its_whole_global_view(crop_views):
+    inputs, _ = build_inputs(crop_views, crop_views.obsm["X_handcrafted"], needs_grid=True, needs_images=True)
     model = TriplexModel(batch_size=16, **SMALL)
     model._fit_read = model._read_once(inputs)
     items = model._items(inputs, np.arange(inputs.n_spots), stage="train")  # shuffled within each slide
@@ -48,8 +48,8 @@ def test_batches_come_from_one_slide_with_its_whole_global_view(crop_norm):
         assert item["spots"].shape[0] == len(members) and item["cells"].shape == (len(members), 2)
 
 
-def test_training_loss_decreases_and_views_are_fused(split):
-    train, test = split
+def test_training_loss_decreases_and_views_are_fused(split_views):
+    train, test = split_views
     params = {**SMALL, "max_epochs": 15, "patience": 15, "lr": 1e-3}
     predictor = st.tl.fit(train, model="triplex", genes=GENES, model_params=params)
     loss = predictor.validation.history["train_loss"].to_numpy()
@@ -58,8 +58,8 @@ def test_training_loss_decreases_and_views_are_fused(split):
         st.tl.fit(train, model="triplex", genes=GENES, model_params={**SMALL, "heads": 3})
 
 
-def test_ablations_read_only_what_their_views_need(split):
-    train, test = split
+def test_ablations_read_only_what_their_views_need(split_views):
+    train, test = split_views
     without_global = TriplexModel(views=["target", "neighbour"], **SMALL)
     assert not without_global.reads_representation() and without_global.reads_pixels()
     only_global = TriplexModel(views=["global"], **SMALL)
@@ -75,9 +75,9 @@ def test_ablations_read_only_what_their_views_need(split):
         TriplexModel(views=["global"], target_checkpoint="x.pt")
 
 
-def test_without_fusion_loss_the_view_heads_are_not_trained(crop_norm):
-    inputs, _ = build_inputs(crop_norm, crop_norm.obsm["X_handcrafted"], needs_grid=True, needs_images=True)
-    layer = crop_norm[:, GENES].layers["log1p"]
+def test_without_fusion_loss_the_view_heads_are_not_trained(crop_views):
+    inputs, _ = build_inputs(crop_views, crop_views.obsm["X_handcrafted"], needs_grid=True, needs_images=True)
+    layer = crop_views[:, GENES].layers["log1p"]
     targets = layer.toarray() if sparse.issparse(layer) else np.asarray(layer)
     params = {**SMALL, "max_epochs": 2, "views": ["neighbour", "global"], "dropout": 0.0}
     states = {}
