@@ -1,16 +1,11 @@
-"""Write the super-resolution tables of ``docs/benchmarks.md`` from ``benchmarks/results/superres_*.csv``.
+"""The super-resolution tables of ``docs/benchmarks.md``, from ``benchmarks/results/superres_*.csv``.
 
-    python benchmarks/report_superres.py          # rewrite the tables between their markers
-    python benchmarks/report_superres.py --check  # exit 1 when the docs differ from the results files
-
-Each table sits between ``<!-- superres:NAME -->`` and ``<!-- /superres:NAME -->`` in ``docs/benchmarks.md``.
+``benchmarks/report.py`` writes them (with every other generated table) between ``<!-- superres:NAME -->``
+and ``<!-- /superres:NAME -->``.
 """
 
 from __future__ import annotations
 
-import argparse
-import re
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -115,32 +110,3 @@ TABLES = {
     "inner": inner_table,
     "scale": scale_table,
 }
-
-
-def render(text: str) -> str:
-    for name, make in TABLES.items():
-        pattern = re.compile(rf"(<!-- superres:{name} -->\n)(?:.*?\n)?(<!-- /superres:{name} -->)", re.S)
-        if not pattern.search(text):
-            msg = f"docs/benchmarks.md has no <!-- superres:{name} --> ... <!-- /superres:{name} --> markers"
-            raise SystemExit(msg)
-        table = make()
-        text = pattern.sub(lambda m, table=table: m.group(1) + table + "\n" + m.group(2), text)
-    return text
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail when docs/benchmarks.md differs")
-    args = parser.parse_args()
-    current = DOCS.read_text()
-    rendered = render(current)
-    if args.check:
-        if rendered != current:
-            print("docs/benchmarks.md: super-resolution tables differ from benchmarks/results; run report_superres.py")
-            sys.exit(1)
-        return
-    DOCS.write_text(rendered)
-
-
-if __name__ == "__main__":
-    main()

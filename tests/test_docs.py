@@ -35,8 +35,8 @@ def test_docs_build_without_warnings(tmp_path):
     assert (html / "generated" / "stpredict.tl.fit.html").exists()
 
 
-def test_super_resolution_tables_are_generated_from_the_results():
-    """``docs/benchmarks.md``'s super-resolution tables are what ``benchmarks/report_superres.py`` writes."""
-    script = ROOT / "benchmarks" / "report_superres.py"
+def test_benchmark_tables_are_generated_from_the_results():
+    """``docs/benchmarks.md``'s generated tables are what ``benchmarks/report.py`` writes from the results."""
+    script = ROOT / "benchmarks" / "report.py"
     result = subprocess.run([sys.executable, str(script), "--check"], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
