@@ -117,8 +117,12 @@ class FeatureRecipe:
         return jsonable(asdict(self))
 
     def store(self, adata: AnnData, key: str, **extra: Any) -> None:
-        """Record this recipe for ``adata.obsm[key]`` (with ``extra`` values such as ``feature_names``)."""
-        adata.uns.setdefault(FEATURES_KEY, {})[key] = {**self.record(), **extra}
+        """Record this recipe for ``adata.obsm[key]`` (with ``extra`` values such as ``feature_names``).
+
+        The record table is replaced, not changed in place: an AnnData made with a shallow copy of another's
+        ``uns`` (a fold of ``st.tl.cross_validate``) never writes into the other's.
+        """
+        adata.uns[FEATURES_KEY] = {**adata.uns.get(FEATURES_KEY, {}), key: {**self.record(), **extra}}
 
     def differences(self, other: FeatureRecipe) -> dict[str, tuple[Any, Any]]:
         """``{field: (mine, theirs)}`` for every compared field that differs."""

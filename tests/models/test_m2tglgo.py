@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -15,6 +17,7 @@ from stpredict.models.m2tglgo._module import (
     ranking_loss,
     reconstruction_loss,
 )
+from stpredict.models.m2tglgo._params import M2tglgoParams
 
 GENES = ["ERBB2", "GNAS", "FASN", "CD24", "KRT19", "KRT8", "ACTB", "MUCL1"]
 SMALL = {"max_epochs": 3, "hidden": [16, 32], "gene_dim": 8, "patch_size": 64}
@@ -171,8 +174,9 @@ def test_regressor_objective_terms_can_be_switched_off():
     )
     for r, pairs in enumerate(hop_pairs(ring, 3), start=1):
         batch[f"hop{r}"] = torch.from_numpy(pairs)
-    full = M2TGLGORegressor(4, 3, hidden=(8,), dropout=0.0).eval()
-    mse_only = M2TGLGORegressor(4, 3, hidden=(8,), dropout=0.0, reconstruction_weight=0, ranking_weight=0).eval()
+    small = M2tglgoParams(hidden=(8,), dropout=0.0)
+    full = M2TGLGORegressor(4, 3, small).eval()
+    mse_only = M2TGLGORegressor(4, 3, replace(small, reconstruction_weight=0, ranking_weight=0)).eval()
     mse_only.load_state_dict(full.state_dict())
     with torch.no_grad():
         h = full.net.embed(full._modalities(batch), batch["edge_index"])

@@ -125,6 +125,39 @@ class NeuralModel(Model):
 
     # --- shared steps ----------------------------------------------------------------------------------------
 
+    def _pretrain(self, network: nn.Module, images: torch.Tensor, targets: torch.Tensor, **stage: Any) -> list[float]:
+        """A pretraining stage (a CNN on patches) on the shared loop of ``st.tl.train_encoder``.
+
+        ``stage`` holds what the stage sets itself (``epochs``, ``batch_size``, ``lr``, ``weight_decay``,
+        ``desc``); the device, seed, progress bar, ``trainer_params`` and precision are the model's. Returns the
+        loss per epoch.
+        """
+        from ._image_training import train_image_network
+
+        return train_image_network(
+            network, images, targets, device=self.device,
+            random_state=0 if self.random_state is None else self.random_state,
+            show_progress_bar=self.show_progress_bar, trainer_params=self.trainer_params,
+            precision=self.train_settings.precision, **stage,
+        )  # fmt: skip
+
+    @staticmethod
+    def _initial_trunk(arch: str, checkpoint=None, pretrained: bool = False) -> tuple[nn.Module, tuple, tuple]:
+        """A trunk's first weights (a checkpoint file or the published weights) and their input mean and std.
+
+        Called when fitting, never when a saved model is built, so that loading a model never downloads.
+        """
+        from ..pp._encoders import load_encoder
+
+        loaded, spec = load_encoder(arch, checkpoint=checkpoint, pretrained=pretrained)
+        return loaded, spec.mean, spec.std
+
+    @staticmethod
+    def _set_pixel_scaling(module: nn.Module, mean, std) -> None:
+        """The per-channel pixel mean and std a module's ``pixel_mean`` / ``pixel_std`` buffers standardise with."""
+        module.pixel_mean.copy_(torch.tensor(mean))
+        module.pixel_std.copy_(torch.tensor(std))
+
     def _begin_fit(self, inputs: ModelInputs, targets: np.ndarray) -> TrainSettings:
         """Shapes recorded, seed set, a fresh ``net_`` whose input scaling is fitted on the training spots."""
         self._record_shapes(inputs, targets)

@@ -60,17 +60,13 @@ class PatchModel(NeuralModel):
 
     def _prepare(self, inputs: ModelInputs, z: np.ndarray, split: Split) -> None:
         """The trunk's first weights and pixel scaling."""
-        from ..pp._encoders import load_encoder
-
         n = self.net_params
         if n.checkpoint is not None or n.pretrained:  # loaded here, not in _net: a saved model never downloads
-            loaded, spec = load_encoder(n.arch, checkpoint=n.checkpoint, pretrained=n.pretrained)
+            loaded, mean, std = self._initial_trunk(n.arch, n.checkpoint, n.pretrained)
             self.net_.trunk.load_state_dict(loaded.state_dict())
-            mean, std = spec.mean, spec.std
         else:
             mean, std = channel_stats(self._fit_read[torch.from_numpy(split.train)])
-        self.net_.pixel_mean.copy_(torch.tensor(mean))
-        self.net_.pixel_std.copy_(torch.tensor(std))
+        self._set_pixel_scaling(self.net_, mean, std)
 
     def _items(self, inputs: ModelInputs, spots: np.ndarray, z=None, unit=None, *, stage="predict") -> Items:
         """The training or validation spots' patches, cut once per fit (prediction streams: see ``_predict_z``)."""

@@ -17,13 +17,14 @@ from .._constants import COUNTS_LAYER
 from .._leakage import check_folds_no_leakage
 from .._logging import logger
 from .._predictions import write_predictions
+from .._recipe import FeatureRecipe
 from .._validate import as_gene_list, check_adata, library_ids, spot_libraries
 from ..models._base import get_model
 from ..pp._features import compute_image_features
 from ..pp._genes import select_genes
 from ..pp._normalize import layer_scale
 from ._evaluate import evaluate, summarize
-from ._fit import default_recipe, fit
+from ._fit import fit
 from ._splits import Fold, make_splits
 
 
@@ -163,7 +164,7 @@ def cross_validate(
             msg = f"Representation {use_rep!r} not in adata.obsm; compute it with st.pp.image_features."
             raise KeyError(msg)
         precomputed = compute_image_features(adata, method=rep.removeprefix("X_"), show_progress_bar=show_progress_bar)
-        recipe = default_recipe(rep.removeprefix("X_"))
+        recipe = FeatureRecipe(rep.removeprefix("X_"))  # st.pp.image_features' defaults
 
     slides = spot_libraries(adata)
     needed = {layer, eval_layer, mask_layer, COUNTS_LAYER, dict(gene_selection).get("layer")}
@@ -173,7 +174,7 @@ def cross_validate(
         train, test = _fold_slice(adata, train_mask, needed), _fold_slice(adata, test_mask, needed)
         if precomputed is not None:
             train.obsm[rep], test.obsm[rep] = precomputed[train_mask], precomputed[test_mask]
-            train.uns["stpredict_features"] = {**train.uns.get("stpredict_features", {}), rep: recipe}
+            recipe.store(train, rep)
         if fixed_genes is None:
             select_genes(train, **{"method": "top_expressed", "n_genes": 250, **dict(gene_selection)})
         started = time.perf_counter()

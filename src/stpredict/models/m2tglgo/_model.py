@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal
 
 import numpy as np
 import torch
 
 from ..._logging import warn
-from ...pp._graph import SpotGraph, spot_graph_spec
+from ...pp._graph import spot_graph_spec
 from .._data import Key, slide_items
 from .._inputs import ModelInputs
 from .._neural import NeuralModel, Split
-from .._params import Params
 from .._train import TrainSettings
 from ._graph import edge_index, hop_pairs
-from ._module import MODALITIES, NUCLEI_COLUMNS, M2TGLGORegressor
+from ._module import NUCLEI_COLUMNS, M2TGLGORegressor
+from ._params import M2tglgoParams
 
-Activation = Literal["relu", "sigmoid", "none"]
 #: the paper's configuration (Sec. 4: two GAT layers of 256 and 512, AdamW lr 1e-4, 500 epochs, sigmoids of
 #: Eq. 1 and 6, fixed gene node features): GPU-sized, and slow to learn on CPU budgets (docs/models.md)
 PAPER_PARAMS = {
@@ -34,51 +31,6 @@ PAPER_PARAMS = {
     "linear_path": False,
     "spot_graph": "knn",
 }
-NET_PARAMS = ("gamma", "dropout", "activation", "output_activation", "residual", "linear_path")
-LOSS_PARAMS = ("reconstruction_weight", "ranking_weight", "margin", "dense_limit")
-
-
-@dataclass(frozen=True)
-class M2tglgoParams(Params):
-    """The spot graph and its modalities, the GAT, the losses, the GO gene graph and the nuclei patches.
-
-    CPU defaults chosen on a training fold's validation slide (docs/models.md); ``PAPER_PARAMS``: the paper's.
-    """
-
-    hidden: tuple[int, ...] = (128, 256)
-    gamma: float = 0.75
-    dropout: float = 0.5  # on each GAT's input, as the authors' code (DGL feat_drop)
-    activation: Activation = "relu"  # of the intra-modal GAT: the authors' code; the paper writes a sigmoid
-    output_activation: Activation = "none"  # of H: the authors' code; the paper's sigmoid stalls training
-    residual: bool = True  # not in the paper: the intra-modal GATs keep the spot's own features (probes)
-    linear_path: bool = False  # not in the paper: a linear map of the spot's and its neighbours' features added
-    modalities: tuple[str, ...] = MODALITIES
-    n_neighbours: int = 6
-    spot_graph: SpotGraph = "knn"  # not in the paper: 'grid', the array's neighbours
-    reconstruction_weight: float = 1.0
-    ranking_weight: float = 1.0
-    margin: float = 0.01
-    dense_limit: int = 4096
-    go_prior: bool = True
-    gene_features: Literal["go", "learned"] = "learned"
-    gene_dim: int = 200
-    go_namespaces: tuple[str, ...] = ("BP", "MF", "CC")
-    go_n_top: int = 10
-    go_path: str | None = None
-    min_go_coverage: float = 0.5
-    patch_size: float = 224
-    patch_unit: Literal["px", "um"] = "px"
-    nuclei_segmentation: str | None = None  # e.g. 'cellvit': the slides' recorded nuclei (HEST), not the pixels'
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        unknown = sorted(set(self.modalities) - set(MODALITIES))
-        if unknown or not self.modalities:
-            msg = f"modalities must be a non-empty subset of {list(MODALITIES)}, got {list(self.modalities)!r}."
-            raise ValueError(msg)
-        if not 0 <= float(self.gamma) <= 1:
-            msg = f"gamma must be in [0, 1], got {self.gamma!r}."
-            raise ValueError(msg)
 
 
 def gene_prior(
@@ -188,15 +140,7 @@ class M2tglgoModel(NeuralModel):
                 "gene_edges": torch.from_numpy(self.gene_edges_),
                 "learn_gene_features": p.gene_features == "learned",
             }
-        return M2TGLGORegressor(
-            max(self.n_features_, 1),
-            self.n_genes_,
-            modalities=tuple(p.modalities),
-            hidden=tuple(int(h) for h in p.hidden),
-            **{k: getattr(p, k) for k in NET_PARAMS},
-            **{k: getattr(p, k) for k in LOSS_PARAMS},
-            **prior,
-        )
+        return M2TGLGORegressor(max(self.n_features_, 1), self.n_genes_, p, **prior)
 
     def _nuclei(self, inputs: ModelInputs) -> np.ndarray | None:
         if not self.reads_pixels():

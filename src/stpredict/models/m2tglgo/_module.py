@@ -14,8 +14,8 @@ from torch import nn
 
 from .._data import Key
 from .._nn import LinearPath, Standardize, import_torch_geometric
+from ._params import M2tglgoParams
 
-MODALITIES = ("deep", "morphology", "topology")
 #: columns of ``st.pp.image_features(method='nuclei')`` per nuclei modality (the 18th, the count, is not used)
 NUCLEI_COLUMNS = {"morphology": slice(0, 14), "topology": slice(14, 17)}
 QUARTILES = (0.25, 0.5, 0.75, 1.0)
@@ -80,35 +80,29 @@ class M2TGLGONet(nn.Module):
     ``gene_features`` ``(genes, f)`` and ``gene_edges`` ``(2, E)`` define the gene graph of the GO prior;
     without them (``gene_features=None``) every gene has its own free predictor (the "without GO" ablation).
     ``learn_gene_features`` makes the gene node features trainable (initialised with ``gene_features``).
+    ``params`` (:class:`M2tglgoParams`) sizes the network: ``hidden``, ``gamma``, ``dropout``, the activations,
+    ``residual`` and ``linear_path``.
     """
 
     def __init__(
         self,
         in_dims: dict[str, int],
         n_genes: int,
+        params: M2tglgoParams,
         *,
-        hidden: tuple[int, ...] = (256, 512),
-        gamma: float = 0.75,
-        dropout: float = 0.5,
         gene_features: torch.Tensor | None = None,
         gene_edges: torch.Tensor | None = None,
         learn_gene_features: bool = False,
-        activation: str = "sigmoid",
-        output_activation: str = "sigmoid",
-        residual: bool = False,
-        linear_path: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in (("activation", activation), ("output_activation", output_activation)):
-            if value not in ACTIVATIONS:
-                msg = f"{name} must be one of {list(ACTIVATIONS)}, got {value!r}."
-                raise ValueError(msg)
-        self.output_activation = ACTIVATIONS[output_activation]
+        p = params
+        hidden = tuple(int(h) for h in p.hidden)
+        self.output_activation = ACTIVATIONS[p.output_activation]
         dims = dict(in_dims)
         layers = []
         for width in hidden:
             layers.append(
-                MMGELayer(dims, width, gamma=gamma, dropout=dropout, activation=activation, residual=residual)
+                MMGELayer(dims, width, gamma=p.gamma, dropout=p.dropout, activation=p.activation, residual=p.residual)
             )
             dims = dict.fromkeys(dims, width)
         self.layers = nn.ModuleList(layers)
@@ -123,7 +117,7 @@ class M2TGLGONet(nn.Module):
                 self.register_buffer("gene_features", gene_features.clone().float())
             self.register_buffer("gene_edges", gene_edges.clone().long(), persistent=False)
             self.gene_gat = pyg.nn.GATConv(gene_features.shape[1], hidden[-1], heads=1)
-        self.linear_path = LinearPath(sum(in_dims.values()), n_genes) if linear_path else None
+        self.linear_path = LinearPath(sum(in_dims.values()), n_genes) if p.linear_path else None
 
     def embed(self, xs: dict[str, torch.Tensor], edges: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
@@ -229,31 +223,16 @@ class M2TGLGORegressor(nn.Module):
     (kNN), ``hop1..hop3`` (SONRM pairs), and in training ``y``.
     """
 
-    def __init__(
-        self,
-        n_features: int,
-        n_genes: int,
-        *,
-        modalities: tuple[str, ...] = MODALITIES,
-        reconstruction_weight: float = 1.0,
-        ranking_weight: float = 1.0,
-        margin: float = 0.01,
-        dense_limit: int = 4096,
-        **net_params,
-    ) -> None:
+    def __init__(self, n_features: int, n_genes: int, params: M2tglgoParams, **gene_prior) -> None:
         super().__init__()
-        unknown = sorted(set(modalities) - set(MODALITIES))
-        if unknown or not modalities:
-            msg = f"modalities must be a non-empty subset of {list(MODALITIES)}, got {list(modalities)}."
-            raise ValueError(msg)
-        self.modalities = tuple(modalities)
+        self.modalities = tuple(params.modalities)  # checked by M2tglgoParams
         self.scale_in = Standardize(n_features)
         self.scale_nuclei = Standardize(18)
         dims = {"deep": n_features, "morphology": 14, "topology": 3}
-        self.net = M2TGLGONet({m: dims[m] for m in self.modalities}, n_genes, **net_params)
-        self.weights = (reconstruction_weight, ranking_weight)
-        self.margin = margin
-        self.dense_limit = dense_limit
+        self.net = M2TGLGONet({m: dims[m] for m in self.modalities}, n_genes, params, **gene_prior)
+        self.weights = (params.reconstruction_weight, params.ranking_weight)
+        self.margin = params.margin
+        self.dense_limit = params.dense_limit
 
     def _modalities(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         xs = {}

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .._data import Items, Key, spot_items
-from .._image_training import channel_stats, resized_patches, run_in_batches, train_image_network
+from .._image_training import channel_stats, resized_patches, run_in_batches
 from .._inputs import ModelInputs
 from .._neural import NeuralModel, Split
 from .._nn import Standardize, sinusoidal_2d
@@ -150,44 +150,28 @@ class SepalModel(NeuralModel):
         """Train the CNN and its head on the training spots' patches; embeddings of every spot, loss history."""
         encoder = self.net_.encoder
         images = resized_patches(self._patches(inputs), inputs.n_spots, encoder.input_size)
+        n = self.net_params
         mean, std = channel_stats(images[torch.from_numpy(train)])
-        if self.net_params.encoder_checkpoint is not None or self.net_params.encoder_pretrained:
-            mean, std = self._load_initial_weights(encoder)  # fine-tune with the weights' own input scaling
-        encoder.pixel_mean.copy_(torch.tensor(mean))
-        encoder.pixel_std.copy_(torch.tensor(std))
+        if n.encoder_checkpoint is not None or n.encoder_pretrained:
+            loaded, mean, std = self._initial_trunk(n.encoder_arch, n.encoder_checkpoint, n.encoder_pretrained)
+            encoder.backbone.load_state_dict(loaded.state_dict())  # fine-tuned with the weights' own scaling
+        self._set_pixel_scaling(encoder, mean, std)
         images = encoder.scale(images)
-        history = train_image_network(
+        history = self._pretrain(
             nn.Sequential(encoder, self.net_.head),
             images[torch.from_numpy(train)],
             torch.from_numpy(z[train].astype(np.float32)),
-            epochs=self.net_params.encoder_epochs,
-            batch_size=self.net_params.encoder_batch_size,
-            lr=self.net_params.stage1_lr,
-            weight_decay=self.net_params.encoder_weight_decay,
-            device=self.device,
-            random_state=0 if self.random_state is None else self.random_state,
-            show_progress_bar=self.show_progress_bar,
+            epochs=n.encoder_epochs,
+            batch_size=n.encoder_batch_size,
+            lr=n.stage1_lr,
+            weight_decay=n.encoder_weight_decay,
             desc="SEPAL stage 1 (CNN)",
-            trainer_params=self.trainer_params,
-            precision=self.train_settings.precision,
         )
         embeddings = self._run_encoder(images)
         # the head was trained on raw embeddings; stage 2 reads standardised ones
         self.net_.scale_in.set(embeddings)
         self.net_.fold_scaling_into_head()
         return embeddings, history
-
-    def _load_initial_weights(self, encoder: PatchEncoder) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Start the CNN from a checkpoint or published weights; their per-channel input mean and deviation."""
-        from ...pp._encoders import load_encoder
-
-        loaded, spec = load_encoder(
-            self.net_params.encoder_arch,
-            checkpoint=self.net_params.encoder_checkpoint,
-            pretrained=self.net_params.encoder_pretrained,
-        )
-        encoder.backbone.load_state_dict(loaded.state_dict())
-        return spec.mean, spec.std
 
     @torch.no_grad()
     def _run_encoder(self, scaled: torch.Tensor, batch_size: int = 256) -> np.ndarray:

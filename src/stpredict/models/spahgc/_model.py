@@ -2,67 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from sklearn.cluster import KMeans
 
-from ...pp._graph import SpotGraph, spot_graph_spec
+from ...pp._graph import spot_graph_spec
 from .._data import Items, with_targets
 from .._inputs import ModelInputs
 from .._neural import NeuralModel, Split
-from .._params import Params
 from .._train import TrainSettings
 from ._bank import ReferenceBank
 from ._graph import graph_tensors, hetero_graph
 from ._module import SpaHGCRegressor
-
-NET_PARAMS = ("hidden", "n_layers", "heads", "dropout", "cnda", "cnap", "residual", "linear_path")
-LOSS_PARAMS = (
-    "masking",
-    "target_mask_ratio",
-    "reference_mask_ratio",
-    "pcc_weight",
-    "target_contrast_weight",
-    "reference_contrast_weight",
-    "supervised_view",
-)
-
-
-@dataclass(frozen=True)
-class SpahgcParams(Params):
-    """The heterogeneous graph (``k`` references, ``n_neighbours``), the network and its masked-view losses."""
-
-    hidden: int = 256
-    n_layers: int = 4
-    heads: int = 4
-    dropout: float = 0.1
-    cnda: bool = True
-    cnap: bool = True
-    residual: bool = True  # not in the paper (PAPER_PARAMS): keeps the spot's own embedding (probes)
-    linear_path: bool = False  # not in the paper: a linear map of the spot's and its neighbours' features added
-    k: int = 7
-    n_neighbours: int = 5
-    spot_graph: SpotGraph = "knn"  # not in the paper: 'grid', the array's neighbours
-    n_reference_neighbours: int = 3
-    masking: Literal["complementary", "random", "none"] = "complementary"
-    target_mask_ratio: float = 0.8
-    reference_mask_ratio: float = 0.9
-    pcc_weight: float = 0.5
-    target_contrast_weight: float = 0.2
-    reference_contrast_weight: float = 0.1
-    supervised_view: Literal["full", "masked"] = "full"  # not in the paper: the prediction reads unmasked features
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name in ("k", "n_neighbours", "n_reference_neighbours"):
-            if int(getattr(self, name)) < 1:
-                msg = f"{name} must be a positive integer, got {getattr(self, name)!r}."
-                raise ValueError(msg)
+from ._params import SpahgcParams
 
 
 def retrieval_groups(inputs: ModelInputs, n_blocks: int = 5, random_state: int | None = 0) -> np.ndarray:
@@ -133,13 +88,7 @@ class SpahgcModel(NeuralModel):
         return {"spatial": spot_graph_spec(self.net_params.spot_graph, self.net_params.n_neighbours)}
 
     def _net(self) -> SpaHGCRegressor:
-        p = self.net_params
-        return SpaHGCRegressor(
-            self.n_features_,
-            self.n_genes_,
-            **{k: getattr(p, k) for k in LOSS_PARAMS},
-            **{k: getattr(p, k) for k in NET_PARAMS},
-        )
+        return SpaHGCRegressor(self.n_features_, self.n_genes_, self.net_params)
 
     def _standardised(self, features: np.ndarray) -> np.ndarray:
         with torch.no_grad():

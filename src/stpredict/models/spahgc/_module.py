@@ -12,9 +12,7 @@ from torch import nn
 
 from .._nn import LinearPath, Standardize, import_torch_geometric
 from ._graph import CLOSE, NEAR, REFER, REFERENCE, REFERRED, TARGET
-
-MASKINGS = ("complementary", "random", "none")
-SUPERVISED_VIEWS = ("masked", "full")
+from ._params import SpahgcParams
 
 
 def feature_masks(
@@ -69,26 +67,12 @@ class SpaHGCNet(nn.Module):
     (``aggr='mean'`` over the relations), so after four layers little of the spot itself is left.
     """
 
-    def __init__(
-        self,
-        n_features: int,
-        n_genes: int,
-        *,
-        hidden: int = 256,
-        n_layers: int = 4,
-        heads: int = 4,
-        dropout: float = 0.1,
-        cnda: bool = True,
-        cnap: bool = True,
-        residual: bool = False,
-        linear_path: bool = False,
-    ) -> None:
+    def __init__(self, n_features: int, n_genes: int, params: SpahgcParams) -> None:
         super().__init__()
-        if hidden % heads:
-            msg = f"hidden ({hidden}) must be divisible by heads ({heads})."
-            raise ValueError(msg)
+        p = params
+        hidden, heads, dropout = p.hidden, p.heads, p.dropout
         pyg = import_torch_geometric()
-        self.cnda, self.cnap, self.residual = cnda, cnap, residual
+        self.cnda, self.cnap, self.residual = p.cnda, p.cnap, p.residual
         self.project = nn.ModuleDict(
             {
                 TARGET: nn.Sequential(nn.Linear(n_features, hidden), nn.LayerNorm(hidden), nn.LeakyReLU(0.2)),
@@ -98,17 +82,17 @@ class SpaHGCNet(nn.Module):
             }
         )
         self.layers = nn.ModuleList()
-        for _ in range(n_layers):
+        for _ in range(p.n_layers):
             relations = {NEAR: pyg.nn.SAGEConv(hidden, hidden), CLOSE: pyg.nn.SAGEConv(hidden, hidden)}
-            if cnda:
+            if p.cnda:
                 relations[REFER] = _attention(hidden, heads, dropout)
                 relations[REFERRED] = _attention(hidden, heads, dropout)
             self.layers.append(pyg.nn.HeteroConv(relations, aggr="mean"))
-        if cnap:
+        if p.cnap:
             self.pool = _attention(hidden, heads, dropout)
             self.pool_out = nn.Linear(hidden, hidden)
         self.head = nn.Sequential(nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, n_genes))
-        self.linear_path = LinearPath(n_features, n_genes) if linear_path else None
+        self.linear_path = LinearPath(n_features, n_genes) if p.linear_path else None
 
     @staticmethod
     def _edges(batch) -> dict[tuple[str, str, str], torch.Tensor]:
@@ -158,37 +142,15 @@ class SpaHGCRegressor(nn.Module):
     learns from a fifth of each spot's features and then meets all of them (``docs/benchmarks.md``).
     """
 
-    def __init__(
-        self,
-        n_features: int,
-        n_genes: int,
-        *,
-        masking: str = "complementary",
-        target_mask_ratio: float = 0.8,
-        reference_mask_ratio: float = 0.9,
-        pcc_weight: float = 0.5,
-        target_contrast_weight: float = 0.2,
-        reference_contrast_weight: float = 0.1,
-        supervised_view: str = "masked",
-        **net_params,
-    ) -> None:
+    def __init__(self, n_features: int, n_genes: int, params: SpahgcParams) -> None:
         super().__init__()
-        if supervised_view not in SUPERVISED_VIEWS:
-            msg = f"supervised_view must be one of {list(SUPERVISED_VIEWS)}, got {supervised_view!r}."
-            raise ValueError(msg)
-        self.supervised_view = supervised_view
-        if masking not in MASKINGS:
-            msg = f"masking must be one of {list(MASKINGS)}, got {masking!r}."
-            raise ValueError(msg)
-        for name, ratio in (("target_mask_ratio", target_mask_ratio), ("reference_mask_ratio", reference_mask_ratio)):
-            if not 0 <= ratio < 1:
-                msg = f"{name} must be in [0, 1), got {ratio}."
-                raise ValueError(msg)
+        p = params  # choices and ranges checked by SpahgcParams
+        self.supervised_view = p.supervised_view
         self.scale_in = Standardize(n_features)  # embeddings are standardised before retrieval and the graph
-        self.net = SpaHGCNet(n_features, n_genes, **net_params)
-        self.masking = masking
-        self.ratios = {TARGET: target_mask_ratio, REFERENCE: reference_mask_ratio}
-        self.weights = (pcc_weight, target_contrast_weight, reference_contrast_weight)
+        self.net = SpaHGCNet(n_features, n_genes, p)
+        self.masking = p.masking
+        self.ratios = {TARGET: p.target_mask_ratio, REFERENCE: p.reference_mask_ratio}
+        self.weights = (p.pcc_weight, p.target_contrast_weight, p.reference_contrast_weight)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.net(batch)

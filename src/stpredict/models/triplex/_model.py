@@ -10,7 +10,7 @@ from torch import nn
 
 from ..._recipe import FeatureRecipe
 from .._data import Items, Key, with_targets
-from .._image_training import channel_stats, resized_patches, run_in_batches, train_image_network
+from .._image_training import channel_stats, resized_patches, run_in_batches
 from .._inputs import ModelInputs, SlideImages
 from .._neural import NeuralModel, Split
 from .._train import TrainSettings
@@ -204,9 +204,7 @@ class TriplexModel(NeuralModel):
         if "tiles" in views:
             net.scale_tiles.set(views["tiles"][train][views["tile_mask"][train]].numpy())
         if "patches" in views:
-            mean, std = channel_stats(views["patches"][train])
-            net.pixel_mean.copy_(torch.tensor(mean))
-            net.pixel_std.copy_(torch.tensor(std))
+            self._set_pixel_scaling(net, *channel_stats(views["patches"][train]))
         if self.net_params.target_checkpoint is not None:
             self._load_target_cnn()
 
@@ -221,7 +219,7 @@ class TriplexModel(NeuralModel):
             encoder.cnn, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(encoder.project.in_features, z.shape[1])
         )
         encoder.cnn.requires_grad_(True)
-        self.target_pretrain_history_ = train_image_network(
+        self.target_pretrain_history_ = self._pretrain(
             network,
             self.net_.scale_pixels(patches[torch.from_numpy(train)]),
             torch.from_numpy(z[train].astype(np.float32)),
@@ -229,12 +227,7 @@ class TriplexModel(NeuralModel):
             batch_size=32,
             lr=self.net_params.target_pretrain_lr,
             weight_decay=self.train_settings.weight_decay,
-            device=self.device,
-            random_state=0 if self.random_state is None else self.random_state,
-            show_progress_bar=self.show_progress_bar,
             desc="TRIPLEX target CNN",
-            trainer_params=self.trainer_params,
-            precision=self.train_settings.precision,
         )
         encoder.cnn.requires_grad_(not encoder.freeze_cnn)
         encoder.cnn.cpu()
@@ -256,13 +249,10 @@ class TriplexModel(NeuralModel):
         views["target_maps"] = torch.cat(maps)
 
     def _load_target_cnn(self) -> None:
-        from ...pp._encoders import load_encoder
-
-        loaded, spec = load_encoder("resnet18", checkpoint=self.net_params.target_checkpoint)
-        trunk = nn.Sequential(*list(loaded.children())[:-2])
+        loaded, mean, std = self._initial_trunk("resnet18", checkpoint=self.net_params.target_checkpoint)
+        trunk = nn.Sequential(*list(loaded.children())[:-2])  # the feature maps: no pooling, no classifier
         self.net_.net.encoders["target"].cnn.load_state_dict(trunk.state_dict())
-        self.net_.pixel_mean.copy_(torch.tensor(spec.mean))
-        self.net_.pixel_std.copy_(torch.tensor(spec.std))
+        self._set_pixel_scaling(self.net_, mean, std)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         state = super().state_dict()
