@@ -1,6 +1,7 @@
 """Plots (``st.pl``)."""
 
 from ._analyses import enrichment, regions, smoothing_histogram
+from ._benchmark import benchmark
 from ._correlation import gene_correlation
 from ._graph import hierarchical_graph
 from ._spatial import model_comparison, prediction, scores
@@ -9,6 +10,7 @@ from ._tissue import tissue
 from ._uncertainty import calibration_curve, ood
 
 __all__ = [
+    "benchmark",
     "calibration_curve",
     "enrichment",
     "gene_correlation",

@@ -3,6 +3,7 @@
 from .._predictions import prediction_adata
 from ..models import Model, ModelInputs, Predictor, Validation, available_models, model_ablations, register_model
 from ..models.spahgc._inspect import hetero_graph  # SpaHGC's slide graph, public here to inspect
+from ._benchmark import benchmark, paired_comparison
 from ._cross_validate import cross_validate
 from ._enrichment import enrichment
 from ._evaluate import evaluate, summarize
@@ -24,6 +25,7 @@ __all__ = [
     "TrainedEncoder",
     "Validation",
     "available_models",
+    "benchmark",
     "cluster_predictions",
     "cross_validate",
     "differential_expression",
@@ -38,6 +40,7 @@ __all__ = [
     "load_model",
     "make_splits",
     "model_ablations",
+    "paired_comparison",
     "predict",
     "prediction_adata",
     "region_agreement",
