@@ -68,9 +68,9 @@ def ensemble_reading() -> str:
     out = []
     for dataset in dict.fromkeys(d for d, *_ in ENSEMBLE_ROWS):
         rows = [(label, _rows(stem, d, model)) for d, label, stem, model in ENSEMBLE_ROWS if d == dataset]
-        ridge = dict(rows)["ridge"]
+        by_label = dict(rows)
+        ridge, fast = by_label["ridge"], by_label["ensemble, default members (`'fast'`)"]
         best_label, best = rows[-1]
-        fast = dict(rows)["ensemble, default members (`'fast'`)"]
         singles = [(label, r) for label, r in rows if not label.startswith(("ensemble", "the same"))]
         top_single, top = max(singles, key=lambda item: item[1]["pcc_m"].mean())
         gap = (best["pcc_m"] - ridge["pcc_m"].reindex(best.index)).dropna()

@@ -40,3 +40,8 @@ def per_slide_pearson(y: np.ndarray, p: np.ndarray, library: np.ndarray) -> np.n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a gene constant on every slide stays NaN
         return np.nanmean(np.vstack(scores), axis=0)
+
+
+def mean_pearson(y: np.ndarray, p: np.ndarray, library: np.ndarray) -> float:
+    """PCC(M): :func:`per_slide_pearson` averaged over genes, a gene constant on every slide counting 0."""
+    return float(np.nan_to_num(per_slide_pearson(y, p, library), nan=0.0).mean())

@@ -50,20 +50,20 @@ def write_predictions(adata: AnnData, key: str, frame: pd.DataFrame, full_layer:
 def _layer_wanted(adata: AnnData, key: str, frame: pd.DataFrame, source: np.ndarray) -> bool:
     """Whether the default writes ``layers[key]``: every gene predicted, and small enough (else say why not)."""
     n_predicted = int((source >= 0).sum())
+    where = f"Predictions {key!r} are in adata.obsm[{key!r}] ({frame.shape[1]} genes)"
+    hint = f"For scanpy plots use st.tl.prediction_adata(adata, {key!r}), or pass full_layer=True."
     if n_predicted < adata.n_vars:
+        nan_share = 100 * (1 - n_predicted / adata.n_vars)
         logger.info(
-            f"Predictions {key!r} are in adata.obsm[{key!r}] ({frame.shape[1]} genes); adata.layers[{key!r}] was "
-            f"not written ({n_predicted} of {adata.n_vars} genes predicted: it would be "
-            f"{100 * (1 - n_predicted / adata.n_vars):.1f} % NaN). For scanpy plots use "
-            f"st.tl.prediction_adata(adata, {key!r}), or pass full_layer=True."
+            f"{where}; adata.layers[{key!r}] was not written ({n_predicted} of {adata.n_vars} genes predicted: "
+            f"it would be {nan_share:.1f} % NaN). {hint}"
         )
         return False
     size = adata.n_obs * adata.n_vars * 4
     if size > FULL_LAYER_AUTO_MAX_BYTES:
         warn(
-            f"Predictions {key!r} are in adata.obsm[{key!r}] ({frame.shape[1]} genes); the layer aligned with all "
-            f"{adata.n_vars} genes would take {size / 2**30:.1f} GiB and was not written. For scanpy plots use "
-            f"st.tl.prediction_adata(adata, {key!r}), or pass full_layer=True."
+            f"{where}; the layer aligned with all {adata.n_vars} genes would take {size / 2**30:.1f} GiB and was "
+            f"not written. {hint}"
         )
         return False
     return True

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .._metrics import per_slide_pearson
+from .._metrics import mean_pearson
 from ._nn import LOSSES, check_loss
 from ._params import Params
 
@@ -150,8 +150,7 @@ def _lightning_task(net: torch.nn.Module, settings: TrainSettings, train_loader:
         def on_validation_epoch_end(self) -> None:
             pred, target, unit = (np.concatenate(parts) for parts in zip(*self._val, strict=True))
             self._val.clear()
-            pcc = float(np.nan_to_num(per_slide_pearson(target, pred, unit), nan=0.0).mean())
-            self.log("val_pcc", pcc, prog_bar=True)
+            self.log("val_pcc", mean_pearson(target, pred, unit), prog_bar=True)
 
         def configure_optimizers(self):
             if hasattr(self.net, "optimizer"):  # a model's own optimiser (e.g. ST-Net's SGD with momentum)

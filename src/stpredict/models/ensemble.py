@@ -20,7 +20,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from .._logging import logger
-from .._metrics import per_slide_pearson
+from .._metrics import mean_pearson, per_slide_pearson
 from ._base import Model, Validation, get_model
 from ._crossfit import group_folds, out_of_fold
 from ._inputs import ModelInputs
@@ -102,11 +102,6 @@ def stacking_weights(predictions: Sequence[np.ndarray], targets: np.ndarray, uni
     return weights / weights.sum()
 
 
-def mean_pearson(targets: np.ndarray, predicted: np.ndarray, unit: np.ndarray) -> float:
-    """PCC(M) of ``predicted``: per-gene Pearson within each unit (slide), averaged (a constant gene counts 0)."""
-    return float(np.nan_to_num(per_slide_pearson(targets, predicted, unit), nan=0.0).mean())
-
-
 def cross_validated_blend(
     predictions: Sequence[np.ndarray], targets: np.ndarray, unit: np.ndarray, fold: np.ndarray
 ) -> np.ndarray:
@@ -119,37 +114,24 @@ def cross_validated_blend(
     return blended
 
 
-def choose_blend(
-    predictions: Sequence[np.ndarray], targets: np.ndarray, unit: np.ndarray, fold: np.ndarray
-) -> tuple[np.ndarray, int | None]:
-    """Stacking weights, or one member alone when the blend does not beat it in cross-validation.
+def choose_blend(member_scores: Sequence[float], blend_score: float | None) -> int | None:
+    """The member to use alone (its index), or ``None`` for the stacked blend.
 
-    ``fold`` numbers the held-out spots' folds. The blend's score is cross-validated
-    (:func:`cross_validated_blend`); each member's own out-of-fold score needs no fitting. The higher wins, a
-    tie going to the single member (simpler). Returns the weights and the index of the member used alone
-    (``None``: the blend). With one fold the blend cannot be checked and is used.
+    ``member_scores``: each member's own out-of-fold PCC(M); ``blend_score``: the blend's, with weights chosen
+    without each inner fold (:func:`cross_validated_blend`), or ``None`` when it cannot be checked (one fold:
+    the blend is used). The higher wins, a tie going to the single member (simpler).
 
     Examples
     --------
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(0)
-    >>> a, b = rng.normal(size=(2, 300, 4))
-    >>> y = a + b                              # each member sees half of the signal: the blend wins
-    >>> halves = [a + 0.3 * rng.normal(size=a.shape), b + 0.3 * rng.normal(size=b.shape)]
-    >>> folds, unit = np.arange(300) % 3, np.zeros(300)
-    >>> choose_blend(halves, y, unit, folds)[1] is None
+    >>> choose_blend([0.30, 0.25], blend_score=0.34), choose_blend([0.30, 0.25], blend_score=0.29)
+    (None, 0)
+    >>> choose_blend([0.30, 0.25], blend_score=None) is None
     True
-    >>> choose_blend([y + 0.3 * rng.normal(size=y.shape), np.zeros_like(y)], y, unit, folds)
-    (array([1., 0.]), 0)
     """
-    weights = stacking_weights(predictions, targets, unit)
-    if len(np.unique(fold)) < 2:
-        return weights, None
-    singles = [mean_pearson(targets, p, unit) for p in predictions]
-    best = int(np.argmax(singles))
-    if singles[best] >= mean_pearson(targets, cross_validated_blend(predictions, targets, unit, fold), unit):
-        return np.eye(len(predictions))[best], best
-    return weights, None
+    if blend_score is None:
+        return None
+    best = int(np.argmax(member_scores))
+    return best if member_scores[best] >= blend_score else None
 
 
 class EnsembleModel(Model):
@@ -267,11 +249,21 @@ class EnsembleModel(Model):
         fold = np.argmax(folds, axis=0)[held] if len(folds) > 1 else unit
         names = list(self.net_params.models)
         predictions = [p[held] for p in out_of_fold(self._fit_predict, inputs, targets, folds, "ensemble")]
-        choice, alone = "equal", None
+        member_scores = [mean_pearson(targets[held], p, unit) for p in predictions]
+        choice, chosen = "equal", None
         if self.net_params.weights == "stacking":
-            self.weights_, alone = choose_blend(predictions, targets[held], unit, fold)
+            self.weights_ = stacking_weights(predictions, targets[held], unit)
+            # what the validation scores: the blend with its weights chosen without each inner fold (not on the
+            # very values it is scored on); with one inner fold it cannot be checked, and is used
+            if len(np.unique(fold)) > 1:
+                chosen = cross_validated_blend(predictions, targets[held], unit, fold)
+            blend_score = None if chosen is None else mean_pearson(targets[held], chosen, unit)
+            alone = choose_blend(member_scores, blend_score)
             choice = "stacking" if alone is None else names[alone]
-        chosen = self._out_of_fold_answer(predictions, targets[held], unit, fold, alone)
+            if alone is not None:
+                self.weights_, chosen = np.eye(len(names))[alone], predictions[alone]
+        if chosen is None:
+            chosen = sum(w * p for w, p in zip(self.weights_, predictions, strict=True))
         gene_pearson = per_slide_pearson(targets[held], chosen, unit)
         self.validation_ = Validation(
             groups=kind,
@@ -281,9 +273,7 @@ class EnsembleModel(Model):
             selected={
                 "choice": choice,
                 "weights": dict(zip(names, map(float, self.weights_), strict=True)),
-                "member_scores": {
-                    n: mean_pearson(targets[held], p, unit) for n, p in zip(names, predictions, strict=True)
-                },
+                "member_scores": dict(zip(names, member_scores, strict=True)),
                 "stacking_folds": len(folds),
             },
         )
@@ -292,18 +282,6 @@ class EnsembleModel(Model):
         )
         self.members_ = self._fit_members(inputs, targets, used=self.weights_ > 0)
         return self
-
-    def _out_of_fold_answer(self, predictions, targets, unit, fold, alone: int | None) -> np.ndarray:
-        """What the validation scores: the member used alone, or the cross-validated blend.
-
-        The blend's weights are chosen without each inner fold (not on the very values they are scored on);
-        fixed weights (``'equal'``) are used as they are.
-        """
-        if alone is not None:
-            return predictions[alone]
-        if self.net_params.weights == "stacking" and len(np.unique(fold)) > 1:
-            return cross_validated_blend(predictions, targets, unit, fold)
-        return sum(w * p for w, p in zip(self.weights_, predictions, strict=True))
 
     def predict(self, inputs: ModelInputs) -> np.ndarray:
         out = np.zeros((inputs.n_spots, self.n_genes_), dtype=np.float64)

@@ -201,6 +201,7 @@ def benchmark(
     else:
         folds = list(splits)
     held_out = sorted({slide for fold in folds for slide in fold.test})
+    eval_layer = cross_validate_kwargs.get("eval_layer") or layer
     rows = []
     for label, (model, params) in specs.items():
         logger.info("benchmark: %s", label)
@@ -212,7 +213,6 @@ def benchmark(
         )  # fmt: skip
         slide_rows = per_slide[["fold", "library_id", *METRICS, "n_genes", "fit_s"]].copy()
         slide_rows.insert(0, "model", label)
-        eval_layer = cross_validate_kwargs.get("eval_layer") or layer
         pooled = {"model": label, "fold": "all", "library_id": "pooled", "pcc_h": np.nan}
         pooled.update(pooled_scores(adata, key, eval_layer, held_out))
         pooled.update(n_genes=int(adata.obsm[key].shape[1]), fit_s=float(per_slide["fit_s"].sum()))
